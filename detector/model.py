@@ -1,0 +1,124 @@
+"""Create the two-class timm model and load it from a Hub-layout folder or a Hub id.
+
+A model is always a folder: config.json + model.safetensors (+ README.md). A Hub id is
+resolved to such a folder in the Hub cache first, so one loader serves every source.
+Weights are read with safetensors only; nothing is ever unpickled.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import timm
+import torch
+from safetensors.torch import load_file
+
+from .errors import DetectorError
+
+ARCHITECTURE = "resnext50_32x4d"
+LABEL_NAMES = ("real", "fake")
+WEIGHTS_FILE = "model.safetensors"
+HUB_FILES = ["config.json", WEIGHTS_FILE, "README.md"]
+PICKLE_FILES = ("pytorch_model.bin", "model.pth", "model.pt", "model.ckpt")
+BUNDLED_MODEL = Path(__file__).resolve().parent.parent / "models" / "deepfake-detector-resnext50"
+
+
+def create_model(pretrained: bool = False, img_size: int | None = None, **kwargs) -> torch.nn.Module:
+    """A fresh ResNeXt-50 32x4d with a two-class head labelled (real, fake)."""
+    # Drop what describes timm's ImageNet weights rather than ours (None values are not exported).
+    overlay = {"label_names": list(LABEL_NAMES), "crop_pct": 1.0, "test_input_size": None, "test_crop_pct": None,
+               "tag": None, "origin_url": None, "paper_ids": None, "license": None}
+    if img_size:
+        overlay["input_size"] = (3, img_size, img_size)
+    return timm.create_model(
+        ARCHITECTURE, pretrained=pretrained, num_classes=len(LABEL_NAMES), pretrained_cfg_overlay=overlay, **kwargs
+    )
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    model: torch.nn.Module
+    config: dict
+    folder: Path
+    source: str
+
+    @property
+    def label_names(self) -> list[str]:
+        return list(self.config["label_names"])
+
+
+def default_source() -> str:
+    """`DETECTOR_MODEL` when set, else the bundled model folder."""
+    return os.environ.get("DETECTOR_MODEL") or str(BUNDLED_MODEL)
+
+
+def resolve_folder(source: str) -> Path:
+    """Turn a local folder, `hf-hub:owner/name` or `owner/name` into a local Hub-layout folder."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return path
+    repo_id = source.removeprefix("hf-hub:")
+    if source.startswith("hf-hub:") or (repo_id.count("/") == 1 and not path.exists() and not source.startswith((".", "/"))):
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+        try:
+            return Path(snapshot_download(repo_id, allow_patterns=HUB_FILES))
+        except (LocalEntryNotFoundError, HfHubHTTPError, OSError, ValueError) as err:
+            raise DetectorError(
+                f"Could not get model '{repo_id}' from the Hugging Face Hub ({type(err).__name__}). "
+                "Check the id and your connection, or pass a local model folder."
+            ) from err
+    raise DetectorError(f"Model folder not found: {source}. Pass a folder with config.json and {WEIGHTS_FILE}, or a Hub id.")
+
+
+def read_config(folder: Path) -> dict:
+    """Read and validate config.json: the architecture and the two labels we know how to serve."""
+    config_path = folder / "config.json"
+    if not config_path.is_file():
+        raise DetectorError(f"{folder} has no config.json: not a model folder in the Hub layout.")
+    try:
+        config = json.loads(config_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DetectorError(f"{config_path} is not valid JSON: {err}") from err
+    if not isinstance(config, dict):
+        raise DetectorError(f"{config_path} must hold a JSON object.")
+    if config.get("architecture") != ARCHITECTURE:
+        raise DetectorError(
+            f"{config_path}: unsupported architecture {config.get('architecture')!r}; this detector serves {ARCHITECTURE}."
+        )
+    labels = config.get("label_names")
+    if config.get("num_classes") != len(LABEL_NAMES) or not isinstance(labels, list) or sorted(labels) != sorted(LABEL_NAMES):
+        raise DetectorError(
+            f"{config_path}: expected 2 classes named {list(LABEL_NAMES)}, found num_classes="
+            f"{config.get('num_classes')!r} and label_names={labels!r}."
+        )
+    return config
+
+
+def load_model(source: str | os.PathLike | None = None) -> LoadedModel:
+    """Load a model folder or Hub id (default: `default_source()`), ready for inference."""
+    source = str(source or default_source())
+    folder = resolve_folder(source)
+    config = read_config(folder)
+    weights = folder / WEIGHTS_FILE
+    if not weights.is_file():
+        pickles = [name for name in PICKLE_FILES if (folder / name).exists()]
+        hint = f" It holds {pickles[0]}, a pickle file, which is refused for safety: convert it to safetensors." if pickles else ""
+        raise DetectorError(f"{folder} has no {WEIGHTS_FILE}.{hint}")
+    model = timm.create_model(
+        ARCHITECTURE,
+        pretrained=False,
+        num_classes=len(LABEL_NAMES),
+        pretrained_cfg_overlay={**config.get("pretrained_cfg", {}), "label_names": config["label_names"]},
+        **config.get("model_args", {}),
+    )
+    try:
+        state_dict = load_file(str(weights))
+        model.load_state_dict(state_dict, strict=True)
+    except Exception as err:  # safetensors raises its own types; all mean "bad weights file"
+        raise DetectorError(f"{weights} could not be loaded as {ARCHITECTURE} weights: {err}") from err
+    model.eval()
+    return LoadedModel(model=model, config=config, folder=folder, source=source)

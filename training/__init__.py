@@ -1,0 +1,1 @@
+"""Train, evaluate and publish the deepfake detector (see training/train.py for the commands)."""

@@ -1,0 +1,255 @@
+"""Load a labelled face dataset with `datasets`, map its labels onto (real, fake), split it, transform it.
+
+SOURCE is a Hub dataset id, a local image folder (one sub-folder per class, or a metadata.csv),
+or a CSV file whose image column holds paths relative to the CSV. Every example ends up with an
+`image` and a `target` (index into detector.model.LABEL_NAMES); other columns (source, group) stay.
+"""
+from __future__ import annotations
+
+import io
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import datasets
+import numpy as np
+import torch
+from PIL import Image, ImageFilter
+from sklearn.model_selection import StratifiedGroupKFold
+from torchvision import transforms as T
+
+from detector.errors import DetectorError
+from detector.model import LABEL_NAMES
+from detector.preprocess import Preprocessor
+
+VALIDATION_SPLITS = ("validation", "valid", "val")
+
+
+class DataError(DetectorError):
+    """A dataset problem the user must fix (unmapped label, empty class, unreadable file...)."""
+
+
+@dataclass
+class DataSpec:
+    source: str
+    image_column: str = "image"
+    label_column: str = "label"
+    label_map: dict[str, str] | None = None  # dataset label → "real" / "fake"
+    group_column: str | None = None  # e.g. the original video: never on both sides of the split
+    source_column: str | None = None  # kept for per-source metrics, and used to stratify the split
+    val_fraction: float = 0.2
+    seed: int = 42
+
+
+def parse_label_map(text: str | None) -> dict[str, str] | None:
+    """'Real=real,Fake=fake' → {'Real': 'real', 'Fake': 'fake'}."""
+    if not text:
+        return None
+    pairs = [item.split("=", 1) for item in text.split(",") if item.strip()]
+    if any(len(pair) != 2 for pair in pairs):
+        raise DataError(f"--label-map must look like 'Real=real,Fake=fake', got {text!r}")
+    mapping = {key.strip(): value.strip().lower() for key, value in pairs}
+    bad = sorted(set(mapping.values()) - set(LABEL_NAMES))
+    if bad:
+        raise DataError(f"--label-map targets must be {list(LABEL_NAMES)}, got {bad}")
+    return mapping
+
+
+def load_raw(spec: DataSpec) -> datasets.DatasetDict:
+    """Read SOURCE as a DatasetDict, whatever its form."""
+    path = Path(spec.source).expanduser()
+    try:
+        if path.is_file() and path.suffix == ".csv":
+            raw = datasets.load_dataset("csv", data_files=str(path))
+            if spec.image_column not in raw["train"].column_names:
+                raise DataError(f"{path} has no column {spec.image_column!r} (columns: {raw['train'].column_names})")
+            root = path.parent
+            raw = raw.map(lambda row: {spec.image_column: str(root / row[spec.image_column])})
+            return raw.cast_column(spec.image_column, datasets.Image(decode=False))
+        if path.is_dir():
+            return datasets.load_dataset("imagefolder", data_dir=str(path))
+        if path.exists():
+            raise DataError(f"{path} is neither a folder nor a .csv file")
+        return datasets.load_dataset(spec.source)
+    except DataError:
+        raise
+    except (FileNotFoundError, ValueError, datasets.exceptions.DatasetNotFoundError) as err:
+        raise DataError(f"Could not load dataset {spec.source!r}: {err}") from err
+
+
+def label_names_of(dataset: datasets.Dataset, column: str) -> list[str]:
+    feature = dataset.features[column]
+    if isinstance(feature, datasets.ClassLabel):
+        return list(feature.names)
+    return sorted({str(value) for value in dataset[column]})
+
+
+def resolve_label_map(names: list[str], label_map: dict[str, str] | None, column: str) -> dict[str, int]:
+    """Dataset label → target index. Names 'real'/'fake' (any case) map themselves; others need --label-map."""
+    mapping = label_map or {name: name.lower() for name in names if name.lower() in LABEL_NAMES}
+    unmapped = [name for name in names if name not in mapping]
+    if unmapped:
+        raise DataError(
+            f"Column {column!r} has labels {unmapped} that are not mapped onto {list(LABEL_NAMES)}. "
+            f"Pass e.g. --label-map '{unmapped[0]}=fake' (all labels: {names})."
+        )
+    return {name: LABEL_NAMES.index(mapping[name]) for name in names}
+
+
+def with_targets(dataset: datasets.Dataset, spec: DataSpec) -> datasets.Dataset:
+    """Add the `target` column, rename the image column to `image`, check both classes are present."""
+    for column in (spec.image_column, spec.label_column, spec.group_column, spec.source_column):
+        if column and column not in dataset.column_names:
+            raise DataError(f"Dataset has no column {column!r}; its columns are {dataset.column_names}")
+    names = label_names_of(dataset, spec.label_column)
+    to_target = resolve_label_map(names, spec.label_map, spec.label_column)
+    feature = dataset.features[spec.label_column]
+    as_name = feature.int2str if isinstance(feature, datasets.ClassLabel) else str
+    dataset = dataset.map(
+        lambda batch: {"target": [to_target[as_name(value)] for value in batch[spec.label_column]]}, batched=True
+    )
+    dataset = dataset.cast_column("target", datasets.ClassLabel(names=list(LABEL_NAMES)))
+    if spec.image_column != "image":
+        dataset = dataset.rename_column(spec.image_column, "image")
+    counts = np.bincount(dataset["target"], minlength=len(LABEL_NAMES))
+    empty = [LABEL_NAMES[i] for i, count in enumerate(counts) if count == 0]
+    if empty:
+        raise DataError(f"Class {empty} has zero examples after label mapping (counts: {dict(zip(LABEL_NAMES, counts.tolist()))})")
+    return dataset.cast_column("image", datasets.Image(decode=False))
+
+
+def check_images(dataset: datasets.Dataset) -> None:
+    """Open every image once, so a broken file is named now rather than crashing epoch 7."""
+    for index, item in enumerate(dataset["image"]):
+        name = item.get("path") or f"row {index}"
+        try:
+            with Image.open(io.BytesIO(item["bytes"]) if item.get("bytes") else item["path"]) as image:
+                image.load()
+        except Exception as err:  # PIL raises many types for a bad file
+            raise DataError(f"Unreadable image {name}: {err}") from err
+
+
+def split(dataset: datasets.Dataset, spec: DataSpec) -> tuple[datasets.Dataset, datasets.Dataset]:
+    """A stratified ~80/20 split with a fixed seed; by group when there is a group column."""
+    strata = np.array(dataset["target"]).astype(str)
+    if spec.source_column:
+        strata = np.char.add(np.char.add(strata, ":"), np.array(dataset[spec.source_column]).astype(str))
+    groups = np.array(dataset[spec.group_column]).astype(str) if spec.group_column else np.arange(len(dataset)).astype(str)
+    if spec.group_column:  # rows without a group are their own group
+        missing = np.isin(groups, ["", "None", "nan"])
+        groups[missing] = np.char.add("row", np.arange(len(dataset))[missing].astype(str))
+    n_splits = max(2, round(1 / spec.val_fraction))
+    folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=spec.seed)
+    train_idx, val_idx = next(folds.split(np.zeros(len(dataset)), strata, groups))
+    return dataset.select(np.sort(train_idx)), dataset.select(np.sort(val_idx))
+
+
+def load_splits(spec: DataSpec, check: bool = True) -> tuple[datasets.Dataset, datasets.Dataset]:
+    """(train, validation): the dataset's own validation split when it has one, else our split."""
+    raw = load_raw(spec)
+    val_name = next((name for name in VALIDATION_SPLITS if name in raw), None)
+    train = with_targets(raw["train"], spec)
+    if check:
+        check_images(train)
+    if val_name:
+        val = with_targets(raw[val_name], spec)
+        if check:
+            check_images(val)
+        return train, val
+    return split(train, spec)
+
+
+# --- transforms -------------------------------------------------------------------------------
+
+
+class RandomJPEG:
+    """Re-encode as JPEG at a random quality: detectors must not key on one source's compression."""
+
+    def __init__(self, quality=(30, 95), p=0.5):
+        self.quality, self.p = quality, p
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        if random.random() > self.p:
+            return image
+        buffer = io.BytesIO()
+        image.save(buffer, "JPEG", quality=random.randint(*self.quality))
+        return Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
+
+
+class RandomBlurOrDownscale:
+    """Gaussian blur or a down-and-up resize: the softness of small or resized photos."""
+
+    def __init__(self, sigma=(0.1, 2.0), scale=(0.3, 0.9), p=0.3):
+        self.sigma, self.scale, self.p = sigma, scale, p
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        if random.random() > self.p:
+            return image
+        if random.random() < 0.5:
+            return image.filter(ImageFilter.GaussianBlur(random.uniform(*self.sigma)))
+        factor = random.uniform(*self.scale)
+        small = image.resize((max(8, round(image.width * factor)), max(8, round(image.height * factor))), Image.BILINEAR)
+        return small.resize(image.size, Image.BILINEAR)
+
+
+class GaussianNoise:
+    def __init__(self, std=(0.0, 0.05), p=0.3):
+        self.std, self.p = std, p
+
+    def __call__(self, tensor: torch.Tensor) -> torch.Tensor:
+        if random.random() > self.p:
+            return tensor
+        return tensor + torch.randn_like(tensor) * random.uniform(*self.std)
+
+
+def train_transform(config: dict, strength: float = 1.0) -> T.Compose:
+    """Flip, ±15° rotation, colour jitter, random resized crop, JPEG, blur/downscale, noise.
+
+    `strength` scales every augmentation's probability and range (0 = crop and flip only).
+    """
+    size = config["input_size"][1]
+    jitter = 0.2 * strength
+    return T.Compose([
+        T.RandomResizedCrop(size, scale=(1 - 0.5 * strength, 1.0), ratio=(0.85, 1.18)),
+        T.RandomHorizontalFlip(),
+        T.RandomApply([T.RandomRotation(15)], p=0.5 * strength),
+        T.RandomApply([T.ColorJitter(jitter, jitter, jitter, 0.05 * strength)], p=0.8 * strength),
+        RandomBlurOrDownscale(p=0.3 * strength),
+        RandomJPEG(p=0.5 * strength),
+        T.ToTensor(),
+        T.Normalize(config["mean"], config["std"]),
+        GaussianNoise(p=0.3 * strength),
+    ])
+
+
+def open_rgb(item: dict) -> Image.Image:
+    image = Image.open(io.BytesIO(item["bytes"]) if item.get("bytes") else item["path"])
+    if image.mode in ("RGBA", "LA", "P"):
+        image = image.convert("RGBA")
+        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, image)
+    return image.convert("RGB")
+
+
+def attach_transform(dataset: datasets.Dataset, transform) -> datasets.Dataset:
+    """Decode lazily and apply `transform` → {'pixel_values', 'target'} per example."""
+
+    def apply(batch):
+        return {
+            "pixel_values": [transform(open_rgb(item)) for item in batch["image"]],
+            "target": batch["target"],
+        }
+
+    return dataset.with_transform(apply)
+
+
+def eval_transform(config: dict) -> Preprocessor:
+    """Validation: exactly what the detector does at inference."""
+    return Preprocessor(config)
+
+
+def collate(examples: list[dict]) -> dict:
+    return {
+        "pixel_values": torch.stack([example["pixel_values"] for example in examples]),
+        "target": torch.tensor([example["target"] for example in examples]),
+    }

@@ -1,0 +1,258 @@
+"""Train the deepfake detector (timm ResNeXt-50 32x4d, two classes) on a `datasets` source.
+
+    # CPU or one GPU
+    python -m training.train --dataset path/to/faces --output-dir runs/faces
+    # a Hub dataset with other label names
+    python -m training.train --dataset owner/faces --label-column kind --label-map "Real=real,Fake=fake"
+    # the shared data (a CSV manifest with source and group columns)
+    python -m training.train --dataset ../shared/data/manifest.csv --image-column file \
+        --group-column group --source-column source
+    # several GPUs, or several nodes (run `accelerate config` once per machine)
+    accelerate launch --multi_gpu --num_processes 4 -m training.train --dataset ...
+    accelerate launch --num_machines 2 --machine_rank 0 --main_process_ip HOST --num_processes 8 -m training.train ...
+    # carry on after an interruption
+    python -m training.train ... --output-dir runs/faces --resume
+
+The defaults are the fine-tuning recipe (ImageNet weights, Adam 1e-4, ReduceLROnPlateau). From
+scratch, use a higher rate with warm-up and cosine decay (see model_card.md for what we used).
+Outputs in --output-dir: `best/` (Hub-layout model folder, best validation ROC-AUC), `last/`
+(resumable state), `metrics.csv`, `metrics.jsonl`, `training_curves.png`, `args.json`.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from timm.models import save_for_hf
+from tqdm.auto import tqdm
+
+from detector.model import LABEL_NAMES, create_model
+from detector.preprocess import data_config
+
+from .data import DataSpec, attach_transform, collate, eval_transform, load_splits, parse_label_map, train_transform
+from .metrics import binary_metrics, plot_training_curves
+
+FAKE = LABEL_NAMES.index("fake")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    data = parser.add_argument_group("data")
+    data.add_argument("--dataset", required=True, help="Hub dataset id, image folder, or CSV of image paths")
+    data.add_argument("--image-column", default="image")
+    data.add_argument("--label-column", default="label")
+    data.add_argument("--label-map", help="dataset label → real/fake, e.g. 'Real=real,Fake=fake' or '0=real,1=fake'")
+    data.add_argument("--group-column", help="split by this column (e.g. original video) so no group is on both sides")
+    data.add_argument("--source-column", help="kept for per-source metrics and used to stratify the split")
+    data.add_argument("--val-fraction", type=float, default=0.2)
+    data.add_argument("--skip-image-check", action="store_true", help="do not open every image before training")
+    model = parser.add_argument_group("model")
+    model.add_argument("--pretrained", action="store_true", help="start from timm's ImageNet weights (needs the Hub)")
+    model.add_argument("--img-size", type=int, default=224, help="training and serving resolution")
+    optim = parser.add_argument_group("optimisation")
+    optim.add_argument("--optimizer", choices=["adam", "adamw", "sgd"], default="adam")
+    optim.add_argument("--lr", type=float, default=1e-4)
+    optim.add_argument("--weight-decay", type=float, default=1e-4)
+    optim.add_argument("--batch-size", type=int, default=32)
+    optim.add_argument("--epochs", type=int, default=25)
+    optim.add_argument("--scheduler", choices=["plateau", "cosine"], default="plateau",
+                       help="plateau: ReduceLROnPlateau on validation loss; cosine: linear warm-up then cosine, per step")
+    optim.add_argument("--warmup-epochs", type=float, default=0.0, help="with --scheduler cosine")
+    optim.add_argument("--label-smoothing", type=float, default=0.0)
+    optim.add_argument("--aug-strength", type=float, default=1.0, help="0 = crop+flip only, 1 = full augmentation")
+    optim.add_argument("--patience", type=int, default=0, help="stop after N epochs without a better AUC (0 = never)")
+    run = parser.add_argument_group("run")
+    run.add_argument("--output-dir", default="runs/detector")
+    run.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/last")
+    run.add_argument("--mixed-precision", choices=["auto", "no", "bf16", "fp16"], default="auto",
+                     help="auto: bf16 where the device computes it natively, else fp32")
+    run.add_argument("--workers", type=int, default=2)
+    run.add_argument("--max-steps-per-epoch", type=int, default=0, help="cut epochs short (smoke tests)")
+    run.add_argument("--seed", type=int, default=42)
+    return parser.parse_args(argv)
+
+
+def native_bf16() -> bool:
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def make_optimizer(args, params):
+    if args.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=args.lr, momentum=0.9, nesterov=True, weight_decay=args.weight_decay)
+    optimizer = torch.optim.AdamW if args.optimizer == "adamw" else torch.optim.Adam
+    return optimizer(params, lr=args.lr, weight_decay=args.weight_decay)
+
+
+def make_scheduler(args, optimizer, steps_per_epoch: int):
+    if args.scheduler == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.5, patience=2)
+    total = max(1, args.epochs * steps_per_epoch)
+    warmup = int(args.warmup_epochs * steps_per_epoch)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+@torch.no_grad()
+def evaluate(model, loader, accelerator) -> tuple[float, np.ndarray, np.ndarray]:
+    """Validation loss, targets and p(fake) over the whole loader (gathered across processes)."""
+    model.eval()
+    losses, targets, p_fake = [], [], []
+    for batch in tqdm(loader, desc="validate", leave=False, disable=not accelerator.is_local_main_process):
+        logits = model(batch["pixel_values"]).float()
+        loss = torch.nn.functional.cross_entropy(logits, batch["target"], reduction="none")
+        loss, target, prob = accelerator.gather_for_metrics((loss, batch["target"], logits.softmax(-1)[:, FAKE]))
+        losses.append(loss.cpu())
+        targets.append(target.cpu())
+        p_fake.append(prob.cpu())
+    return torch.cat(losses).mean().item(), torch.cat(targets).numpy() == FAKE, torch.cat(p_fake).numpy()
+
+
+def save_model_folder(model, folder: Path, extra: dict) -> None:
+    """Write the Hub-layout folder atomically: a crash never leaves half a model behind."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}-"))
+    save_for_hf(model, staging, model_config={"label_names": list(LABEL_NAMES)}, safe_serialization=True,
+                data_config={"input_size": model.pretrained_cfg["input_size"]})
+    (staging / "training.json").write_text(json.dumps(extra, indent=2))
+    if folder.exists():
+        shutil.rmtree(folder)
+    staging.rename(folder)
+
+
+def append_log(output: Path, row: dict) -> None:
+    with (output / "metrics.jsonl").open("a") as f:
+        f.write(json.dumps(row) + "\n")
+    flat = {key: value for key, value in row.items() if not isinstance(value, list)}
+    path = output / "metrics.csv"
+    new = not path.exists()
+    with path.open("a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(flat))
+        if new:
+            writer.writeheader()
+        writer.writerow(flat)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    precision = args.mixed_precision
+    if precision == "auto":
+        precision = "bf16" if native_bf16() else "no"
+    accelerator = Accelerator(mixed_precision=precision)
+    set_seed(args.seed)
+    output = Path(args.output_dir)
+    state_path = output / "last" / "trainer_state.json"
+    if args.resume and not state_path.exists():
+        raise SystemExit(f"--resume: no checkpoint in {output / 'last'}")
+    if not args.resume and (output / "metrics.jsonl").exists():
+        raise SystemExit(f"{output} already holds a run: pass --resume to continue it, or another --output-dir")
+
+    spec = DataSpec(
+        source=args.dataset, image_column=args.image_column, label_column=args.label_column,
+        label_map=parse_label_map(args.label_map), group_column=args.group_column,
+        source_column=args.source_column, val_fraction=args.val_fraction, seed=args.seed,
+    )
+    with accelerator.main_process_first():
+        train_set, val_set = load_splits(spec, check=not args.skip_image_check)
+    accelerator.print(f"train: {len(train_set)} images, validation: {len(val_set)} images")
+
+    model = create_model(pretrained=args.pretrained, img_size=args.img_size)
+    config = data_config(model)
+    train_loader = torch.utils.data.DataLoader(
+        attach_transform(train_set, train_transform(config, args.aug_strength)), batch_size=args.batch_size,
+        shuffle=True, drop_last=len(train_set) > args.batch_size, num_workers=args.workers, collate_fn=collate,
+        persistent_workers=args.workers > 0,
+    )
+    val_loader = torch.utils.data.DataLoader(
+        attach_transform(val_set, eval_transform(config)), batch_size=args.batch_size * 2,
+        num_workers=args.workers, collate_fn=collate,
+    )
+    steps_per_epoch = len(train_loader) // accelerator.num_processes
+    if args.max_steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, args.max_steps_per_epoch)
+    model = model.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(args, model.parameters())
+    scheduler = make_scheduler(args, optimizer, steps_per_epoch)
+    model, optimizer, train_loader, val_loader, scheduler = accelerator.prepare(
+        model, optimizer, train_loader, val_loader, scheduler
+    )
+
+    state = {"epoch": 0, "best_auc": -1.0, "step": 0}
+    if args.resume:
+        accelerator.load_state(str(output / "last"))
+        state = json.loads(state_path.read_text())
+        accelerator.print(f"resumed after epoch {state['epoch']} (best AUC {state['best_auc']:.4f})")
+    if accelerator.is_main_process:
+        output.mkdir(parents=True, exist_ok=True)
+        (output / "args.json").write_text(json.dumps(vars(args), indent=2))
+
+    stale = 0
+    for epoch in range(state["epoch"] + 1, args.epochs + 1):
+        model.train()
+        total, count = 0.0, 0
+        bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch}/{args.epochs}", disable=not accelerator.is_local_main_process)
+        for step, batch in enumerate(train_loader):
+            if step >= steps_per_epoch:
+                break
+            pixels = batch["pixel_values"].contiguous(memory_format=torch.channels_last)
+            with accelerator.autocast():
+                loss = torch.nn.functional.cross_entropy(model(pixels), batch["target"], label_smoothing=args.label_smoothing)
+            accelerator.backward(loss)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if args.scheduler == "cosine":
+                scheduler.step()
+            total += loss.item()
+            count += 1
+            bar.update()
+            bar.set_postfix(loss=f"{total / count:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
+        bar.close()
+
+        val_loss, is_fake, p_fake = evaluate(model, val_loader, accelerator)
+        if args.scheduler == "plateau":
+            scheduler.step(val_loss)
+        metrics = binary_metrics(is_fake, p_fake)
+        row = {"epoch": epoch, "train_loss": total / max(1, count), "val_loss": val_loss,
+               "lr": optimizer.param_groups[0]["lr"], **{f"val_{k}": v for k, v in metrics.items()}}
+        accelerator.print(f"epoch {epoch}: train loss {row['train_loss']:.4f}, val loss {val_loss:.4f}, "
+                          f"AUC {metrics['roc_auc']:.4f}, accuracy {metrics['accuracy']:.4f}")
+        improved = metrics["roc_auc"] > state["best_auc"]
+        state.update(epoch=epoch, best_auc=max(state["best_auc"], metrics["roc_auc"]))
+        model.to(memory_format=torch.contiguous_format)  # safetensors stores contiguous tensors only
+        if accelerator.is_main_process:
+            append_log(output, row)
+            log = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
+            plot_training_curves(log, output / "training_curves.png")
+            if improved:
+                save_model_folder(accelerator.unwrap_model(model), output / "best",
+                                  {"epoch": epoch, "validation": metrics, "args": vars(args)})
+        accelerator.wait_for_everyone()
+        accelerator.save_state(str(output / "last"))
+        model.to(memory_format=torch.channels_last)
+        if accelerator.is_main_process:
+            state_path.write_text(json.dumps(state))
+        stale = 0 if improved else stale + 1
+        if args.patience and stale >= args.patience:
+            accelerator.print(f"no better AUC for {stale} epochs: stopping")
+            break
+    accelerator.end_training()
+    return state
+
+
+if __name__ == "__main__":
+    main()
