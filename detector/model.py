@@ -108,12 +108,12 @@ def load_model(source: str | os.PathLike | None = None) -> LoadedModel:
         pickles = [name for name in PICKLE_FILES if (folder / name).exists()]
         hint = f" It holds {pickles[0]}, a pickle file, which is refused for safety: convert it to safetensors." if pickles else ""
         raise DetectorError(f"{folder} has no {WEIGHTS_FILE}.{hint}")
+    model_args = {**config.get("model_args", {}), "num_classes": len(LABEL_NAMES)}
     model = timm.create_model(
         ARCHITECTURE,
         pretrained=False,
-        num_classes=len(LABEL_NAMES),
         pretrained_cfg_overlay={**config.get("pretrained_cfg", {}), "label_names": config["label_names"]},
-        **config.get("model_args", {}),
+        **model_args,
     )
     try:
         state_dict = load_file(str(weights))

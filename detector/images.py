@@ -1,0 +1,118 @@
+"""Open and validate one input image: limits, formats, bombs, EXIF orientation, colour modes.
+
+Everything a user can upload ends here as an RGB PIL image or a DetectorError that says what is
+wrong with the file in words a person understands. Nothing is written to disk.
+"""
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+from typing import BinaryIO, Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import DetectorError
+
+MAX_BYTES = 10 * 1024 * 1024
+MAX_PIXELS = 50_000_000  # a 50 MP photo decodes to 150 MB of RGB; larger is a bomb or not a portrait
+MIN_SIDE = 16
+FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "GIF")  # MPO: the JPEG variant many phones write
+FORMAT_NAMES = "JPEG, PNG, WebP or GIF"
+SNIFFED = (  # other files people upload by mistake, named so the message is specific
+    (b"%PDF", "a PDF document"),
+    (b"<svg", "an SVG vector drawing"),
+    (b"<?xml", "an XML/SVG document"),
+    (b"<!doctype html", "an HTML page"),
+    (b"<html", "an HTML page"),
+    (b"GIF8", None),
+)
+
+ImageSource = Union[str, os.PathLike, bytes, BinaryIO, Image.Image, np.ndarray]
+
+
+def _read_bytes(source) -> bytes:
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not path.is_file():
+            raise DetectorError(f"No such file: {path.name}")
+        size = path.stat().st_size
+        _check_byte_size(size)
+        return path.read_bytes()
+    data = source if isinstance(source, bytes) else source.read(MAX_BYTES + 1)
+    _check_byte_size(len(data))
+    return data
+
+
+def _check_byte_size(size: int) -> None:
+    if size == 0:
+        raise DetectorError("The file is empty (0 bytes).")
+    if size > MAX_BYTES:
+        raise DetectorError(f"The file is {size / 1024 / 1024:.1f} MB; the limit is {MAX_BYTES // 1024 // 1024} MB.")
+
+
+def _not_an_image(data: bytes) -> DetectorError:
+    head = data[:512].lstrip().lower()
+    for magic, what in SNIFFED:
+        if what and head.startswith(magic.lower()):
+            return DetectorError(f"This is {what}, not a photo. Upload a {FORMAT_NAMES} image.")
+    if b"<svg" in head:
+        return DetectorError(f"This is an SVG vector drawing, not a photo. Upload a {FORMAT_NAMES} image.")
+    return DetectorError(f"This file is not a readable image. Upload a {FORMAT_NAMES} image.")
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """Any Pillow mode → 8-bit RGB; transparency is flattened onto white, 16-bit is scaled, not clipped."""
+    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        pixels = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode.startswith("I;16") else max(float(pixels.max()), 1.0)
+        return Image.fromarray(np.clip(pixels / top * 255.0, 0, 255).astype(np.uint8)).convert("RGB")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def load_image(source: ImageSource) -> Image.Image:
+    """Validated RGB image from a path, bytes, file object, PIL image or HxWx3 uint8 array."""
+    if isinstance(source, np.ndarray):
+        if source.ndim not in (2, 3) or source.dtype != np.uint8:
+            raise DetectorError("Arrays must be HxW or HxWx3 uint8 images.")
+        source = Image.fromarray(source)
+    if isinstance(source, Image.Image):
+        _check_dimensions(source.width, source.height)
+        return _to_rgb(source)
+    data = _read_bytes(source)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=FORMATS)
+            _check_dimensions(image.width, image.height)
+            image.seek(0)  # animated files: the first frame
+            image.load()
+    except DetectorError:
+        raise
+    except UnidentifiedImageError:
+        raise _not_an_image(data) from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise DetectorError(f"The image declares too many pixels (limit {MAX_PIXELS // 1_000_000} MP).") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as err:
+        raise DetectorError(f"The image file is truncated or corrupt and cannot be decoded ({err}).") from None
+    try:
+        image = ImageOps.exif_transpose(image)
+    except Exception:  # a broken EXIF block must not lose the picture itself
+        pass
+    return _to_rgb(image)
+
+
+def _check_dimensions(width: int, height: int) -> None:
+    if width * height > MAX_PIXELS:
+        raise DetectorError(
+            f"The image is {width}×{height} pixels ({width * height / 1e6:.0f} MP); "
+            f"the limit is {MAX_PIXELS // 1_000_000} MP. Resize it and try again."
+        )
+    if min(width, height) < MIN_SIDE:
+        raise DetectorError(f"The image is {width}×{height} pixels: too small to analyse (at least {MIN_SIDE} px a side).")

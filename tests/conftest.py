@@ -1,0 +1,48 @@
+"""Shared fixtures: a real timm model folder (random weights, small input), real face images."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+import pytest
+from timm.models import save_for_hf
+
+from detector.model import LABEL_NAMES, create_model
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+SHARED_DATA = ROOT.parent / "shared" / "data"
+TEST_IMG_SIZE = 64  # small input keeps the real ResNeXt-50 fast
+
+
+def write_model_folder(folder: Path, img_size: int = TEST_IMG_SIZE, seed: int = 0) -> Path:
+    """A Hub-layout folder (config.json + model.safetensors) holding a randomly initialised detector."""
+    import torch
+
+    torch.manual_seed(seed)
+    model = create_model(img_size=img_size)
+    save_for_hf(model, folder, model_config={"label_names": list(LABEL_NAMES)}, safe_serialization=True,
+                data_config={"input_size": (3, img_size, img_size)})
+    (folder / "README.md").write_text("---\nlibrary_name: timm\n---\n# Test model\n")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory) -> Path:
+    return write_model_folder(tmp_path_factory.mktemp("model"))
+
+
+@pytest.fixture(scope="session")
+def detector(model_dir):
+    from detector import Detector
+
+    return Detector.from_pretrained(model_dir)
+
+
+@pytest.fixture(scope="session")
+def face_paths() -> list[Path]:
+    """Real face photos shipped with the repo (two real, two generated)."""
+    return sorted(EXAMPLES.glob("*.jpg"))
