@@ -19,7 +19,7 @@ from .errors import DetectorError
 MAX_BYTES = 10 * 1024 * 1024
 MAX_PIXELS = 50_000_000  # a 50 MP photo decodes to 150 MB of RGB; larger is a bomb or not a portrait
 MIN_SIDE = 16
-FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "GIF")  # MPO: the JPEG variant many phones write
+FORMATS = ("JPEG", "PNG", "WEBP", "GIF")  # Pillow's JPEG opener also reads MPO, the variant many phones write
 FORMAT_NAMES = "JPEG, PNG, WebP or GIF"
 SNIFFED = (  # other files people upload by mistake, named so the message is specific
     (b"%PDF", "a PDF document"),
