@@ -82,9 +82,9 @@ def load_image(source: ImageSource) -> Image.Image:
         if source.ndim not in (2, 3) or source.dtype != np.uint8:
             raise DetectorError("Arrays must be HxW or HxWx3 uint8 images.")
         source = Image.fromarray(source)
-    if isinstance(source, Image.Image):
+    if isinstance(source, Image.Image):  # e.g. Image.open(path): still stored as the camera wrote it
         _check_dimensions(source.width, source.height)
-        return _to_rgb(source)
+        return _to_rgb(_upright(source))
     data = _read_bytes(source)
     try:
         with warnings.catch_warnings():
@@ -101,11 +101,15 @@ def load_image(source: ImageSource) -> Image.Image:
         raise DetectorError(f"The image declares too many pixels (limit {MAX_PIXELS // 1_000_000} MP).") from None
     except (OSError, SyntaxError, ValueError, EOFError) as err:
         raise DetectorError(f"The image file is truncated or corrupt and cannot be decoded ({err}).") from None
+    return _to_rgb(_upright(image))
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    """Apply the EXIF orientation (a no-op once applied: exif_transpose drops the tag)."""
     try:
-        image = ImageOps.exif_transpose(image)
+        return ImageOps.exif_transpose(image)
     except Exception:  # a broken EXIF block must not lose the picture itself
-        pass
-    return _to_rgb(image)
+        return image
 
 
 def _check_dimensions(width: int, height: int) -> None:
