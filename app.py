@@ -1,0 +1,270 @@
+"""The web page (and Gradio API) of the deepfake face detector.
+
+    python app.py                         # the bundled model, http://127.0.0.1:7860
+    python app.py --model owner/name      # a model from the Hugging Face Hub (or DETECTOR_MODEL=...)
+
+Privacy: an upload is read into memory and its file deleted before the analysis runs; the
+pictures shown back are embedded in the page (data URIs), never written to disk.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import csv
+import io
+import os
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import gradio as gr
+from gradio.utils import get_upload_folder
+from PIL import Image
+
+from detector import Analysis, Detector, DetectorError
+from detector.images import MAX_BYTES
+from detector.report import result_row
+
+EXAMPLES = sorted((Path(__file__).resolve().parent / "examples").glob("*.jpg"))
+MAX_FILE_SIZE = f"{MAX_BYTES // 1024 // 1024}mb"
+MAX_BATCH = 64
+DISPLAY_SIDE = 1600  # pictures sent back to the browser are at most this wide or tall
+LIMITS = (
+    "The model was trained on a few thousand face photos from public datasets. It can be wrong, "
+    "especially on pictures unlike those (other generators, heavy compression, drawings, several faces, "
+    "no face). Treat the score as one piece of evidence, never as proof. The heat map shows where the "
+    "model's evidence came from, not what was edited."
+)
+
+
+# --- uploads ----------------------------------------------------------------------------------
+
+
+def consume_upload(path: str) -> bytes:
+    """Read an uploaded file into memory and delete it (and its folder) from Gradio's cache."""
+    file = Path(path)
+    try:
+        data = file.read_bytes()
+    except FileNotFoundError:
+        raise DetectorError("The upload is no longer available: please upload the image again.") from None
+    finally:
+        file.unlink(missing_ok=True)
+        try:
+            file.parent.rmdir()
+        except OSError:
+            pass
+    return data
+
+
+def display_name(path: str) -> str:
+    """The uploaded file's own name, never a path."""
+    return Path(str(path).replace("\\", "/")).name
+
+
+# --- presentation -------------------------------------------------------------------------------
+
+
+def data_uri(image: Image.Image, fmt: str) -> str:
+    image = image.copy()
+    image.thumbnail((DISPLAY_SIDE, DISPLAY_SIDE))
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **({"quality": 90} if fmt == "JPEG" else {}))
+    return f"data:image/{fmt.lower()};base64,{base64.b64encode(buffer.getvalue()).decode()}"
+
+
+def views_html(analysis: Analysis) -> str:
+    """original → activation map → overlay, side by side."""
+    original, heat, overlay = analysis.render()
+    figures = [
+        ("Original", data_uri(original, "JPEG"), "original"),
+        (f"Activation map ({analysis.explained})", data_uri(heat, "PNG"), "activation-map"),
+        ("Overlay", data_uri(overlay, "JPEG"), "overlay"),
+    ]
+    cells = "".join(
+        f'<figure style="margin:0;flex:1;min-width:180px"><img id="{key}" alt="{title}" src="{uri}" '
+        f'style="width:100%;border-radius:6px"/><figcaption style="text-align:center">{title}</figcaption></figure>'
+        for title, uri, key in figures
+    )
+    return f'<div class="views" style="display:flex;gap:12px;flex-wrap:wrap">{cells}</div>'
+
+
+def reading(analysis: Analysis) -> str:
+    """A short plain-language reading of the score."""
+    p_fake = analysis.p_fake
+    if p_fake >= 0.9:
+        verdict = "**Very likely generated or manipulated.**"
+    elif p_fake >= 0.7:
+        verdict = "**Likely generated or manipulated.**"
+    elif p_fake > 0.3:
+        verdict = "**Uncertain**: the model cannot tell with confidence."
+    elif p_fake > 0.1:
+        verdict = "**Likely a real photo.**"
+    else:
+        verdict = "**Very likely a real photo.**"
+    return (
+        f"{verdict} The model gives a {p_fake:.0%} probability that this face is fake "
+        f"and {1 - p_fake:.0%} that it is real.\n\n"
+        f"Red areas in the activation map are where the evidence for *{analysis.explained}* came from.\n\n"
+        f"_Limits:_ {LIMITS}"
+    )
+
+
+def gallery_html(items: list[tuple[str, Analysis]]) -> str:
+    cards = "".join(
+        f'<figure style="margin:0;width:180px"><img alt="{name}" src="{data_uri(a.render()[2], "JPEG")}" '
+        f'style="width:100%;border-radius:6px"/><figcaption style="font-size:0.85em">{name}<br/>'
+        f"<b>{a.label}</b> (p_fake {a.p_fake:.2f})</figcaption></figure>"
+        for name, a in items
+    )
+    return f'<div class="batch-gallery" style="display:flex;gap:10px;flex-wrap:wrap">{cards}</div>'
+
+
+# --- what the events call -----------------------------------------------------------------------
+
+
+def analyze_file(detector: Detector, path: str | None) -> tuple[Analysis, str]:
+    if not path:
+        raise DetectorError("No image received: upload a JPEG, PNG or WebP photo.")
+    return detector.analyze(consume_upload(path)), display_name(path)
+
+
+def analyze_for_page(detector: Detector, path: str | None):
+    """Single tab: label, three pictures and the reading; an error becomes the reading."""
+    try:
+        analysis, _ = analyze_file(detector, path)
+    except DetectorError as err:
+        return None, "", f"⚠️ **This file could not be analysed.** {err}"
+    return analysis.probabilities, views_html(analysis), reading(analysis)
+
+
+def analyze_for_api(detector: Detector, path: str | None) -> dict:
+    """JSON result for one image; a bad image raises a gr.Error with the reason."""
+    try:
+        analysis, name = analyze_file(detector, path)
+    except DetectorError as err:
+        raise gr.Error(str(err), print_exception=False) from None
+    row = result_row(name, analysis)
+    row.update(cam=[[round(float(v), 4) for v in line] for line in analysis.cam], cam_box=list(analysis.box))
+    return row
+
+
+def analyze_many(detector: Detector, paths: list[str] | None) -> list[tuple[str, Analysis | None, str | None]]:
+    """(name, analysis, error) per file, in order; one bad file does not stop the others."""
+    paths = list(paths or [])
+    if len(paths) > MAX_BATCH:
+        raise gr.Error(f"{len(paths)} files: at most {MAX_BATCH} at once.", print_exception=False)
+    results = []
+    for path in paths:
+        try:
+            analysis, name = analyze_file(detector, path)
+            results.append((name, analysis, None))
+        except DetectorError as err:
+            results.append((display_name(path), None, str(err)))
+    return results
+
+
+def analyze_for_page_example(detector: Detector, index: int):
+    """Examples are repository files: read them directly (they are not uploads, so never deleted)."""
+    analysis = detector.analyze(EXAMPLES[index])
+    return analysis.probabilities, views_html(analysis), reading(analysis)
+
+
+def batch_for_api(detector: Detector, paths: list[str] | None) -> list[dict]:
+    return [result_row(name, analysis, error) for name, analysis, error in analyze_many(detector, paths)]
+
+
+def batch_for_page(detector: Detector, paths: list[str] | None):
+    results = analyze_many(detector, paths)
+    rows = [result_row(name, analysis, error) for name, analysis, error in results]
+    table = [[r["file"], r["label"] or "error", "" if r["error"] else round(r["probabilities"]["fake"], 4), r["error"] or ""]
+             for r in rows]
+    # Inside Gradio's cache, so it is served without a copy and purged with the cache (delete_cache).
+    with tempfile.NamedTemporaryFile("w", suffix=".csv", prefix="detections-", dir=get_upload_folder(),
+                                     delete=False, newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["file", "label", "p_fake", "error"])
+        writer.writerows(table)
+    gallery = gallery_html([(name, analysis) for name, analysis, _ in results if analysis])
+    return gallery, table, gr.DownloadButton(value=f.name, visible=True)
+
+
+def model_card(detector: Detector) -> str:
+    card = detector.loaded.folder / "README.md"
+    if not card.is_file():
+        return "This model folder has no model card (README.md)."
+    text = card.read_text()
+    if text.startswith("---"):  # YAML front matter is for the Hub, not for people
+        text = text.split("---", 2)[2]
+    return text
+
+
+# --- the page ---------------------------------------------------------------------------------
+
+
+def build_demo(detector: Detector) -> gr.Blocks:
+    with gr.Blocks(title="Deepfake face detector", delete_cache=(120, 300)) as demo:
+        gr.Markdown(
+            "# Is this face real?\n"
+            "Drop a photo of a face: the model says how likely it is to be generated or manipulated, "
+            f"and shows where it looked. Images are analysed in memory and never stored.\n\n"
+            f"**Model:** `{detector.name}`"
+        )
+        with gr.Tab("Single image"):
+            with gr.Row():
+                with gr.Column(scale=1):
+                    upload = gr.File(label="Face photo (JPEG, PNG or WebP, up to 10 MB)", file_count="single")
+                    examples = gr.Dataset(
+                        label="Or try an example", components=[gr.Image(visible=False)],
+                        samples=[[str(p)] for p in EXAMPLES], type="index", layout="gallery",
+                    )
+                with gr.Column(scale=1):
+                    label = gr.Label(label="Verdict", num_top_classes=2)
+                    verdict = gr.Markdown()
+            views = gr.HTML()
+        with gr.Tab("Batch"):
+            uploads = gr.File(label=f"Many photos (up to {MAX_BATCH})", file_count="multiple")
+            batch_button = gr.Button("Analyse all", variant="primary")
+            table = gr.Dataframe(headers=["file", "label", "p_fake", "error"], label="Results", interactive=False)
+            download = gr.DownloadButton("Download CSV", visible=False)
+            gallery = gr.HTML()
+        with gr.Tab("About the model"):
+            gr.Markdown(model_card(detector))
+
+        page = dict(outputs=[label, views, verdict], api_visibility="private", concurrency_id="model")
+        upload.upload(lambda path: analyze_for_page(detector, path), upload, **page)
+        examples.click(lambda index: analyze_for_page_example(detector, index), examples, **page)
+        batch_button.click(lambda paths: batch_for_page(detector, paths), uploads, [gallery, table, download],
+                           api_visibility="private", concurrency_id="model")
+
+        # Named endpoints for gradio_client: JSON in, JSON out, on components the page never shows.
+        api_file, api_files, api_result = gr.File(visible=False), gr.File(file_count="multiple", visible=False), gr.JSON(visible=False)
+        api_single, api_batch = gr.Button(visible=False), gr.Button(visible=False)
+        api_single.click(lambda path: analyze_for_api(detector, path), api_file, api_result,
+                         api_name="analyze", concurrency_id="model")
+        api_batch.click(lambda paths: batch_for_api(detector, paths), api_files, api_result,
+                        api_name="analyze_batch", concurrency_id="model")
+    return demo
+
+
+def launch(demo: gr.Blocks, **kwargs):
+    """Queue and limits set here, so tests launch the app exactly as users get it."""
+    demo.queue(default_concurrency_limit=1, max_size=32)
+    return demo.launch(max_file_size=MAX_FILE_SIZE, show_error=True, footer_links=["api"], **kwargs)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description="Run the deepfake detector web app.")
+    parser.add_argument("--model", help="model folder or Hub id (default: $DETECTOR_MODEL or the bundled model)")
+    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
+    args = parser.parse_args(argv)
+    try:
+        detector = Detector.from_pretrained(args.model)
+    except DetectorError as err:
+        raise SystemExit(f"Cannot start: {err}") from None
+    launch(build_demo(detector), server_name=args.host, server_port=args.port)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,124 @@
+"""The real Gradio app on localhost, called through gradio_client like any remote user."""
+from __future__ import annotations
+
+import io
+import json
+import os
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from gradio.utils import get_upload_folder
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+from PIL import Image
+
+import app as app_module
+
+
+@pytest.fixture(scope="module")
+def running_app(detector):
+    demo = app_module.build_demo(detector)
+    _, url, _ = app_module.launch(demo, prevent_thread_lock=True, quiet=True)
+    yield url
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def client(running_app):
+    return Client(running_app, verbose=False)
+
+
+def noise_png(path: Path, seed: int, size=(96, 80)) -> bytes:
+    """A PNG whose bytes occur nowhere else, so a search for them on disk is meaningful."""
+    pixels = np.random.default_rng(seed).integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path, "PNG")
+    return path.read_bytes()
+
+
+def test_named_endpoints_are_exposed(client):
+    endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    assert {"/analyze", "/analyze_batch"} <= set(endpoints)
+
+
+def test_analyze_returns_json_result_for_a_real_face(client, face_paths, detector):
+    result = client.predict(handle_file(str(face_paths[0])), api_name="/analyze")
+    json.dumps(result)  # JSON-friendly all the way down
+    assert result["file"] == face_paths[0].name
+    assert result["error"] is None
+    assert set(result["probabilities"]) == {"real", "fake"}
+    assert sum(result["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+    assert result["label"] == max(result["probabilities"], key=result["probabilities"].get)
+    expected = detector.analyze(face_paths[0]).probabilities
+    assert result["probabilities"]["fake"] == pytest.approx(expected["fake"], abs=1e-5)
+    cam = np.array(result["cam"])
+    assert cam.ndim == 2 and cam.min() >= 0 and cam.max() <= 1
+
+
+def test_batch_reports_every_file_in_order_and_keeps_going_after_a_bad_one(client, face_paths, tmp_path):
+    bad = tmp_path / "notes.png"
+    bad.write_text("<html><body>not a picture</body></html>")
+    files = [face_paths[0], bad, face_paths[1]]
+    rows = client.predict([handle_file(str(f)) for f in files], api_name="/analyze_batch")
+    assert [row["file"] for row in rows] == [f.name for f in files]
+    assert rows[0]["error"] is None and rows[2]["error"] is None
+    assert rows[1]["label"] is None and rows[1]["probabilities"] is None
+    assert "HTML" in rows[1]["error"]
+
+
+@pytest.mark.parametrize(
+    "name, content, words",
+    [
+        ("empty.jpg", b"", "empty"),
+        ("random.jpg", os.urandom(2048), "not a readable image"),
+        ("doc.pdf", b"%PDF-1.4\n1 0 obj<<>>endobj\n", "PDF"),
+    ],
+)
+def test_bad_input_gets_a_clear_message_and_the_app_keeps_serving(client, face_paths, tmp_path, name, content, words):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(AppError, match=words):
+        client.predict(handle_file(str(path)), api_name="/analyze")
+    assert client.predict(handle_file(str(face_paths[1])), api_name="/analyze")["error"] is None
+
+
+def test_server_refuses_files_over_10_mb(client, running_app, face_paths, tmp_path):
+    too_big = face_paths[0].read_bytes() + b"\0" * (11 * 1024 * 1024)
+    response = httpx.post(f"{running_app}gradio_api/upload", files={"files": ("big.png", too_big)})
+    assert response.status_code == 413 and "maximum" in response.text
+    big = tmp_path / "big.png"
+    big.write_bytes(too_big)
+    with pytest.raises(ValueError, match="exceeds the maximum file size"):
+        client.predict(handle_file(str(big)), api_name="/analyze")
+    assert client.predict(handle_file(str(face_paths[0])), api_name="/analyze")["error"] is None
+
+
+def test_no_byte_of_an_upload_stays_on_disk(client, tmp_path):
+    uploads = [noise_png(tmp_path / f"private-{i}.png", seed=i) for i in range(3)]
+    client.predict(handle_file(str(tmp_path / "private-0.png")), api_name="/analyze")
+    client.predict([handle_file(str(tmp_path / f"private-{i}.png")) for i in (1, 2)], api_name="/analyze_batch")
+    cache = Path(get_upload_folder())
+    leftovers = []
+    for file in cache.rglob("*"):
+        if file.is_file():
+            content = file.read_bytes()
+            leftovers += [str(file) for data in uploads if data[100:164] in content]
+    assert leftovers == []
+
+
+def test_page_renders_label_and_three_pictures(detector, face_paths):
+    probabilities, html, text = app_module.analyze_for_page_example(detector, 0)
+    assert set(probabilities) == {"real", "fake"}
+    for key in ("original", "activation-map", "overlay"):
+        assert f'id="{key}"' in html
+    assert "probability" in text and "Limits" in text
+
+
+def test_page_shows_a_message_instead_of_a_traceback(detector, tmp_path):
+    path = tmp_path / "broken.jpg"
+    path.write_bytes(b"\xff\xd8\xff\xe0" + b"\0" * 64)
+    label, html, text = app_module.analyze_for_page(detector, str(path))
+    assert label is None and html == ""
+    assert "could not be analysed" in text and "Traceback" not in text
+    assert not path.exists()  # the upload is deleted even when it is bad
