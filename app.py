@@ -263,6 +263,7 @@ def main(argv=None) -> None:
         detector = Detector.from_pretrained(args.model)
     except DetectorError as err:
         raise SystemExit(f"Cannot start: {err}") from None
+    detector.warm_up()
     launch(build_demo(detector), server_name=args.host, server_port=args.port)
 
 

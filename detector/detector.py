@@ -69,6 +69,10 @@ class Detector:
             return f"bundled model ({BUNDLED_MODEL.name})"
         return self.loaded.source
 
+    def warm_up(self) -> None:
+        """One throw-away analysis, so the first person to upload does not pay for lazy initialisation."""
+        self.analyze(Image.new("RGB", self.preprocess.size, (128, 128, 128)))
+
     def analyze(self, image: ImageSource, target: str | None = None) -> Analysis:
         """Analyse one image; `target` ('real'/'fake') chooses the class the CAM explains (default: the predicted one)."""
         return self.analyze_batch([image], target)[0]
