@@ -1,0 +1,101 @@
+"""Detector end to end on the real ResNeXt-50 (random weights, 64 px) and real face photos."""
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from detector import Detector, DetectorError, load_image
+from detector.explain import normalise, predict_with_cam
+
+
+def test_analyze_gives_probabilities_and_a_label(detector, face_paths):
+    for path in face_paths:
+        analysis = detector.analyze(path)
+        assert set(analysis.probabilities) == {"real", "fake"}
+        assert sum(analysis.probabilities.values()) == pytest.approx(1.0, abs=1e-6)
+        assert analysis.label == max(analysis.probabilities, key=analysis.probabilities.get)
+        assert analysis.explained == analysis.label
+        assert analysis.p_fake == analysis.probabilities["fake"]
+        assert analysis.cam.min() >= 0 and analysis.cam.max() <= 1
+
+
+def test_render_gives_three_images_at_the_original_size(detector, face_paths):
+    for path in face_paths:
+        analysis = detector.analyze(path)
+        size = Image.open(path).size
+        images = analysis.render()
+        assert len(images) == 3
+        assert all(isinstance(image, Image.Image) and image.size == size and image.mode == "RGB" for image in images)
+        assert analysis.activation_map().shape == (size[1], size[0])
+
+
+def test_every_kind_of_input_gives_the_same_answer(detector, face_paths):
+    path = face_paths[-1]
+    data = path.read_bytes()
+    expected = detector.analyze(path)
+    for source in (str(path), data, io.BytesIO(data), Image.open(path), np.asarray(Image.open(path).convert("RGB"))):
+        analysis = detector.analyze(source)
+        assert analysis.probabilities == pytest.approx(expected.probabilities, abs=1e-6)
+        assert np.allclose(analysis.cam, expected.cam, atol=1e-6)
+
+
+@pytest.mark.parametrize("batch_size", [16, 3])
+def test_analyze_batch_equals_analyze_one_by_one(detector, face_paths, batch_size):
+    batched = Detector(detector.loaded, device="cpu", batch_size=batch_size).analyze_batch(face_paths)
+    assert len(batched) == len(face_paths)
+    for path, analysis in zip(face_paths, batched):
+        single = detector.analyze(path)
+        assert analysis.label == single.label and analysis.box == single.box
+        assert analysis.probabilities == pytest.approx(single.probabilities, abs=1e-5)
+        assert np.allclose(analysis.cam, single.cam, atol=1e-4)
+
+
+@pytest.mark.parametrize("target", ["real", "fake"])
+def test_target_chooses_the_class_the_cam_explains(detector, face_paths, target):
+    image = load_image(face_paths[0])
+    analysis = detector.analyze(image, target=target)
+    assert analysis.explained == target
+    untargeted = detector.analyze(image)
+    assert analysis.probabilities == pytest.approx(untargeted.probabilities)  # the prediction does not change
+    _, cams, _ = predict_with_cam(detector.model, detector.preprocess(image)[None], detector.labels.index(target))
+    assert np.allclose(analysis.cam, normalise(cams[0].numpy()), atol=1e-5)
+    if target == untargeted.label:
+        assert np.allclose(analysis.cam, untargeted.cam)
+
+
+def test_unknown_target_is_a_detector_error(detector, face_paths):
+    with pytest.raises(DetectorError, match="Unknown class 'deepfake'"):
+        detector.analyze(face_paths[0], target="deepfake")
+
+
+def test_a_bad_input_in_a_batch_is_a_detector_error(detector, face_paths):
+    with pytest.raises(DetectorError, match="empty"):
+        detector.analyze_batch([face_paths[0], b""])
+
+
+def test_to_dict_is_json(detector, face_paths):
+    analysis = detector.analyze(face_paths[0])
+    record = json.loads(json.dumps(analysis.to_dict()))
+    assert record["label"] == analysis.label
+    assert record["probabilities"] == pytest.approx(analysis.probabilities)
+    assert record["explained_class"] == analysis.explained
+
+
+def test_exif_rotated_input_is_analysed_upright(detector, face_paths):
+    """A photo stored sideways with EXIF orientation 6 is analysed and rendered as the upright photo."""
+    upright = load_image(face_paths[-1])
+    assert upright.width != upright.height
+    exif = Image.Exif()
+    exif[274] = 6  # the viewer rotates the stored pixels 90° clockwise
+    stored = io.BytesIO()
+    upright.transpose(Image.Transpose.ROTATE_90).save(stored, "PNG", exif=exif)
+    rotated, expected = detector.analyze(stored.getvalue()), detector.analyze(upright)
+    assert rotated.image.size == upright.size
+    assert all(image.size == upright.size for image in rotated.render())
+    assert rotated.box == expected.box
+    assert rotated.probabilities == pytest.approx(expected.probabilities, abs=1e-6)
+    assert np.allclose(rotated.cam, expected.cam, atol=1e-5)
