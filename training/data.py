@@ -100,7 +100,9 @@ def with_targets(dataset: datasets.Dataset, spec: DataSpec) -> datasets.Dataset:
     """Add the `target` column, rename the image column to `image`, check both classes are present."""
     for column in (spec.image_column, spec.label_column, spec.group_column, spec.source_column):
         if column and column not in dataset.column_names:
-            raise DataError(f"Dataset has no column {column!r}; its columns are {dataset.column_names}")
+            hint = (" An image folder needs one sub-folder per class with images in each (e.g. real/ and fake/)."
+                    if column == spec.label_column else "")
+            raise DataError(f"Dataset has no column {column!r}; its columns are {dataset.column_names}.{hint}")
     names = label_names_of(dataset, spec.label_column)
     to_target = resolve_label_map(names, spec.label_map, spec.label_column)
     feature = dataset.features[spec.label_column]
@@ -139,9 +141,29 @@ def split(dataset: datasets.Dataset, spec: DataSpec) -> tuple[datasets.Dataset, 
         missing = np.isin(groups, ["", "None", "nan"])
         groups[missing] = np.char.add("row", np.arange(len(dataset))[missing].astype(str))
     n_splits = max(2, round(1 / spec.val_fraction))
+    largest = int(np.unique(strata, return_counts=True)[1].max())
+    if largest < n_splits:  # sklearn would raise a ValueError that does not say what to do
+        raise DataError(
+            f"Too few images to hold out {spec.val_fraction:.0%} for validation: the largest class"
+            f"{'/source' if spec.source_column else ''} has {largest}, the split needs at least {n_splits}. "
+            "Add images or raise --val-fraction."
+        )
     folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=spec.seed)
     train_idx, val_idx = next(folds.split(np.zeros(len(dataset)), strata, groups))
     return dataset.select(np.sort(train_idx)), dataset.select(np.sort(val_idx))
+
+
+def describe(dataset: datasets.Dataset, source_column: str | None = None) -> dict:
+    """Counts per class (and per source), recorded next to a checkpoint so a model card can quote them."""
+    targets = np.array(dataset["target"])
+    counts = {"n": int(len(targets)), **{name: int((targets == i).sum()) for i, name in enumerate(LABEL_NAMES)}}
+    if source_column:
+        sources = np.array(dataset[source_column]).astype(str)
+        counts["by_source"] = {
+            source: {name: int(((sources == source) & (targets == i)).sum()) for i, name in enumerate(LABEL_NAMES)}
+            for source in sorted(set(sources))
+        }
+    return counts
 
 
 def load_splits(spec: DataSpec, check: bool = True) -> tuple[datasets.Dataset, datasets.Dataset]:

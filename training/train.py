@@ -38,7 +38,8 @@ from tqdm.auto import tqdm
 from detector.model import LABEL_NAMES, create_model
 from detector.preprocess import data_config
 
-from .data import DataSpec, attach_transform, collate, eval_transform, load_splits, parse_label_map, train_transform
+from .data import (DataSpec, attach_transform, collate, describe, eval_transform, load_splits, parse_label_map,
+                   train_transform)
 from .metrics import binary_metrics, plot_training_curves
 
 FAKE = LABEL_NAMES.index("fake")
@@ -170,6 +171,7 @@ def main(argv=None) -> dict:
     with accelerator.main_process_first():
         train_set, val_set = load_splits(spec, check=not args.skip_image_check)
     accelerator.print(f"train: {len(train_set)} images, validation: {len(val_set)} images")
+    data_counts = {"train": describe(train_set, spec.source_column), "validation": describe(val_set, spec.source_column)}
 
     model = create_model(pretrained=args.pretrained, img_size=args.img_size)
     config = data_config(model)
@@ -240,7 +242,7 @@ def main(argv=None) -> dict:
             plot_training_curves(log, output / "training_curves.png")
             if improved:
                 save_model_folder(accelerator.unwrap_model(model), output / "best",
-                                  {"epoch": epoch, "validation": metrics, "args": vars(args)})
+                                  {"epoch": epoch, "validation": metrics, "data": data_counts, "args": vars(args)})
         accelerator.wait_for_everyone()
         accelerator.save_state(str(output / "last"))
         model.to(memory_format=torch.channels_last)

@@ -1,0 +1,180 @@
+"""Training on tiny folders of real face photos: checkpoints, resume, and the data errors a user can make."""
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import SHARED_DATA, TEST_IMG_SIZE
+from detector import Detector
+from detector.model import LABEL_NAMES, load_model
+from training import train
+from training.data import DataError, DataSpec, attach_transform, collate, load_splits, parse_label_map, train_transform
+
+REAL = LABEL_NAMES.index("real")
+FAKE = LABEL_NAMES.index("fake")
+SMOKE = ["--img-size", str(TEST_IMG_SIZE), "--workers", "0", "--batch-size", "4", "--max-steps-per-epoch", "2",
+         "--mixed-precision", "no"]
+
+pytestmark = pytest.mark.skipif(not (SHARED_DATA / "manifest.csv").is_file(), reason="needs ../shared/data")
+
+
+def photos(source: str, label: str, count: int = 6) -> list[Path]:
+    return sorted((SHARED_DATA / source / label).glob("*.jpg"))[:count]
+
+
+@pytest.fixture(scope="module")
+def reals() -> list[Path]:
+    return photos("utkface_adults", "real")
+
+
+@pytest.fixture(scope="module")
+def fakes() -> list[Path]:
+    return photos("sdfd_diffusion", "fake")
+
+
+def image_folder(root: Path, classes: dict[str, list[Path]]) -> Path:
+    """An `imagefolder` dataset: one sub-folder per class name, holding copies of the given photos."""
+    for name, paths in classes.items():
+        (root / name).mkdir(parents=True)
+        for path in paths:
+            shutil.copy(path, root / name / path.name)
+    return root
+
+
+def run(dataset: Path, output: Path, *extra: str) -> dict:
+    return train.main(["--dataset", str(dataset), "--output-dir", str(output), *SMOKE, *extra])
+
+
+def assert_no_model(output: Path) -> None:
+    assert not (output / "best").exists()
+    assert not (output / "metrics.jsonl").exists()
+
+
+@pytest.mark.slow
+def test_train_resume_and_serve(tmp_path, reals, fakes):
+    """2 epochs × 2 steps, resume to epoch 3; best/ loads unchanged in the detector and the app's loader.
+
+    The folder mixes a grayscale JPEG and an RGBA PNG in with the colour photos: both must train.
+    """
+    data = image_folder(tmp_path / "faces", {"real": reals[:5], "fake": fakes[:5]})
+    Image.open(reals[5]).convert("L").save(data / "real" / "gray.jpg")
+    rgba = Image.open(fakes[5]).convert("RGBA")
+    rgba.putalpha(Image.linear_gradient("L").resize(rgba.size))
+    rgba.save(data / "fake" / "alpha.png")
+    output = tmp_path / "run"
+
+    state = run(data, output, "--epochs", "2")
+    assert state["epoch"] == 2
+    assert (output / "best" / "model.safetensors").is_file() and (output / "last" / "trainer_state.json").is_file()
+    rows = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
+    assert [row["epoch"] for row in rows] == [1, 2]
+    assert all(np.isfinite(row["train_loss"]) and 0 <= row["val_accuracy"] <= 1 for row in rows)
+    record = json.loads((output / "best" / "training.json").read_text())
+    assert record["data"]["train"]["n"] + record["data"]["validation"]["n"] == 12
+    assert record["args"]["img_size"] == TEST_IMG_SIZE
+
+    state = run(data, output, "--epochs", "3", "--resume")
+    assert state["epoch"] == 3
+    rows = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
+    assert [row["epoch"] for row in rows] == [1, 2, 3]
+
+    loaded = load_model(output / "best")
+    assert loaded.label_names == list(LABEL_NAMES)
+    detector = Detector.from_pretrained(output / "best")
+    assert tuple(detector.preprocess.config["input_size"]) == (3, TEST_IMG_SIZE, TEST_IMG_SIZE)
+    analyses = detector.analyze_batch([data / "real" / "gray.jpg", data / "fake" / "alpha.png", reals[0]])
+    for analysis in analyses:
+        assert set(analysis.probabilities) == set(LABEL_NAMES)
+        assert sum(analysis.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_grayscale_and_rgba_become_rgb_tensors(tmp_path, reals, fakes):
+    """Mode conversion in the training transform: L, LA, RGBA and P images give 3-channel tensors."""
+    data = image_folder(tmp_path / "faces", {"real": reals[:2], "fake": fakes[:5]})
+    source = Image.open(reals[0])
+    for mode, suffix in (("L", "jpg"), ("LA", "png"), ("RGBA", "png"), ("P", "png")):
+        source.convert(mode).save(data / "real" / f"{mode}.{suffix}")
+    train_set, val_set = load_splits(DataSpec(str(data)))
+    assert len(train_set) + len(val_set) == 11
+    model_config = {"input_size": (3, 32, 32), "mean": (0.5,) * 3, "std": (0.5,) * 3}
+    for dataset in (train_set, val_set):
+        batch = collate(list(attach_transform(dataset, train_transform(model_config))))
+        assert batch["pixel_values"].shape[1:] == (3, 32, 32)
+        assert batch["pixel_values"].isfinite().all()
+
+
+@pytest.mark.parametrize("classes, label_map, expected", [
+    (("Real", "Fake"), None, {"Real": REAL, "Fake": FAKE}),  # real/fake in any case map themselves
+    (("Real", "Fake"), "Real=real,Fake=fake", {"Real": REAL, "Fake": FAKE}),
+    (("original", "manipulated"), "original=real,manipulated=fake", {"original": REAL, "manipulated": FAKE}),
+])
+def test_label_mapping(tmp_path, reals, fakes, classes, label_map, expected):
+    """Every image ends up with the target its class name maps to, whatever order the loader gave the classes."""
+    data = image_folder(tmp_path / "faces", {classes[0]: reals[:5], classes[1]: fakes[:5]})
+    spec = DataSpec(str(data), label_map=parse_label_map(label_map))
+    for part in load_splits(spec):
+        for row in part:
+            assert row["target"] == expected[Path(row["image"]["path"]).parent.name]
+
+
+@pytest.mark.parametrize("classes, label_map, message", [
+    (("original", "manipulated"), None, ["manipulated", "original", "--label-map"]),
+    (("original", "manipulated"), "original=real", ["manipulated", "--label-map"]),
+    (("real", "fake"), "real=real,fake=real", ["zero examples", "fake"]),
+    (("real",), None, ["one sub-folder per class", "real/ and fake/"]),  # imagefolder: no label column at all
+])
+def test_label_errors_name_the_labels(tmp_path, reals, fakes, classes, label_map, message):
+    """Unmapped class names and empty classes stop the run before any model is made, and say how to fix it."""
+    data = image_folder(tmp_path / "faces", dict(zip(classes, (reals[:3], fakes[:3]))))
+    extra = ["--label-map", label_map] if label_map else []
+    with pytest.raises(DataError) as error:
+        run(data, tmp_path / "run", *extra)
+    for word in message:
+        assert word in str(error.value)
+    assert_no_model(tmp_path / "run")
+
+
+def test_too_few_images_to_split(tmp_path, reals, fakes):
+    data = image_folder(tmp_path / "faces", {"real": reals[:2], "fake": fakes[:2]})
+    with pytest.raises(DataError, match="Too few images .* at least 5"):
+        run(data, tmp_path / "run")
+    run(data, tmp_path / "run", "--val-fraction", "0.5", "--epochs", "0")  # two folds: enough
+    assert_no_model(tmp_path / "run")
+
+
+def test_unreadable_image_is_named(tmp_path, reals, fakes):
+    data = image_folder(tmp_path / "faces", {"real": reals[:3], "fake": fakes[:3]})
+    (data / "fake" / "broken.jpg").write_bytes(np.random.default_rng(0).bytes(2048))
+    with pytest.raises(DataError, match=r"Unreadable image .*broken\.jpg"):
+        run(data, tmp_path / "run")
+    assert_no_model(tmp_path / "run")
+
+
+def test_csv_group_split_keeps_groups_apart(tmp_path):
+    """A CSV (like the shared manifest): DFDC pairs share a group and must land on one side; ungrouped rows split freely."""
+    with (SHARED_DATA / "manifest.csv").open() as f:
+        manifest = list(csv.DictReader(f))
+    groups = sorted({row["group"] for row in manifest if row["source"] == "dfdc_faces"})[:15]
+    rows = [row for row in manifest if row["group"] in groups]
+    rows += [row for row in manifest if row["source"] == "lfw_faceswap"][::100]  # no group
+    table = tmp_path / "faces.csv"
+    with table.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["file", "label", "source", "group"])
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({"file": str(SHARED_DATA / row["file"]), "label": row["label"], "source": row["source"],
+                             "group": row["group"]})
+    spec = DataSpec(str(table), image_column="file", group_column="group", source_column="source")
+    train_set, val_set = load_splits(spec)
+    assert len(train_set) + len(val_set) == len(rows)
+    grouped = lambda dataset: {group for group in dataset["group"] if group}  # noqa: E731
+    assert grouped(train_set) and grouped(val_set)
+    assert not grouped(train_set) & grouped(val_set)
+    for dataset in (train_set, val_set):
+        assert set(dataset["target"]) == {REAL, FAKE}
