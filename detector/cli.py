@@ -1,0 +1,133 @@
+"""`python -m detector PATH...`: files, folders and globs → a table, JSON or CSV.
+
+    python -m detector photo.jpg faces/ 'shots/**/*.png' --json
+    python -m detector faces/ --model hf-hub:owner/name --csv > results.csv
+
+Exit status: 0 when every input was analysed, 1 when any input failed (all results are still
+printed), 2 when the model cannot be loaded. Analysis itself is `Detector.analyze_batch`.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import glob
+import json
+import sys
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from tqdm import tqdm
+
+from .detector import Detector
+from .errors import DetectorError
+from .images import load_image
+from .model import LABEL_NAMES, default_source
+
+EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".gif"}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m detector", description="Tell real face photos from generated ones, with a Grad-CAM explanation."
+    )
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders (searched recursively) or glob patterns")
+    parser.add_argument("--model", help="a local model folder or Hub id (default: $DETECTOR_MODEL, else the bundled model)")
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="print one JSON array, one object per input")
+    output.add_argument("--csv", action="store_true", help="print CSV: file,label,p_real,p_fake,error")
+    parser.add_argument("--batch-size", type=int, default=16, metavar="N", help="images per forward pass (default: 16)")
+    parser.add_argument("--target", choices=LABEL_NAMES, help="class the Grad-CAM explains (default: the predicted one)")
+    args = parser.parse_args(argv)
+    if args.batch_size < 1:
+        parser.error("--batch-size must be at least 1")
+    return args
+
+
+def _images_in(folder: Path) -> list[str]:
+    return sorted(str(p) for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in EXTENSIONS)
+
+
+def expand(arguments: Iterable[str]) -> Iterator[tuple[str, str | None]]:
+    """Each argument → (file, None) for every image it names (each file once), or (argument, error) when it names none."""
+    seen: set[str] = set()
+    for argument in arguments:
+        path = Path(argument)
+        if path.is_dir():
+            files, missing = _images_in(path), "No images (.jpg, .jpeg, .png, .webp, .gif) in this folder."
+        elif path.exists():
+            files, missing = [argument], ""
+        else:
+            files = []
+            for match in map(Path, sorted(glob.glob(argument, recursive=True))):
+                if match.is_dir():
+                    files += _images_in(match)
+                elif match.suffix.lower() in EXTENSIONS:
+                    files.append(str(match))
+            missing = "No such file, and no images match it as a pattern."
+        if not files:
+            yield argument, missing
+        for file in files:
+            if file not in seen:
+                seen.add(file)
+                yield file, None
+
+
+def analyze_files(detector: Detector, inputs: list[tuple[str, str | None]], batch_size: int, target: str | None) -> list[dict]:
+    """One result per input, in order; a bad input gets its error and the others still run."""
+    results = [{"file": file, "label": None, "probabilities": None, "error": error, "explained_class": None}
+               for file, error in inputs]
+    with tqdm(total=len(results), unit="image", file=sys.stderr, disable=None) as progress:
+        for start in range(0, len(results), batch_size):
+            chunk, loaded, images = results[start : start + batch_size], [], []
+            for result in chunk:
+                if result["error"] is None:
+                    try:
+                        images.append(load_image(result["file"]))
+                        loaded.append(result)
+                    except DetectorError as err:
+                        result["error"] = str(err)
+            for result, analysis in zip(loaded, detector.analyze_batch(images, target)):
+                result.update(label=analysis.label, probabilities=analysis.probabilities, explained_class=analysis.explained)
+            progress.update(len(chunk))
+    return results
+
+
+def _probability(result: dict, label: str) -> str:
+    return f"{result['probabilities'][label]:.4f}" if result["probabilities"] else ""
+
+
+def print_table(results: list[dict]) -> None:
+    rows = [("file", "label", "p_fake", "error")]
+    rows += [(r["file"], r["label"] or "-", _probability(r, "fake") or "-", r["error"] or "") for r in results]
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    for row in rows:
+        print(("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[3]).rstrip())
+
+
+def print_csv(results: list[dict]) -> None:
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    writer.writerow(["file", "label", "p_real", "p_fake", "error"])
+    for r in results:
+        probabilities = r["probabilities"] or {}
+        writer.writerow([r["file"], r["label"] or "", probabilities.get("real", ""), probabilities.get("fake", ""), r["error"] or ""])
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        detector = Detector.from_pretrained(args.model or default_source(), batch_size=args.batch_size)
+    except DetectorError as err:
+        print(f"error: could not load the model: {err}", file=sys.stderr)
+        return 2
+    try:
+        results = analyze_files(detector, list(expand(args.paths)), args.batch_size, args.target)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    if args.json:
+        print(json.dumps(results, indent=2))
+    elif args.csv:
+        print_csv(results)
+    else:
+        print_table(results)
+    return 1 if any(r["error"] for r in results) else 0
