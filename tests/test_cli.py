@@ -1,0 +1,116 @@
+"""`python -m detector` as a real subprocess over real photos, a bad file, a missing path and a glob."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from conftest import ROOT
+from detector.cli import expand
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory, face_paths):
+    """photos/ (4 real photos, a corrupt .jpg, a text file, a subfolder with an upper-case extension), more/ for a glob."""
+    root = tmp_path_factory.mktemp("cli")
+    photos, more = root / "photos", root / "more"
+    (photos / "sub").mkdir(parents=True)
+    (more / "deeper").mkdir(parents=True)
+    for path in face_paths:
+        shutil.copy(path, photos / path.name)
+    shutil.copy(face_paths[0], photos / "sub" / "copy.JPEG")
+    (photos / "broken.jpg").write_bytes(b"this is not a photo")
+    (photos / "notes.txt").write_text("not an image, not picked up from a folder")
+    Image.open(face_paths[1]).save(more / "a.png")
+    Image.open(face_paths[2]).save(more / "deeper" / "b.webp", lossless=True)
+    (more / "README.md").write_text("not picked up by the glob either")
+    return root
+
+
+def run(args: list[str], cwd, **env) -> subprocess.CompletedProcess:
+    environment = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONPATH": str(ROOT)}
+    environment.pop("DETECTOR_MODEL", None)
+    environment.update(env)
+    return subprocess.run([sys.executable, "-m", "detector", *args], cwd=cwd, env=environment, capture_output=True,
+                          text=True, timeout=300)
+
+
+GOOD_PHOTOS = ["photos/fake_sdfd_1.jpg", "photos/fake_sdfd_2.jpg", "photos/real_pixabay_1.jpg",
+               "photos/real_pixabay_2.jpg", "photos/sub/copy.JPEG"]
+
+
+def test_json_has_one_object_per_input_in_order_and_exit_1_for_failures(inputs, model_dir):
+    result = run(["photos", "missing.jpg", "more/**/*", "--model", str(model_dir), "--json", "--batch-size", "2",
+                  "--target", "fake"], inputs)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    records = json.loads(result.stdout)
+    assert [r["file"] for r in records] == [
+        "photos/broken.jpg", *GOOD_PHOTOS, "missing.jpg", "more/a.png", "more/deeper/b.webp"]
+    failed = {r["file"]: r for r in records if r["error"]}
+    assert set(failed) == {"photos/broken.jpg", "missing.jpg"}
+    assert "not a readable image" in failed["photos/broken.jpg"]["error"]
+    assert "No such file" in failed["missing.jpg"]["error"]
+    for record in records:
+        assert set(record) >= {"file", "label", "probabilities", "error"}
+        if record["error"]:
+            assert record["label"] is None and record["probabilities"] is None
+        else:
+            assert record["label"] in ("real", "fake") and record["explained_class"] == "fake"
+            assert set(record["probabilities"]) == {"real", "fake"}
+            assert sum(record["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+    copies = [r["probabilities"] for r in records if r["file"] in ("photos/fake_sdfd_1.jpg", "photos/sub/copy.JPEG")]
+    assert copies[0] == pytest.approx(copies[1])  # same photo, same answer, whatever batch it landed in
+
+
+def test_csv_and_exit_0_when_every_input_succeeds(inputs, model_dir):
+    result = run(["photos/fake_sdfd_1.jpg", "photos/real_pixabay_2.jpg", "--model", str(model_dir), "--csv"], inputs)
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert [row["file"] for row in rows] == ["photos/fake_sdfd_1.jpg", "photos/real_pixabay_2.jpg"]
+    for row in rows:
+        assert list(row) == ["file", "label", "p_real", "p_fake", "error"]
+        assert row["error"] == "" and row["label"] in ("real", "fake")
+        assert float(row["p_real"]) + float(row["p_fake"]) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_table_names_every_file_and_uses_the_model_from_the_environment(inputs, model_dir):
+    result = run(["photos", "missing.jpg"], inputs, DETECTOR_MODEL=str(model_dir))
+    assert result.returncode == 1, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["file", "label", "p_fake", "error"]
+    for name in ["photos/broken.jpg", *GOOD_PHOTOS, "missing.jpg"]:
+        assert any(line.startswith(name + " ") for line in lines), name
+    assert "No such file" in next(line for line in lines if line.startswith("missing.jpg"))
+
+
+def test_a_model_that_cannot_be_loaded_exits_2_with_one_line(inputs, tmp_path):
+    no_weights = tmp_path / "no-weights"
+    no_weights.mkdir()
+    (no_weights / "config.json").write_text("{not json")
+    for model in (tmp_path / "no-such-model", no_weights):
+        result = run(["photos", "--model", str(model)], inputs)
+        assert result.returncode == 2
+        assert result.stdout == ""
+        assert "Traceback" not in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+        assert str(model) in result.stderr
+
+
+def test_expand_folders_globs_and_missing_paths(inputs, monkeypatch):
+    monkeypatch.chdir(inputs)
+    (inputs / "empty").mkdir(exist_ok=True)
+    assert list(expand(["photos/sub", "photos/sub/copy.JPEG", "more/*.PNG", "nothing*", "empty", "photos/notes.txt"])) == [
+        ("photos/sub/copy.JPEG", None),  # given twice: listed once
+        ("more/*.PNG", "No such file, and no images match it as a pattern."),  # glob matches are case-sensitive
+        ("nothing*", "No such file, and no images match it as a pattern."),
+        ("empty", "No images (.jpg, .jpeg, .png, .webp, .gif) in this folder."),
+        ("photos/notes.txt", None),  # a file named explicitly is tried (and load_image says what is wrong)
+    ]
