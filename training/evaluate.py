@@ -1,0 +1,171 @@
+"""Measure a detector on a labelled dataset: the numbers a model card may quote, and their plots.
+
+    # the hold-out split the training run validated on (same data arguments, seed and fraction)
+    python -m training.evaluate --model runs/faces/best --dataset ../shared/data/manifest.csv \
+        --image-column file --group-column group --source-column source --output-dir runs/faces/eval
+    # every row of another dataset, with a Hub model
+    python -m training.evaluate --model hf-hub:owner/name --dataset path/to/faces --split all --output-dir eval/faces
+
+It goes through `Detector.analyze_batch`, the path the app and the CLI serve, so what is measured is
+what users get. Outputs in --output-dir: metrics.json (overall + per source), predictions.csv,
+roc.png, confusion_matrix.png.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+from dataclasses import asdict
+from pathlib import Path
+
+import datasets
+import numpy as np
+from PIL import Image
+from tqdm.auto import tqdm
+
+from detector import Detector
+from detector.model import LABEL_NAMES
+
+from .data import DataError, DataSpec, load_raw, load_splits, open_rgb, parse_label_map, with_targets
+from .metrics import binary_metrics, plot_confusion, plot_roc
+
+FAKE = LABEL_NAMES.index("fake")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="model folder (e.g. runs/x/best) or Hub id (hf-hub:owner/name)")
+    parser.add_argument("--output-dir", required=True)
+    data = parser.add_argument_group("data (use the training run's values to get its validation split back)")
+    data.add_argument("--dataset", required=True, help="Hub dataset id, image folder, or CSV of image paths")
+    data.add_argument("--image-column", default="image")
+    data.add_argument("--label-column", default="label")
+    data.add_argument("--label-map", help="dataset label → real/fake, e.g. 'Real=real,Fake=fake'")
+    data.add_argument("--group-column", help="the split keeps each group on one side (as in training)")
+    data.add_argument("--source-column", help="report metrics per source (also stratifies the split, as in training)")
+    data.add_argument("--val-fraction", type=float, default=0.2)
+    data.add_argument("--seed", type=int, default=42)
+    data.add_argument("--split", choices=["validation", "all"], default="validation",
+                      help="validation: the training hold-out split; all: every row of every split")
+    run = parser.add_argument_group("run")
+    run.add_argument("--batch-size", type=int, default=16)
+    run.add_argument("--device", help="cuda or cpu (default: cuda when available)")
+    return parser.parse_args(argv)
+
+
+def load_eval_set(spec: DataSpec, split: str) -> datasets.Dataset:
+    """The rows to score: the training hold-out split, or all rows (whatever splits the source has)."""
+    if split == "validation":
+        return load_splits(spec, check=False)[1]
+    raw = load_raw(spec)
+    return with_targets(datasets.concatenate_datasets(list(raw.values())), spec)
+
+
+def decode(item, index: int) -> Image.Image:
+    """A dataset cell → RGB image, the way training decodes it; a broken file is named."""
+    if isinstance(item, Image.Image):
+        return item
+    try:
+        return open_rgb(item)
+    except Exception as err:  # PIL raises many types for a bad file
+        raise DataError(f"Unreadable image {item.get('path') or f'row {index}'}: {err}") from err
+
+
+def predict(detector: Detector, dataset: datasets.Dataset, progress: bool = True) -> tuple[np.ndarray, list[str]]:
+    """p(fake) and the file name (when known) of every row, `detector.batch_size` images at a time."""
+    p_fake: list[float] = []
+    names: list[str] = []
+    with tqdm(total=len(dataset), desc="evaluate", unit="img", disable=not progress) as bar:
+        for start in range(0, len(dataset), detector.batch_size):
+            cells = dataset[start : start + detector.batch_size]["image"]
+            images = [decode(item, start + offset) for offset, item in enumerate(cells)]
+            names.extend((item.get("path") or "") if isinstance(item, dict) else "" for item in cells)
+            p_fake.extend(analysis.p_fake for analysis in detector.analyze_batch(images))
+            bar.update(len(images))
+    return np.array(p_fake, dtype=float), names
+
+
+def source_metrics(is_fake: np.ndarray, p_fake: np.ndarray) -> dict:
+    """What one source's rows can tell: AUC needs both classes, FPR needs reals, recall needs fakes."""
+    full = binary_metrics(is_fake, p_fake)
+    n_fake = int(is_fake.sum())
+    n_real = int(len(is_fake) - n_fake)
+    return {
+        "n": full["n"],
+        "n_real": n_real,
+        "n_fake": n_fake,
+        "accuracy": full["accuracy"],
+        "roc_auc": full["roc_auc"] if n_real and n_fake else None,
+        "fpr": full["fpr"] if n_real else None,
+        "recall": full["recall"] if n_fake else None,
+    }
+
+
+def evaluate(detector: Detector, dataset: datasets.Dataset, source_column: str | None = None,
+             progress: bool = True) -> dict:
+    """Score `dataset` (columns `image`, `target`[, source_column]) → metrics, per-source metrics, predictions.
+
+    The returned `is_fake`/`p_fake`/`files` lists let callers plot or re-threshold without running the model again.
+    """
+    p_fake, files = predict(detector, dataset, progress)
+    is_fake = np.array(dataset["target"]) == FAKE
+    result = {"metrics": binary_metrics(is_fake, p_fake), "per_source": None,
+              "is_fake": is_fake.tolist(), "p_fake": p_fake.tolist(), "files": files}
+    if source_column:
+        sources = np.array(dataset[source_column]).astype(str)
+        result["per_source"] = {
+            name: source_metrics(is_fake[sources == name], p_fake[sources == name]) for name in sorted(set(sources))
+        }
+    return result
+
+
+def json_safe(value):
+    """NaN (e.g. AUC of a one-class set) → null, so metrics.json is valid JSON."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [json_safe(item) for item in value]
+    return value
+
+
+def write_report(result: dict, output: Path, context: dict) -> dict:
+    """metrics.json (context + metrics), predictions.csv, roc.png, confusion_matrix.png; returns what went to JSON."""
+    output.mkdir(parents=True, exist_ok=True)
+    report = json_safe({**context, "metrics": result["metrics"], "per_source": result["per_source"]})
+    (output / "metrics.json").write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
+    with (output / "predictions.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["file", "is_fake", "p_fake"])
+        for name, truth, prob in zip(result["files"], result["is_fake"], result["p_fake"]):
+            writer.writerow([name, int(truth), f"{prob:.6f}"])
+    if len(set(result["is_fake"])) == 2:  # a ROC curve needs both classes
+        plot_roc(result["is_fake"], result["p_fake"], output / "roc.png", title=f"ROC ({context.get('split', '')})")
+    plot_confusion(result["metrics"]["confusion_matrix"], output / "confusion_matrix.png", labels=LABEL_NAMES)
+    return report
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    spec = DataSpec(
+        source=args.dataset, image_column=args.image_column, label_column=args.label_column,
+        label_map=parse_label_map(args.label_map), group_column=args.group_column,
+        source_column=args.source_column, val_fraction=args.val_fraction, seed=args.seed,
+    )
+    dataset = load_eval_set(spec, args.split)
+    detector = Detector.from_pretrained(args.model, device=args.device, batch_size=args.batch_size)
+    print(f"{detector.name}: scoring {len(dataset)} images ({args.split})")
+    result = evaluate(detector, dataset, args.source_column)
+    context = {"model": args.model, "dataset": args.dataset, "split": args.split, "data": asdict(spec)}
+    report = write_report(result, Path(args.output_dir), context)
+    m = report["metrics"]
+    auc = "n/a (one class)" if m["roc_auc"] is None else f"{m['roc_auc']:.4f}"
+    print(f"n={m['n']} accuracy={m['accuracy']:.4f} ROC-AUC={auc} F1={m['f1']:.4f} FPR={m['fpr']:.4f}")
+    print(f"wrote {args.output_dir}/metrics.json, roc.png, confusion_matrix.png, predictions.csv")
+    return report
+
+
+if __name__ == "__main__":
+    main()
