@@ -1,0 +1,251 @@
+"""Evaluate → publish → load back: the card quotes the measured numbers, fp16 and the Hub cache serve the same model."""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from huggingface_hub import ModelCard
+from safetensors.torch import load_file
+
+from conftest import SHARED_DATA, write_model_folder
+from detector import Detector, DetectorError
+from detector.model import load_model
+from training import evaluate, publish
+from training.data import DataSpec, describe, load_splits
+from training.train import parse_args as train_args
+
+pytestmark = pytest.mark.skipif(not (SHARED_DATA / "manifest.csv").is_file(), reason="needs ../shared/data")
+
+# source → how many of its (real, fake) images go into the test CSV: one mixed source, two one-class ones
+PICK = {"lfw_faceswap": (3, 3), "utkface_adults": (3, 0), "sdfd_diffusion": (0, 3)}
+OWNER_NAME = "someone/deepfake-detector-test"
+
+
+@pytest.fixture(scope="module")
+def faces_csv(tmp_path_factory) -> Path:
+    """A small CSV in the shared manifest's shape (file, label, source, group), pointing at real shared photos."""
+    with (SHARED_DATA / "manifest.csv").open() as f:
+        manifest = list(csv.DictReader(f))
+    rows = []
+    for source, (n_real, n_fake) in PICK.items():
+        for label, count in (("real", n_real), ("fake", n_fake)):
+            rows += [row for row in manifest if row["source"] == source and row["label"] == label][:count]
+    path = tmp_path_factory.mktemp("data") / "faces.csv"
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["file", "label", "source", "group"])
+        writer.writeheader()
+        writer.writerows({**{k: row[k] for k in ("label", "source", "group")}, "file": str(SHARED_DATA / row["file"])}
+                         for row in rows)
+    return path
+
+
+@pytest.fixture(scope="module")
+def run_folder(tmp_path_factory, faces_csv) -> Path:
+    """A model folder as training.train leaves it: weights, config and a training.json with args and counts."""
+    folder = write_model_folder(tmp_path_factory.mktemp("best"), seed=5)
+    (folder / "README.md").unlink()
+    args = train_args(["--dataset", str(faces_csv), "--image-column", "file", "--source-column", "source",
+                       "--img-size", "64", "--optimizer", "adamw", "--lr", "0.0015", "--scheduler", "cosine",
+                       "--warmup-epochs", "1", "--aug-strength", "0.7", "--val-fraction", "0.5"])
+    spec = DataSpec(str(faces_csv), image_column="file", source_column="source", val_fraction=0.5)
+    train_set, val_set = load_splits(spec)
+    record = {"epoch": 3, "validation": {"roc_auc": 0.5},
+              "data": {"train": describe(train_set, "source"), "validation": describe(val_set, "source")},
+              "args": vars(args)}
+    (folder / "training.json").write_text(json.dumps(record))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def report_dir(tmp_path_factory, run_folder, faces_csv) -> Path:
+    out = tmp_path_factory.mktemp("eval")
+    evaluate.main(["--model", str(run_folder), "--dataset", str(faces_csv), "--image-column", "file",
+                   "--source-column", "source", "--split", "all", "--output-dir", str(out), "--batch-size", "8"])
+    return out
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory, run_folder, report_dir) -> Path:
+    description = tmp_path_factory.mktemp("desc") / "data.md"
+    description.write_text("Faces from three public sources (see SOURCES.md); research use only.\n")
+    return publish.main(["--model", str(run_folder), "--metrics", str(report_dir / "metrics.json"),
+                         "--output-dir", str(tmp_path_factory.mktemp("models") / "detector"),
+                         "--data-description", str(description), "--model-name", "deepfake-detector-test",
+                         "--repo-id", OWNER_NAME])
+
+
+def probabilities(source, images) -> np.ndarray:
+    return np.array([a.p_fake for a in Detector.from_pretrained(source, device="cpu").analyze_batch(images)])
+
+
+def test_evaluate_report(report_dir, faces_csv):
+    report = json.loads((report_dir / "metrics.json").read_text())
+    metrics = report["metrics"]
+    assert metrics["n"] == sum(map(sum, PICK.values()))
+    for key in ("accuracy", "precision", "recall", "f1", "roc_auc", "fpr"):
+        assert 0.0 <= metrics[key] <= 1.0
+    assert np.array(metrics["confusion_matrix"]).sum() == metrics["n"]
+    per_source = report["per_source"]
+    assert {name: (m["n_real"], m["n_fake"]) for name, m in per_source.items()} == PICK
+    assert per_source["lfw_faceswap"]["roc_auc"] is not None
+    assert per_source["utkface_adults"]["roc_auc"] is None and per_source["utkface_adults"]["recall"] is None
+    assert per_source["sdfd_diffusion"]["fpr"] is None
+    for name in ("roc.png", "confusion_matrix.png", "predictions.csv"):
+        assert (report_dir / name).stat().st_size > 0
+    assert report["split"] == "all" and report["data"]["source_column"] == "source"
+
+
+def test_evaluate_scores_what_the_detector_serves(run_folder, faces_csv):
+    """evaluate() goes through Detector.analyze_batch: its p(fake) is what users get for the same files."""
+    spec = DataSpec(str(faces_csv), image_column="file", source_column="source", val_fraction=0.5)
+    dataset = evaluate.load_eval_set(spec, "validation")
+    assert len(dataset) == len(load_splits(spec)[1])  # the training run's hold-out split, rebuilt
+    detector = Detector.from_pretrained(run_folder, device="cpu", batch_size=3)
+    result = evaluate.evaluate(detector, dataset, "source", progress=False)
+    served = [a.p_fake for a in detector.analyze_batch(result["files"])]
+    np.testing.assert_allclose(result["p_fake"], served, atol=1e-5)
+    assert result["metrics"]["n"] == len(dataset) == sum(m["n"] for m in result["per_source"].values())
+
+
+def test_published_folder_and_card(published, report_dir, run_folder):
+    assert sorted(path.name for path in published.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    assert not [path for path in published.parent.iterdir() if path.name.startswith(".")]  # no staging left
+    assert json.loads((published / "config.json").read_text()) == json.loads((run_folder / "config.json").read_text())
+
+    card = ModelCard.load(published / "README.md")
+    metrics = json.loads((report_dir / "metrics.json").read_text())["metrics"]
+    assert card.data.library_name == "timm" and card.data.pipeline_tag == "image-classification"
+    assert card.data.license == "other" and "non-commercial" in card.data.license_name
+    measured = {result.metric_type: result.metric_value for result in card.data.eval_results}
+    assert measured == {key: metrics[key] for key in publish.CARD_METRICS}  # exact, not rounded
+    text = card.text
+    args = json.loads((run_folder / "training.json").read_text())["args"]
+    for expected in ("Faces from three public sources", f'from_pretrained("hf-hub:{OWNER_NAME}")',
+                     "adamw, learning rate 0.0015", "from scratch",
+                     "strength 0.7", "`lfw_faceswap`", "training images included", "non-commercial research only"):
+        assert expected in text
+    assert args["dataset"] in text
+    assert "{{" not in text and "{%" not in text
+
+
+@pytest.mark.parametrize("change, same", [({}, True), ({"seed": 7}, False), ({"split": "all"}, False),
+                                           ({"source": "other.csv"}, False)])
+def test_card_claims_the_training_split_only_when_rebuilt(change, same):
+    """The card calls the evaluation 'the hold-out split of the training run' only when its data arguments match."""
+    args = vars(train_args(["--dataset", "faces.csv", "--group-column", "group"]))
+    data = {"source": "faces.csv", "image_column": "image", "label_column": "label", "group_column": "group",
+            "source_column": None, "val_fraction": 0.2, "seed": 42}
+    evaluation = {"split": change.pop("split", "validation"), "data": {**data, **change}}
+    assert publish.same_split(evaluation, {"args": args}) is same
+
+
+def test_fp16_folder_serves_the_same_model(tmp_path, run_folder, report_dir, published, face_paths):
+    half = publish.main(["--model", str(run_folder), "--metrics", str(report_dir / "metrics.json"),
+                         "--output-dir", str(tmp_path / "half"), "--fp16"])
+    tensors = load_file(str(half / "model.safetensors"))
+    assert {t.dtype for t in tensors.values() if t.is_floating_point()} == {torch.float16}
+    assert (half / "model.safetensors").stat().st_size < 0.6 * (published / "model.safetensors").stat().st_size
+    assert "float16" in (half / "README.md").read_text()
+    assert all(p.dtype == torch.float32 for p in load_model(half).model.parameters())
+    np.testing.assert_allclose(probabilities(half, face_paths), probabilities(published, face_paths), atol=1e-2)
+
+
+def test_failed_publish_keeps_the_previous_folder(tmp_path, run_folder, report_dir, published):
+    target = tmp_path / "models" / "detector"
+    shutil.copytree(published, target)
+    before = {path.name: path.read_bytes() for path in target.iterdir()}
+    broken = tmp_path / "broken.md"
+    broken.write_text("---\n{{ card_data }}\n---\n{% for x in %}")
+    with pytest.raises(Exception):
+        publish.main(["--model", str(run_folder), "--metrics", str(report_dir / "metrics.json"),
+                      "--output-dir", str(target), "--template", str(broken)])
+    assert {path.name: path.read_bytes() for path in target.iterdir()} == before
+    assert [path.name for path in target.parent.iterdir()] == ["detector"]
+    with pytest.raises(DetectorError, match="training.evaluate"):
+        publish.main(["--model", str(run_folder), "--metrics", str(tmp_path / "missing.json"),
+                      "--output-dir", str(tmp_path / "other")])
+    assert not (tmp_path / "other").exists()
+
+
+class FakeHfApi:
+    """Records what `push` asks of the Hub."""
+
+    def __init__(self):
+        self.calls = []
+
+    def create_repo(self, repo_id, **kwargs):
+        self.calls.append(("create_repo", repo_id, kwargs))
+
+    def upload_folder(self, **kwargs):
+        self.calls.append(("upload_folder", kwargs["repo_id"], kwargs))
+        return f"https://huggingface.co/{kwargs['repo_id']}/commit/0"
+
+
+def test_push_uploads_only_safe_files(published, tmp_path):
+    api = FakeHfApi()
+    assert publish.push(published, OWNER_NAME, api=api).endswith("/commit/0")
+    (create, repo, create_kwargs), (upload, repo2, upload_kwargs) = api.calls
+    assert (create, repo, create_kwargs["exist_ok"]) == ("create_repo", OWNER_NAME, True)
+    assert (upload, repo2, Path(upload_kwargs["folder_path"])) == ("upload_folder", OWNER_NAME, published)
+    assert set(upload_kwargs["allow_patterns"]) == {"config.json", "model.safetensors", "README.md"}
+    assert not [p for p in published.iterdir() if p.suffix in (".bin", ".pth", ".pkl", ".pt")]
+
+    unsafe = tmp_path / "unsafe"
+    shutil.copytree(published, unsafe)
+    torch.save({"w": torch.zeros(1)}, unsafe / "pytorch_model.bin")
+    with pytest.raises(DetectorError, match="pickle"):
+        publish.push(unsafe, OWNER_NAME, api=FakeHfApi())
+
+
+def hub_cache(cache: Path, repo_id: str, folder: Path) -> Path:
+    """Lay `folder` out as huggingface_hub's cache does: blobs by hash, a snapshot of symlinks, refs/main."""
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    commit = hashlib.sha1(repo_id.encode()).hexdigest()
+    snapshot = repo / "snapshots" / commit
+    (repo / "blobs").mkdir(parents=True)
+    snapshot.mkdir(parents=True)
+    for path in folder.iterdir():
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        shutil.copyfile(path, repo / "blobs" / digest)
+        (snapshot / path.name).symlink_to(Path("..", "..", "blobs", digest))
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    return snapshot
+
+
+def test_hub_cache_round_trip_offline(tmp_path, monkeypatch, published, face_paths):
+    """A published folder in a pre-filled Hub cache loads by id with no network, and predicts the same."""
+    import huggingface_hub.constants
+
+    cache = tmp_path / "hub"
+    snapshot = hub_cache(cache, OWNER_NAME, published)
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # huggingface_hub reads these when imported: set the module values too
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+
+    for source in (f"hf-hub:{OWNER_NAME}", OWNER_NAME):
+        loaded = load_model(source)
+        assert loaded.folder.resolve() == snapshot.resolve()
+    np.testing.assert_allclose(probabilities(f"hf-hub:{OWNER_NAME}", face_paths), probabilities(published, face_paths),
+                               atol=1e-6)
+    with pytest.raises(DetectorError, match="someone/not-cached"):
+        load_model("hf-hub:someone/not-cached")
+
+
+def test_pickle_only_folder_is_refused(tmp_path, published):
+    folder = tmp_path / "pickled"
+    folder.mkdir()
+    shutil.copy(published / "config.json", folder)
+    torch.save(load_file(str(published / "model.safetensors")), folder / "pytorch_model.bin")
+    with pytest.raises(DetectorError, match="pytorch_model.bin, a pickle file"):
+        Detector.from_pretrained(folder)
+    with pytest.raises(DetectorError, match="no model.safetensors"):
+        publish.main(["--model", str(folder), "--metrics", str(tmp_path / "m.json"), "--output-dir", str(tmp_path / "x")])

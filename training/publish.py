@@ -1,0 +1,289 @@
+"""Turn a training run's best checkpoint into a publishable Hub-layout folder, and optionally push it.
+
+    python -m training.evaluate --model runs/faces/best ... --output-dir runs/faces/eval
+    python -m training.publish --model runs/faces/best --metrics runs/faces/eval/metrics.json \
+        --data-description data_description.md --output-dir models/deepfake-detector-resnext50 [--fp16]
+    HF_TOKEN=... python -m training.publish ... --push owner/deepfake-detector-resnext50
+
+The folder holds config.json, model.safetensors and README.md, the model card rendered from
+`model_card.md`. Every number in the card is read from a file (metrics.json from training.evaluate,
+training.json from training.train); nothing is typed in by hand. The folder is written next to its
+destination and renamed into place, so a failure leaves the old folder or none, never half of one.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from safetensors.torch import load_file, save_file
+
+from detector.errors import DetectorError
+from detector.model import HUB_FILES, WEIGHTS_FILE, load_model, read_config
+
+from .data import train_transform
+
+TEMPLATE = Path(__file__).resolve().parent.parent / "model_card.md"
+# metrics.json key → (model-index metric type, display name); fake is the positive class
+CARD_METRICS = {
+    "accuracy": ("accuracy", "Accuracy"),
+    "precision": ("precision", "Precision (fake)"),
+    "recall": ("recall", "Recall (fake caught)"),
+    "f1": ("f1", "F1 (fake)"),
+    "roc_auc": ("roc_auc", "ROC-AUC"),
+    "fpr": ("fpr", "False-positive rate (real called fake)"),
+}
+PICKLE_SUFFIXES = (".bin", ".pth", ".pt", ".pkl", ".pickle", ".ckpt")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="a training run's best/ folder (config.json, model.safetensors, training.json)")
+    parser.add_argument("--metrics", required=True, help="metrics.json written by training.evaluate")
+    parser.add_argument("--output-dir", required=True, help="the model folder to write, e.g. models/NAME")
+    parser.add_argument("--fp16", action="store_true", help="store the weights in float16 (half the size; loads into float32)")
+    parser.add_argument("--data-description", help="markdown file describing the training data, inserted into the card")
+    parser.add_argument("--model-name", help="title of the card (default: the output folder's name)")
+    parser.add_argument("--dataset-name", help="the evaluation data's name in model-index (default: from metrics.json)")
+    parser.add_argument("--license", default="other", help="Hub licence id (default 'other': see --license-name)")
+    parser.add_argument("--license-name", default="research-only-non-commercial")
+    parser.add_argument("--template", default=str(TEMPLATE), help="Jinja model card template")
+    parser.add_argument("--push", metavar="OWNER/NAME", help="create (if needed) and upload to this Hub repo; token from HF_TOKEN")
+    parser.add_argument("--repo-id", help="the Hub id the card's usage examples name (default: --push's)")
+    parser.add_argument("--private", action="store_true", help="with --push: create the repo private")
+    return parser.parse_args(argv)
+
+
+def read_json(path: Path | None) -> dict | None:
+    if path is None or not Path(path).is_file():
+        return None
+    return json.loads(Path(path).read_text())
+
+
+def write_weights(source: Path, target: Path, fp16: bool) -> str:
+    """Copy the safetensors weights, casting floating tensors to float16 when asked; returns the dtype stored."""
+    if not fp16:
+        shutil.copyfile(source, target)
+        return "float32"
+    tensors = {name: t.half() if t.is_floating_point() else t for name, t in load_file(str(source)).items()}
+    save_file({name: t.contiguous() for name, t in tensors.items()}, str(target), metadata={"format": "pt"})
+    return "float16"
+
+
+# --- the card -----------------------------------------------------------------------------------
+
+
+def fmt(value, digits: int = 4) -> str:
+    """A number for a table; missing (not measurable) shows as a dash, never as a made-up zero."""
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def recipe_rows(training: dict) -> list[tuple[str, str]]:
+    """The training recipe, as recorded by training.train in training.json."""
+    args = training["args"]
+    schedule = (f"linear warm-up ({args['warmup_epochs']} epochs) then cosine decay, per step"
+                if args["scheduler"] == "cosine" else "ReduceLROnPlateau on validation loss")
+    augment = train_transform.__doc__.strip().splitlines()[0].rstrip(".")
+    return [
+        ("initialisation", "timm ImageNet weights (fine-tuned)" if args["pretrained"] else "from scratch (random initialisation)"),
+        ("input size", f"{args['img_size']}×{args['img_size']} px"),
+        ("optimizer", f"{args['optimizer']}, learning rate {args['lr']}, weight decay {args['weight_decay']}"),
+        ("schedule", schedule),
+        ("batch size", str(args["batch_size"])),
+        ("epochs", f"{args['epochs']} planned; these weights are from epoch {training['epoch']} (best validation ROC-AUC)"),
+        ("loss", f"cross-entropy, label smoothing {args['label_smoothing']}"),
+        ("augmentation", f"{augment}; strength {args['aug_strength']} (0 = crop and flip only, 1 = full)"),
+        ("mixed precision", str(args["mixed_precision"])),
+        ("seed", str(args["seed"])),
+    ]
+
+
+def split_text(args: dict) -> str:
+    """How training.data.split chose the validation rows, from the run's arguments."""
+    by = "label" + (f" and `{args['source_column']}`" if args.get("source_column") else "")
+    text = f"{args['val_fraction']:.0%} held out for validation, stratified by {by}"
+    if args.get("group_column"):
+        text += f", grouped by `{args['group_column']}` so no group is on both sides"
+    return text + f" (seed {args['seed']}; a dataset's own validation split is used instead when it has one)"
+
+
+def count_rows(data: dict) -> list[list[str]]:
+    """Rows of (source, train real, train fake, validation real, validation fake) from training.json's counts."""
+    train, val = data["train"], data["validation"]
+    sources = sorted(set(train.get("by_source", {})) | set(val.get("by_source", {})))
+    rows = []
+    for source in sources:
+        t, v = train["by_source"].get(source, {}), val["by_source"].get(source, {})
+        rows.append([f"`{source}`", *(fmt(counts.get(name, 0)) for counts in (t, v) for name in ("real", "fake"))])
+    rows.append(["**total**", *(fmt(counts[name]) for counts in (train, val) for name in ("real", "fake"))])
+    return rows
+
+
+def source_rows(per_source: dict) -> list[list[str]]:
+    return [
+        [f"`{name}`", fmt(m["n"]), fmt(m["n_real"]), fmt(m["n_fake"]), fmt(m["accuracy"]), fmt(m["roc_auc"]),
+         fmt(m["fpr"]), fmt(m["recall"])]
+        for name, m in per_source.items()
+    ]
+
+
+def same_split(evaluation: dict, training: dict | None) -> bool:
+    """Did training.evaluate rebuild the training run's own validation split (same data, columns, seed, fraction)?"""
+    if not training or evaluation.get("split") != "validation":
+        return False
+    data, args = evaluation.get("data") or {}, training["args"]
+    keys = ("image_column", "label_column", "group_column", "source_column", "val_fraction", "seed")
+    return data.get("source") == args["dataset"] and all(data.get(key) == args.get(key) for key in keys)
+
+
+def eval_results(evaluation: dict, dataset_name: str) -> list[EvalResult]:
+    """model-index entries: the measured values exactly as metrics.json holds them."""
+    metrics, dataset = evaluation["metrics"], evaluation.get("dataset", "unknown")
+    hub_id = dataset.count("/") == 1 and not Path(dataset).exists()
+    return [
+        EvalResult(task_type="image-classification", task_name="Deepfake face detection",
+                   dataset_type=dataset if hub_id else "custom", dataset_name=dataset_name,
+                   dataset_split=evaluation.get("split"), metric_type=metric_type, metric_name=name,
+                   metric_value=metrics[key])
+        for key, (metric_type, name) in CARD_METRICS.items()
+        if metrics.get(key) is not None
+    ]
+
+
+def render_card(config: dict, evaluation: dict, training: dict | None, *, model_name: str, repo_id: str | None,
+                dtype: str, data_description: str | None, license: str, license_name: str,
+                dataset_name: str | None = None, template: Path = TEMPLATE) -> ModelCard:
+    """README.md: front matter (library, task, licence, model-index) + the template filled from the files."""
+    dataset = evaluation.get("dataset", "unknown")
+    card_data = ModelCardData(
+        model_name=model_name, library_name="timm", pipeline_tag="image-classification",
+        license=license, license_name=license_name if license == "other" else None,
+        tags=["image-classification", "timm", "deepfake-detection", "faces"],
+        metrics=[metric_type for metric_type, _ in CARD_METRICS.values()],
+        eval_results=eval_results(evaluation, dataset_name=dataset_name or Path(dataset).name or dataset),
+    )
+    metrics = evaluation["metrics"]
+    size = config["pretrained_cfg"]["input_size"][-1]
+    return ModelCard.from_template(
+        card_data,
+        template_path=str(template),
+        model_name=model_name,
+        repo_id=repo_id or f"OWNER/{model_name}",
+        img_size=size,
+        label_names=config["label_names"],
+        dtype=dtype,
+        preprocessing=config["pretrained_cfg"],
+        data_description=(data_description or "").strip() or None,
+        training_args=(training or {}).get("args"),
+        split_text=split_text(training["args"]) if training else None,
+        count_rows=count_rows(training["data"]) if training and training.get("data") else None,
+        recipe_rows=recipe_rows(training) if training else None,
+        evaluation=evaluation,
+        same_split=same_split(evaluation, training),
+        same_data=bool(training) and evaluation.get("dataset") == training["args"]["dataset"],
+        augmented=bool(training) and training["args"]["aug_strength"] > 0,
+        metric_rows=[(name, fmt(metrics.get(key))) for key, (_, name) in CARD_METRICS.items()],
+        confusion=metrics["confusion_matrix"],
+        source_rows=source_rows(evaluation["per_source"]) if evaluation.get("per_source") else None,
+        license_id=license,
+        license_title=license_name if license == "other" else license,
+    )
+
+
+# --- the folder ---------------------------------------------------------------------------------
+
+
+def replace_folder(staging: Path, output: Path) -> None:
+    """Move the finished staging folder to `output`, replacing what was there only once the new one is whole."""
+    old = output.with_name(f".{output.name}-old")
+    if old.exists():
+        shutil.rmtree(old)
+    if output.exists():
+        output.rename(old)
+    staging.rename(output)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def build_folder(model: Path, metrics: Path, output: Path, *, fp16: bool = False, data_description: Path | None = None,
+                 model_name: str | None = None, dataset_name: str | None = None, repo_id: str | None = None,
+                 license: str = "other",
+                 license_name: str = "research-only-non-commercial", template: Path = TEMPLATE) -> Path:
+    """Write config.json, model.safetensors and README.md to `output`, atomically; check the result loads."""
+    model, output = Path(model), Path(output)
+    config = read_config(model)  # refuses folders the detector could not serve
+    if not (model / WEIGHTS_FILE).is_file():
+        raise DetectorError(f"{model} has no {WEIGHTS_FILE}: publish a folder written by training.train.")
+    evaluation = read_json(metrics)
+    if evaluation is None:
+        raise DetectorError(f"{metrics} not found: run training.evaluate first; the card quotes its numbers.")
+    training = read_json(model / "training.json")
+    description = Path(data_description).read_text() if data_description else None
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}-staging-"))
+    try:
+        shutil.copyfile(model / "config.json", staging / "config.json")
+        dtype = write_weights(model / WEIGHTS_FILE, staging / WEIGHTS_FILE, fp16)
+        card = render_card(config, evaluation, training, model_name=model_name or output.name, repo_id=repo_id,
+                           dtype=dtype, data_description=description, license=license, license_name=license_name,
+                           dataset_name=dataset_name, template=Path(template))
+        card.save(staging / "README.md")
+        load_model(staging)  # what we publish must load in the detector as it is
+        for path in staging.iterdir():  # mkdtemp and save_file create owner-only modes
+            path.chmod(0o644)
+        staging.chmod(0o755)
+        replace_folder(staging, output)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    return output
+
+
+def push(folder: Path, repo_id: str, api=None, private: bool = False) -> str:
+    """Create the Hub repo if needed and upload the model folder's Hub files (never a pickle); returns the commit URL.
+
+    `api` is an `HfApi`-like object (tests pass a fake); by default one is made with the token in $HF_TOKEN.
+    """
+    folder = Path(folder)
+    pickles = sorted(path.name for path in folder.iterdir() if path.suffix in PICKLE_SUFFIXES)
+    if pickles:
+        raise DetectorError(f"{folder} holds pickle files {pickles}: only safetensors weights are published.")
+    missing = [name for name in HUB_FILES if not (folder / name).is_file()]
+    if missing:
+        raise DetectorError(f"{folder} lacks {missing}: build it with training.publish first.")
+    if api is None:
+        from huggingface_hub import HfApi
+
+        api = HfApi(token=os.environ.get("HF_TOKEN"))
+    api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
+    commit = api.upload_folder(repo_id=repo_id, repo_type="model", folder_path=str(folder), allow_patterns=HUB_FILES,
+                               commit_message="Upload deepfake detector (safetensors, config, model card)")
+    return str(getattr(commit, "commit_url", commit))
+
+
+def main(argv=None) -> Path:
+    args = parse_args(argv)
+    folder = build_folder(
+        Path(args.model), Path(args.metrics), Path(args.output_dir), fp16=args.fp16,
+        data_description=Path(args.data_description) if args.data_description else None,
+        model_name=args.model_name, dataset_name=args.dataset_name, repo_id=args.repo_id or args.push,
+        license=args.license, license_name=args.license_name,
+        template=Path(args.template),
+    )
+    print(f"wrote {folder}: {', '.join(sorted(path.name for path in folder.iterdir()))}")
+    if args.push:
+        print(f"pushed to {args.push}: {push(folder, args.push, private=args.private)}")
+    return folder
+
+
+if __name__ == "__main__":
+    main()
