@@ -1,0 +1,145 @@
+"""Speed and memory of the detector, as ratios measured in one run on this machine.
+
+    python -m benchmarks                 # the bundled model (or $DETECTOR_MODEL), prints a table
+    python -m benchmarks --quick         # fewer repeats and requests, for a smoke check
+
+Each line is a median over repeated calls after warm-up. Results also go to
+benchmarks/results/latest.json.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import numpy as np
+import torch
+from PIL import Image
+
+from detector import Detector, explain, load_image
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = sorted((ROOT / "examples").glob("*.jpg"))
+
+
+def median_ms(fn, repeats: int, warmup: int = 3) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1000
+
+
+def test_jpeg(side: int = 1024) -> bytes:
+    """A real face photo scaled to side×side and saved as JPEG, the size phones send after resizing."""
+    image = Image.open(EXAMPLES[0]).convert("RGB").resize((side, side), Image.BICUBIC)
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def bench_forward(detector: Detector, jpeg: bytes, repeats: int) -> dict:
+    image = load_image(jpeg)
+    pixels = detector.preprocess(image)[None].to(detector.device)
+
+    def forward():
+        with torch.inference_mode():
+            detector.model(pixels).softmax(-1)
+
+    def analyze():
+        detector.analyze(jpeg).render()
+
+    return {"forward_ms": median_ms(forward, repeats), "analyze_ms": median_ms(analyze, repeats)}
+
+
+def bench_textbook_gradcam(detector: Detector, jpeg: bytes, repeats: int) -> float:
+    """pytorch-grad-cam's GradCAM on the last block (hooks + full backward), with our rendering."""
+    from pytorch_grad_cam import GradCAM
+
+    cam = GradCAM(model=detector.model, target_layers=[detector.model.layer4[-1]])
+
+    def textbook():
+        image = load_image(jpeg)
+        pixels = detector.preprocess(image)[None].to(detector.device)
+        with torch.no_grad():
+            detector.model(pixels).softmax(-1)  # the probabilities, as the naive app computes them
+        grayscale = cam(input_tensor=pixels, targets=None)[0]
+        heat = explain.heatmap(explain.activation_map(grayscale, (0, 0, image.width, image.height), image.size))
+        explain.overlay(image, heat)
+
+    return median_ms(textbook, repeats)
+
+
+def bench_api(detector: Detector, jpeg: bytes, repeats: int) -> float:
+    import app as app_module
+    from gradio_client import Client, handle_file
+
+    demo = app_module.build_demo(detector)
+    _, url, _ = app_module.launch(demo, prevent_thread_lock=True, quiet=True)
+    client = Client(url, verbose=False)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "face.jpg"
+        path.write_bytes(jpeg)
+        result = median_ms(lambda: client.predict(handle_file(str(path)), api_name="/analyze"), repeats)
+    demo.close()
+    return result
+
+
+def bench_cli(model: str, count: int) -> dict:
+    """Images/s of `python -m detector` over a folder vs one process per image."""
+    with tempfile.TemporaryDirectory() as folder:
+        for i in range(count):
+            Path(folder, f"{i:03d}.jpg").write_bytes(EXAMPLES[i % len(EXAMPLES)].read_bytes())
+        command = [sys.executable, "-m", "detector", "--model", model, "--json"]
+        start = time.perf_counter()
+        subprocess.run([*command, folder], check=True, capture_output=True)
+        batched = count / (time.perf_counter() - start)
+        singles = sorted(Path(folder).iterdir())[: max(4, count // 8)]
+        start = time.perf_counter()
+        for path in singles:
+            subprocess.run([*command, str(path)], check=True, capture_output=True)
+        one_at_a_time = len(singles) / (time.perf_counter() - start)
+    return {"cli_batch_images_per_s": batched, "cli_single_images_per_s": one_at_a_time}
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", help="model folder or Hub id (default: $DETECTOR_MODEL or the bundled model)")
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args(argv)
+    repeats = 5 if args.quick else 30
+    detector = Detector.from_pretrained(args.model)
+    jpeg = test_jpeg()
+    results = {"device": str(detector.device), "threads": torch.get_num_threads(), "model": detector.name,
+               "input_size": list(detector.preprocess.config["input_size"]), "image": "1024x1024 JPEG"}
+    results.update(bench_forward(detector, jpeg, repeats))
+    results["textbook_gradcam_ms"] = bench_textbook_gradcam(detector, jpeg, repeats)
+    results["api_client_ms"] = bench_api(detector, jpeg, repeats)
+    results.update(bench_cli(str(detector.loaded.folder), 16 if args.quick else 64))
+    results["analyze_over_forward"] = results["analyze_ms"] / results["forward_ms"]
+    results["textbook_over_analyze"] = results["textbook_gradcam_ms"] / results["analyze_ms"]
+    results["api_minus_forward_ms"] = results["api_client_ms"] - results["forward_ms"]
+    results["cli_batch_speedup"] = results["cli_batch_images_per_s"] / results["cli_single_images_per_s"]
+    out = ROOT / "benchmarks" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "latest.json").write_text(json.dumps(results, indent=2))
+    width = max(map(len, results))
+    for key, value in results.items():
+        print(f"{key:<{width}}  {value:.2f}" if isinstance(value, float) else f"{key:<{width}}  {value}")
+    return results
+
+
+if __name__ == "__main__":
+    main()
