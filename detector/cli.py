@@ -18,10 +18,11 @@ from typing import Iterable, Iterator
 
 from tqdm import tqdm
 
-from .detector import Detector
+from .detector import Analysis, Detector
 from .errors import DetectorError
 from .images import load_image
 from .model import LABEL_NAMES, default_source
+from .report import result_row
 
 EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".gif"}
 
@@ -73,23 +74,23 @@ def expand(arguments: Iterable[str]) -> Iterator[tuple[str, str | None]]:
 
 
 def analyze_files(detector: Detector, inputs: list[tuple[str, str | None]], batch_size: int, target: str | None) -> list[dict]:
-    """One result per input, in order; a bad input gets its error and the others still run."""
-    results = [{"file": file, "label": None, "probabilities": None, "error": error, "explained_class": None}
-               for file, error in inputs]
-    with tqdm(total=len(results), unit="image", file=sys.stderr, disable=None) as progress:
-        for start in range(0, len(results), batch_size):
-            chunk, loaded, images = results[start : start + batch_size], [], []
-            for result in chunk:
-                if result["error"] is None:
+    """One result row per input, in order; a bad input gets its error and the others still run."""
+    errors = [error for _, error in inputs]
+    analyses: list[Analysis | None] = [None] * len(inputs)
+    with tqdm(total=len(inputs), unit="image", file=sys.stderr, disable=None) as progress:
+        for start in range(0, len(inputs), batch_size):
+            indices, images = [], []
+            for index in range(start, min(start + batch_size, len(inputs))):
+                if errors[index] is None:
                     try:
-                        images.append(load_image(result["file"]))
-                        loaded.append(result)
+                        images.append(load_image(inputs[index][0]))
+                        indices.append(index)
                     except DetectorError as err:
-                        result["error"] = str(err)
-            for result, analysis in zip(loaded, detector.analyze_batch(images, target)):
-                result.update(label=analysis.label, probabilities=analysis.probabilities, explained_class=analysis.explained)
-            progress.update(len(chunk))
-    return results
+                        errors[index] = str(err)
+            for index, analysis in zip(indices, detector.analyze_batch(images, target)):
+                analyses[index] = analysis
+            progress.update(min(batch_size, len(inputs) - start))
+    return [result_row(file, analysis, error) for (file, _), analysis, error in zip(inputs, analyses, errors)]
 
 
 def _probability(result: dict, label: str) -> str:

@@ -8,10 +8,11 @@ from .detector import Analysis
 
 
 def result_row(file: str, analysis: Analysis | None, error: str | None = None) -> dict:
-    """{'file', 'label', 'probabilities', 'error'}: label and probabilities are None when the input failed."""
+    """{'file', 'label', 'probabilities', 'error', 'explained_class'}: None where the input failed."""
     return {
         "file": file,
         "label": analysis.label if analysis else None,
         "probabilities": dict(analysis.probabilities) if analysis else None,
         "error": error,
+        "explained_class": analysis.explained if analysis else None,
     }
