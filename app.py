@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import base64
 import csv
+import html
 import io
 import os
 import tempfile
@@ -30,6 +31,7 @@ EXAMPLES = sorted((Path(__file__).resolve().parent / "examples").glob("*.jpg"))
 MAX_FILE_SIZE = f"{MAX_BYTES // 1024 // 1024}mb"
 MAX_BATCH = 64
 DISPLAY_SIDE = 1600  # pictures sent back to the browser are at most this wide or tall
+THUMBNAIL_SIDE = 360
 LIMITS = (
     "The model was trained on a few thousand face photos from public datasets. It can be wrong, "
     "especially on pictures unlike those (other generators, heavy compression, drawings, several faces, "
@@ -66,8 +68,6 @@ def display_name(path: str) -> str:
 
 
 def data_uri(image: Image.Image, fmt: str) -> str:
-    image = image.copy()
-    image.thumbnail((DISPLAY_SIDE, DISPLAY_SIDE))
     buffer = io.BytesIO()
     image.save(buffer, fmt, **({"quality": 90} if fmt == "JPEG" else {}))
     return f"data:image/{fmt.lower()};base64,{base64.b64encode(buffer.getvalue()).decode()}"
@@ -75,7 +75,7 @@ def data_uri(image: Image.Image, fmt: str) -> str:
 
 def views_html(analysis: Analysis) -> str:
     """original → activation map → overlay, side by side."""
-    original, heat, overlay = analysis.render()
+    original, heat, overlay = analysis.render(max_side=DISPLAY_SIDE)
     figures = [
         ("Original", data_uri(original, "JPEG"), "original"),
         (f"Activation map ({analysis.explained})", data_uri(heat, "PNG"), "activation-map"),
@@ -111,10 +111,12 @@ def reading(analysis: Analysis) -> str:
 
 
 def gallery_html(items: list[tuple[str, Analysis]]) -> str:
+    """Overlay thumbnails with their verdicts; file names are escaped (they come from the uploader)."""
     cards = "".join(
-        f'<figure style="margin:0;width:180px"><img alt="{name}" src="{data_uri(a.render()[2], "JPEG")}" '
-        f'style="width:100%;border-radius:6px"/><figcaption style="font-size:0.85em">{name}<br/>'
-        f"<b>{a.label}</b> (p_fake {a.p_fake:.2f})</figcaption></figure>"
+        f'<figure style="margin:0;width:180px"><img alt="{html.escape(name)}" '
+        f'src="{data_uri(a.render(max_side=THUMBNAIL_SIDE)[2], "JPEG")}" style="width:100%;border-radius:6px"/>'
+        f'<figcaption style="font-size:0.85em">{html.escape(name)}<br/><b>{a.label}</b> (p_fake {a.p_fake:.2f})'
+        "</figcaption></figure>"
         for name, a in items
     )
     return f'<div class="batch-gallery" style="display:flex;gap:10px;flex-wrap:wrap">{cards}</div>'

@@ -36,10 +36,16 @@ class Analysis:
         """The CAM at the original image's resolution."""
         return explain.activation_map(self.cam, self.box, self.image.size)
 
-    def render(self) -> tuple[Image.Image, Image.Image, Image.Image]:
-        """original → activation map → overlay, all at the original resolution."""
-        heat = explain.heatmap(self.activation_map())
-        return self.image, heat, explain.overlay(self.image, heat)
+    def render(self, max_side: int | None = None) -> tuple[Image.Image, Image.Image, Image.Image]:
+        """original → activation map → overlay, at the original resolution or scaled once to fit `max_side`."""
+        image, box = self.image, self.box
+        if max_side and max(image.size) > max_side:
+            scale = max_side / max(image.size)
+            image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
+                                 Image.Resampling.BILINEAR, reducing_gap=2.0)
+            box = tuple(value * scale for value in box)
+        heat = explain.heatmap(explain.activation_map(self.cam, box, image.size))
+        return image, heat, explain.overlay(image, heat)
 
     def to_dict(self) -> dict:
         return {"label": self.label, "probabilities": dict(self.probabilities), "explained_class": self.explained}

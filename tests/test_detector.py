@@ -33,6 +33,15 @@ def test_render_gives_three_images_at_the_original_size(detector, face_paths):
         assert analysis.activation_map().shape == (size[1], size[0])
 
 
+def test_render_scales_once_to_fit_max_side_and_keeps_the_cam_in_place(detector, face_paths):
+    large = Image.open(face_paths[0]).convert("RGB").resize((1200, 900))
+    analysis = detector.analyze(large)
+    small_views = analysis.render(max_side=300)
+    assert [view.size for view in small_views] == [(300, 225)] * 3
+    full_heat = np.asarray(analysis.render()[1].resize((300, 225), Image.BILINEAR), dtype=float)
+    assert np.abs(np.asarray(small_views[1], dtype=float) - full_heat).mean() < 12  # same map, another scale
+
+
 def test_every_kind_of_input_gives_the_same_answer(detector, face_paths):
     path = face_paths[-1]
     data = path.read_bytes()
