@@ -1,6 +1,6 @@
 """Deepfake face image detector: `Detector.from_pretrained(...).analyze(image)`."""
-from .detector import Analysis, Detector
+from .detector import NO_FACE, Analysis, Detector, FaceResult
 from .errors import DetectorError
 from .images import load_image
 
-__all__ = ["Analysis", "Detector", "DetectorError", "load_image"]
+__all__ = ["NO_FACE", "Analysis", "Detector", "DetectorError", "FaceResult", "load_image"]

@@ -12,14 +12,24 @@ from PIL import Image
 
 from . import explain
 from .errors import DetectorError
+from .faces import Box, FaceFinder, crop_box as face_crop_box
 from .images import ImageSource, load_image
 from .model import BUNDLED_MODEL, LoadedModel, load_model
 from .preprocess import Preprocessor, crop_box, data_config
 
 
+NO_FACE = "no face found: whole image analysed, the model was trained on faces"
+
+
 @dataclass
 class Analysis:
-    """What the model says about one image. `cam` is the [0, 1] Grad-CAM over `box` at feature resolution."""
+    """What the model says about one image. `cam` is the [0, 1] Grad-CAM over `box` at feature resolution.
+
+    With face search (`analyze(..., faces=True)`), `faces` holds one `FaceResult` per face found and the
+    image's verdict is its most suspicious face's (highest p_fake): label, probabilities, cam and box are
+    that face's, box in this image's pixels. When no face is found the whole image is analysed and `note`
+    says so (`NO_FACE`).
+    """
 
     label: str
     probabilities: dict[str, float]
@@ -27,40 +37,93 @@ class Analysis:
     cam: np.ndarray = field(repr=False)
     box: tuple[float, float, float, float]
     image: Image.Image = field(repr=False)
+    faces: list["FaceResult"] = field(default_factory=list)
+    note: str | None = None
+
+    @classmethod
+    def of_faces(cls, image: Image.Image, faces: list["FaceResult"]) -> "Analysis":
+        """The image's verdict: its most suspicious face."""
+        top = max(faces, key=lambda face: face.p_fake)
+        return cls(label=top.label, probabilities=dict(top.probabilities), explained=top.analysis.explained,
+                   cam=top.analysis.cam, box=top.cam_box, image=image, faces=faces)
 
     @property
     def p_fake(self) -> float:
         return self.probabilities["fake"]
 
-    def activation_map(self) -> np.ndarray:
-        """The CAM at the original image's resolution."""
-        return explain.activation_map(self.cam, self.box, self.image.size)
+    def _cams(self, scale: float = 1.0) -> list[tuple[np.ndarray, tuple[float, float, float, float]]]:
+        pairs = [(face.analysis.cam, face.cam_box) for face in self.faces] or [(self.cam, self.box)]
+        return [(cam, tuple(value * scale for value in box)) for cam, box in pairs]
 
-    def render(self, max_side: int | None = None) -> tuple[Image.Image, Image.Image, Image.Image]:
-        """original → activation map → overlay, at the original resolution or scaled once to fit `max_side`."""
-        image, box = self.image, self.box
+    def activation_map(self) -> np.ndarray:
+        """The CAM at the original image's resolution (every face's CAM in its place, with face search)."""
+        return explain.combined_activation_map(self._cams(), self.image.size)
+
+    def render(self, max_side: int | None = None, boxes: bool = True) -> tuple[Image.Image, Image.Image, Image.Image]:
+        """original → activation map → overlay, at the original resolution or scaled once to fit `max_side`.
+
+        With `boxes`, each face found is framed on the original and the overlay, coloured by its verdict
+        (red fake, green real) and labelled with its p_fake."""
+        image, scale = self.image, 1.0
         if max_side and max(image.size) > max_side:
             scale = max_side / max(image.size)
             image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
                                  Image.Resampling.BILINEAR, reducing_gap=2.0)
-            box = tuple(value * scale for value in box)
-        heat = explain.heatmap(explain.activation_map(self.cam, box, image.size))
-        return image, heat, explain.overlay(image, heat)
+        heat = explain.heatmap(explain.combined_activation_map(self._cams(scale), image.size))
+        overlay = explain.overlay(image, heat)
+        if boxes and self.faces:
+            frames = [(tuple(v * scale for v in face.box), face.label, face.p_fake) for face in self.faces]
+            image, overlay = explain.draw_faces(image, frames), explain.draw_faces(overlay, frames)
+        return image, heat, overlay
 
     def to_dict(self) -> dict:
-        return {"label": self.label, "probabilities": dict(self.probabilities), "explained_class": self.explained}
+        return {"label": self.label, "probabilities": dict(self.probabilities), "explained_class": self.explained,
+                "faces": [face.to_dict() for face in self.faces], "note": self.note}
+
+
+@dataclass
+class FaceResult:
+    """One face: where it is, the square crop around it that was analysed, and that crop's analysis."""
+
+    box: Box  # the face, in the image's pixels (left, top, right, bottom)
+    crop: Box  # the region analysed: the face with its margin, in the image's pixels
+    analysis: Analysis = field(repr=False)  # of the crop; its own `box` is in the crop's pixels
+
+    @property
+    def label(self) -> str:
+        return self.analysis.label
+
+    @property
+    def probabilities(self) -> dict[str, float]:
+        return self.analysis.probabilities
+
+    @property
+    def p_fake(self) -> float:
+        return self.analysis.p_fake
+
+    @property
+    def cam_box(self) -> tuple[float, float, float, float]:
+        """Where this face's CAM lies in the image's pixels."""
+        left, top, right, bottom = self.analysis.box
+        return (self.crop[0] + left, self.crop[1] + top, self.crop[0] + right, self.crop[1] + bottom)
+
+    def to_dict(self) -> dict:
+        return {"box": list(self.box), "label": self.label, "probabilities": dict(self.probabilities)}
 
 
 class Detector:
     """Real-or-fake classifier with Grad-CAM. Build it with `Detector.from_pretrained(source)`."""
 
-    def __init__(self, loaded: LoadedModel, device: str | None = None, batch_size: int = 16):
+    def __init__(self, loaded: LoadedModel, device: str | None = None, batch_size: int = 16,
+                 face_finder: FaceFinder | None = None, face_margin: float = 0.3):
         self.loaded = loaded
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = loaded.model.to(self.device).eval()
         self.labels = loaded.label_names
         self.preprocess = Preprocessor(data_config(self.model))
         self.batch_size = batch_size
+        self.find_faces = face_finder or FaceFinder()
+        self.face_margin = face_margin
 
     @classmethod
     def from_pretrained(cls, source: str | os.PathLike | None = None, **kwargs) -> "Detector":
@@ -79,17 +142,42 @@ class Detector:
         """One throw-away analysis, so the first person to upload does not pay for lazy initialisation."""
         self.analyze(Image.new("RGB", self.preprocess.size, (128, 128, 128)))
 
-    def analyze(self, image: ImageSource, target: str | None = None) -> Analysis:
-        """Analyse one image; `target` ('real'/'fake') chooses the class the CAM explains (default: the predicted one)."""
-        return self.analyze_batch([image], target)[0]
+    def analyze(self, image: ImageSource, target: str | None = None, faces: bool = False) -> Analysis:
+        """Analyse one image; `target` ('real'/'fake') chooses the class the CAM explains (default: the predicted one).
 
-    def analyze_batch(self, images: Sequence[ImageSource], target: str | None = None) -> list[Analysis]:
-        """Analyse many images, `batch_size` at a time; raises DetectorError on the first bad input."""
+        `faces=True` finds the faces first and analyses each (see `analyze_batch`)."""
+        return self.analyze_batch([image], target, faces)[0]
+
+    def analyze_batch(self, images: Sequence[ImageSource], target: str | None = None, faces: bool = False) -> list[Analysis]:
+        """Analyse many images, `batch_size` at a time; raises DetectorError on the first bad input.
+
+        `faces=True`: find the faces in each image (detector/faces.py), analyse a square crop around each
+        (the face plus `face_margin` of its side all round), all crops of all images batched together;
+        each image's verdict is its most suspicious face. An image with no face found is analysed whole
+        and its `note` says so. `faces=False` (the default) analyses each image whole, as the model was
+        trained (on face crops)."""
         loaded = [load_image(image) for image in images]
         class_index = self._class_index(target)
+        if not faces:
+            return self._analyze_images(loaded, class_index)
+        found = [self.find_faces(image) for image in loaded]
+        crops = [[face_crop_box(face, image.size, self.face_margin) for face in boxes] for image, boxes in zip(loaded, found)]
+        pictures = [picture for image, boxes in zip(loaded, crops) for picture in ([image.crop(c) for c in boxes] or [image])]
+        analysed = iter(self._analyze_images(pictures, class_index))
+        results = []
+        for image, boxes, regions in zip(loaded, found, crops):
+            if boxes:
+                results.append(Analysis.of_faces(image, [FaceResult(box, crop, next(analysed)) for box, crop in zip(boxes, regions)]))
+            else:
+                whole = next(analysed)
+                whole.note = NO_FACE
+                results.append(whole)
+        return results
+
+    def _analyze_images(self, images: list[Image.Image], class_index: int | None) -> list[Analysis]:
         results: list[Analysis] = []
-        for start in range(0, len(loaded), self.batch_size):
-            results.extend(self._run(loaded[start : start + self.batch_size], class_index))
+        for start in range(0, len(images), self.batch_size):
+            results.extend(self._run(images[start : start + self.batch_size], class_index))
         return results
 
     def _class_index(self, target: str | None) -> int | None:

@@ -63,3 +63,35 @@ def heatmap(cam: np.ndarray) -> Image.Image:
 def overlay(image: Image.Image, heat: Image.Image, alpha: float = 0.45) -> Image.Image:
     """The heat map blended over the original image, at the original resolution."""
     return Image.blend(image.convert("RGB"), heat.resize(image.size), alpha)
+
+
+def combined_activation_map(cams: list[tuple[np.ndarray, tuple[float, float, float, float]]], size: tuple[int, int]) -> np.ndarray:
+    """Several CAMs (one per face crop), each placed over its own box; where boxes overlap the larger value wins."""
+    canvas = np.zeros((size[1], size[0]), dtype=np.float32)
+    for cam, box in cams:
+        np.maximum(canvas, activation_map(cam, box, size), out=canvas)
+    return canvas
+
+
+VERDICT_COLOURS = {"fake": (220, 38, 38), "real": (22, 163, 74)}  # red, green
+
+
+def draw_faces(image: Image.Image, faces: list[tuple[tuple[float, float, float, float], str, float]]) -> Image.Image:
+    """A copy of `image` with each (box, label, p_fake) drawn: a box coloured by the label, 'label p_fake' above it."""
+    from PIL import ImageDraw, ImageFont
+
+    drawn = image.convert("RGB").copy()
+    draw = ImageDraw.Draw(drawn)
+    width = max(2, round(max(image.size) / 250))
+    font = ImageFont.load_default(size=max(12, round(max(image.size) / 40)))
+    for box, label, p_fake in faces:
+        colour = VERDICT_COLOURS.get(label, (250, 204, 21))
+        left, top, right, bottom = (round(v) for v in box)
+        draw.rectangle((left, top, right - 1, bottom - 1), outline=colour, width=width)
+        text = f"{label} {p_fake:.2f}"
+        text_box = draw.textbbox((0, 0), text, font=font)
+        text_w, text_h = text_box[2] - text_box[0] + 2 * width, text_box[3] - text_box[1] + 2 * width
+        y = top - text_h if top - text_h >= 0 else top  # above the box, or inside it at the top edge
+        draw.rectangle((left, y, left + text_w, y + text_h), fill=colour)
+        draw.text((left + width - text_box[0], y + width - text_box[1]), text, fill=(255, 255, 255), font=font)
+    return drawn
