@@ -2,6 +2,11 @@
 
     python -m detector photo.jpg faces/ 'shots/**/*.png' --json
     python -m detector faces/ --model hf-hub:owner/name --csv > results.csv
+    python -m detector group.jpg --whole-image        # one verdict for the whole picture, no face search
+
+Each image's faces are found first and judged one by one; its verdict is the most suspicious face
+(JSON: `faces` lists each face's box, label and probabilities). With no face found, the whole image
+is analysed and `note` says so.
 
 Exit status: 0 when every input was analysed, 1 when any input failed (all results are still
 printed), 2 when the model cannot be loaded. Analysis itself is `Detector.analyze_batch`.
@@ -35,9 +40,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--model", help="a local model folder or Hub id (default: $DETECTOR_MODEL, else the bundled model)")
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print one JSON array, one object per input")
-    output.add_argument("--csv", action="store_true", help="print CSV: file,label,p_real,p_fake,error")
+    output.add_argument("--csv", action="store_true", help="print CSV: file,label,p_real,p_fake,error,faces")
     parser.add_argument("--batch-size", type=int, default=16, metavar="N", help="images per forward pass (default: 16)")
     parser.add_argument("--target", choices=LABEL_NAMES, help="class the Grad-CAM explains (default: the predicted one)")
+    parser.add_argument("--whole-image", action="store_true",
+                        help="analyse each image whole instead of finding the faces and judging each one")
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         parser.error("--batch-size must be at least 1")
@@ -73,7 +80,8 @@ def expand(arguments: Iterable[str]) -> Iterator[tuple[str, str | None]]:
                 yield file, None
 
 
-def analyze_files(detector: Detector, inputs: list[tuple[str, str | None]], batch_size: int, target: str | None) -> list[dict]:
+def analyze_files(detector: Detector, inputs: list[tuple[str, str | None]], batch_size: int, target: str | None,
+                  faces: bool = True) -> list[dict]:
     """One result row per input, in order; a bad input gets its error and the others still run."""
     errors = [error for _, error in inputs]
     analyses: list[Analysis | None] = [None] * len(inputs)
@@ -87,7 +95,7 @@ def analyze_files(detector: Detector, inputs: list[tuple[str, str | None]], batc
                         indices.append(index)
                     except DetectorError as err:
                         errors[index] = str(err)
-            for index, analysis in zip(indices, detector.analyze_batch(images, target)):
+            for index, analysis in zip(indices, detector.analyze_batch(images, target, faces)):
                 analyses[index] = analysis
             progress.update(min(batch_size, len(inputs) - start))
     return [result_row(file, analysis, error) for (file, _), analysis, error in zip(inputs, analyses, errors)]
@@ -97,20 +105,32 @@ def _probability(result: dict, label: str) -> str:
     return f"{result['probabilities'][label]:.4f}" if result["probabilities"] else ""
 
 
-def print_table(results: list[dict]) -> None:
-    rows = [("file", "label", "p_fake", "error")]
-    rows += [(r["file"], r["label"] or "-", _probability(r, "fake") or "-", r["error"] or "") for r in results]
-    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+def _faces(result: dict, searched: bool) -> str:
+    """How many faces were judged: a count, 'none' (whole image analysed instead) or '-' (not searched, or failed)."""
+    if result["error"] or not searched:
+        return "-"
+    return str(len(result["faces"])) if result["faces"] else "none"
+
+
+def print_table(results: list[dict], searched: bool = True) -> None:
+    rows = [("file", "label", "p_fake", "faces", "error")]
+    rows += [(r["file"], r["label"] or "-", _probability(r, "fake") or "-", _faces(r, searched), r["error"] or "")
+             for r in results]
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
     for row in rows:
-        print(("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[3]).rstrip())
+        print(("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[4]).rstrip())
+    if searched and any(r["note"] for r in results):
+        print(f"faces 'none': {next(r['note'] for r in results if r['note'])}", file=sys.stderr)
 
 
 def print_csv(results: list[dict]) -> None:
+    """file,label,p_real,p_fake,error,faces: `faces` is the number of faces judged (0: the whole image; empty: failed)."""
     writer = csv.writer(sys.stdout, lineterminator="\n")
-    writer.writerow(["file", "label", "p_real", "p_fake", "error"])
+    writer.writerow(["file", "label", "p_real", "p_fake", "error", "faces"])
     for r in results:
         probabilities = r["probabilities"] or {}
-        writer.writerow([r["file"], r["label"] or "", probabilities.get("real", ""), probabilities.get("fake", ""), r["error"] or ""])
+        writer.writerow([r["file"], r["label"] or "", probabilities.get("real", ""), probabilities.get("fake", ""), r["error"] or "",
+                         "" if r["faces"] is None else len(r["faces"])])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -121,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: could not load the model: {err}", file=sys.stderr)
         return 2
     try:
-        results = analyze_files(detector, list(expand(args.paths)), args.batch_size, args.target)
+        results = analyze_files(detector, list(expand(args.paths)), args.batch_size, args.target, not args.whole_image)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -130,5 +150,5 @@ def main(argv: list[str] | None = None) -> int:
     elif args.csv:
         print_csv(results)
     else:
-        print_table(results)
+        print_table(results, searched=not args.whole_image)
     return 1 if any(r["error"] for r in results) else 0

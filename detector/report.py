@@ -4,15 +4,37 @@ Keys `file`, `label`, `probabilities`, `error` are a promise to scripts: add fie
 """
 from __future__ import annotations
 
-from .detector import Analysis
+from .detector import Analysis, FaceResult
 
 
-def result_row(file: str, analysis: Analysis | None, error: str | None = None) -> dict:
-    """{'file', 'label', 'probabilities', 'error', 'explained_class'}: None where the input failed."""
-    return {
+def _cam(cam, box) -> dict:
+    return {"cam": [[round(float(v), 4) for v in line] for line in cam], "cam_box": [round(float(v), 2) for v in box]}
+
+
+def face_row(face: FaceResult, cams: bool = False) -> dict:
+    """{'box', 'label', 'probabilities'} (+ 'cam', 'cam_box' in the image's pixels with `cams`)."""
+    row = face.to_dict()
+    if cams:
+        row.update(_cam(face.analysis.cam, face.cam_box))
+    return row
+
+
+def result_row(file: str, analysis: Analysis | None, error: str | None = None, cams: bool = False) -> dict:
+    """{'file', 'label', 'probabilities', 'error', 'explained_class', 'faces', 'note'}: None where the input failed.
+
+    `faces` lists every face found ([] when none was found, or in whole-image mode); `label` and
+    `probabilities` are then the most suspicious face's. `note` says when no face was found and the
+    whole image was analysed instead. With `cams`, the Grad-CAM grids (values 0–1) and the boxes they
+    cover are added: `cam`/`cam_box` for the verdict, and per face."""
+    row = {
         "file": file,
         "label": analysis.label if analysis else None,
         "probabilities": dict(analysis.probabilities) if analysis else None,
         "error": error,
         "explained_class": analysis.explained if analysis else None,
+        "faces": [face_row(face, cams) for face in analysis.faces] if analysis else None,
+        "note": analysis.note if analysis else None,
     }
+    if cams and analysis:
+        row.update(_cam(analysis.cam, analysis.box))
+    return row

@@ -59,9 +59,9 @@ def test_json_has_one_object_per_input_in_order_and_exit_1_for_failures(inputs, 
     assert "not a readable image" in failed["photos/broken.jpg"]["error"]
     assert "No such file" in failed["missing.jpg"]["error"]
     for record in records:
-        assert set(record) >= {"file", "label", "probabilities", "error"}
+        assert set(record) >= {"file", "label", "probabilities", "error", "faces", "note"}
         if record["error"]:
-            assert record["label"] is None and record["probabilities"] is None
+            assert record["label"] is None and record["probabilities"] is None and record["faces"] is None
         else:
             assert record["label"] in ("real", "fake") and record["explained_class"] == "fake"
             assert set(record["probabilities"]) == {"real", "fake"}
@@ -76,8 +76,8 @@ def test_csv_and_exit_0_when_every_input_succeeds(inputs, model_dir):
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
     assert [row["file"] for row in rows] == ["photos/fake_sdfd_1.jpg", "photos/real_pixabay_2.jpg"]
     for row in rows:
-        assert list(row) == ["file", "label", "p_real", "p_fake", "error"]
-        assert row["error"] == "" and row["label"] in ("real", "fake")
+        assert list(row) == ["file", "label", "p_real", "p_fake", "error", "faces"]
+        assert row["error"] == "" and row["label"] in ("real", "fake") and row["faces"] == "1"
         assert float(row["p_real"]) + float(row["p_fake"]) == pytest.approx(1.0, abs=1e-5)
 
 
@@ -85,7 +85,7 @@ def test_table_names_every_file_and_uses_the_model_from_the_environment(inputs, 
     result = run(["photos", "missing.jpg"], inputs, DETECTOR_MODEL=str(model_dir))
     assert result.returncode == 1, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0].split() == ["file", "label", "p_fake", "error"]
+    assert lines[0].split() == ["file", "label", "p_fake", "faces", "error"]
     for name in ["photos/broken.jpg", *GOOD_PHOTOS, "missing.jpg"]:
         assert any(line.startswith(name + " ") for line in lines), name
     assert "No such file" in next(line for line in lines if line.startswith("missing.jpg"))
@@ -114,3 +114,29 @@ def test_expand_folders_globs_and_missing_paths(inputs, monkeypatch):
         ("empty", "No images (.jpg, .jpeg, .png, .webp, .gif) in this folder."),
         ("photos/notes.txt", None),  # a file named explicitly is tried (and load_image says what is wrong)
     ]
+
+
+def test_faces_are_listed_and_whole_image_mode_skips_the_search(inputs, model_dir, face_paths, detector):
+    """A composed 4-face picture, a wall with no face, one tight face crop: JSON with and without --whole-image."""
+    from scenes import background, four_faces
+
+    four_faces(face_paths)[0].save(inputs / "group.png")
+    background((400, 300)).save(inputs / "wall.png")
+    files = ["group.png", "wall.png", "photos/fake_sdfd_1.jpg"]
+    searched = run([*files, "--model", str(model_dir), "--json"], inputs)
+    whole = run([*files, "--model", str(model_dir), "--json", "--whole-image"], inputs)
+    assert searched.returncode == whole.returncode == 0, searched.stderr + whole.stderr
+    group, wall, single = json.loads(searched.stdout)
+    assert len(group["faces"]) == 4 and group["note"] is None
+    for face in group["faces"]:
+        assert set(face) == {"box", "label", "probabilities"} and len(face["box"]) == 4
+        assert face["label"] == max(face["probabilities"], key=face["probabilities"].get)
+    assert group["probabilities"] == max((f["probabilities"] for f in group["faces"]), key=lambda p: p["fake"])
+    assert wall["faces"] == [] and wall["note"] == "no face found: whole image analysed, the model was trained on faces"
+    assert len(single["faces"]) == 1
+    expected = detector.analyze(inputs / "group.png", faces=True)
+    assert [f["box"] for f in group["faces"]] == [list(f.box) for f in expected.faces]
+    assert group["probabilities"]["fake"] == pytest.approx(expected.p_fake, abs=1e-5)
+    for record, path in zip(json.loads(whole.stdout), files):
+        assert record["faces"] == [] and record["note"] is None
+        assert record["probabilities"]["fake"] == pytest.approx(detector.analyze(inputs / path).p_fake, abs=1e-5)
