@@ -105,9 +105,22 @@ def reading(analysis: Analysis) -> str:
     return (
         f"{verdict} The model gives a {p_fake:.0%} probability that this face is fake "
         f"and {1 - p_fake:.0%} that it is real.\n\n"
+        f"{faces_line(analysis)}"
         f"Red areas in the activation map are where the evidence for *{analysis.explained}* came from.\n\n"
         f"_Limits:_ {LIMITS}"
     )
+
+
+def faces_line(analysis: Analysis) -> str:
+    """What was analysed: the faces found (framed on the pictures), or the whole image and why."""
+    if analysis.note:
+        return f"⚠️ **{analysis.note[0].upper() + analysis.note[1:]}.** Crop the face if there is one.\n\n"
+    if not analysis.faces:
+        return "The whole image was analysed (face search off).\n\n"
+    if len(analysis.faces) == 1:
+        return "One face was found and analysed; it is framed on the pictures.\n\n"
+    return (f"**{len(analysis.faces)} faces** were found and analysed one by one; the verdict is the most "
+            "suspicious face's. Each face is framed in its verdict's colour (red fake, green real) with its p_fake.\n\n")
 
 
 def gallery_html(items: list[tuple[str, Analysis]]) -> str:
@@ -125,33 +138,32 @@ def gallery_html(items: list[tuple[str, Analysis]]) -> str:
 # --- what the events call -----------------------------------------------------------------------
 
 
-def analyze_file(detector: Detector, path: str | None) -> tuple[Analysis, str]:
+def analyze_file(detector: Detector, path: str | None, whole_image: bool = False) -> tuple[Analysis, str]:
+    """Faces found and judged one by one (the verdict is the most suspicious face), or the whole image."""
     if not path:
         raise DetectorError("No image received: upload a JPEG, PNG or WebP photo.")
-    return detector.analyze(consume_upload(path)), display_name(path)
+    return detector.analyze(consume_upload(path), faces=not whole_image), display_name(path)
 
 
-def analyze_for_page(detector: Detector, path: str | None):
+def analyze_for_page(detector: Detector, path: str | None, whole_image: bool = False):
     """Single tab: label, three pictures and the reading; an error becomes the reading."""
     try:
-        analysis, _ = analyze_file(detector, path)
+        analysis, _ = analyze_file(detector, path, whole_image)
     except DetectorError as err:
         return None, "", f"⚠️ **This file could not be analysed.** {err}"
     return analysis.probabilities, views_html(analysis), reading(analysis)
 
 
-def analyze_for_api(detector: Detector, path: str | None) -> dict:
-    """JSON result for one image; a bad image raises a gr.Error with the reason."""
+def analyze_for_api(detector: Detector, path: str | None, whole_image: bool = False) -> dict:
+    """JSON result for one image, with the CAMs (per face too); a bad image raises a gr.Error with the reason."""
     try:
-        analysis, name = analyze_file(detector, path)
+        analysis, name = analyze_file(detector, path, whole_image)
     except DetectorError as err:
         raise gr.Error(str(err), print_exception=False) from None
-    row = result_row(name, analysis)
-    row.update(cam=[[round(float(v), 4) for v in line] for line in analysis.cam], cam_box=list(analysis.box))
-    return row
+    return result_row(name, analysis, cams=True)
 
 
-def analyze_many(detector: Detector, paths: list[str] | None) -> list[tuple[str, Analysis | None, str | None]]:
+def analyze_many(detector: Detector, paths: list[str] | None, whole_image: bool = False) -> list[tuple[str, Analysis | None, str | None]]:
     """(name, analysis, error) per file, in order; one bad file does not stop the others."""
     paths = list(paths or [])
     if len(paths) > MAX_BATCH:
@@ -159,25 +171,25 @@ def analyze_many(detector: Detector, paths: list[str] | None) -> list[tuple[str,
     results = []
     for path in paths:
         try:
-            analysis, name = analyze_file(detector, path)
+            analysis, name = analyze_file(detector, path, whole_image)
             results.append((name, analysis, None))
         except DetectorError as err:
             results.append((display_name(path), None, str(err)))
     return results
 
 
-def analyze_for_page_example(detector: Detector, index: int):
+def analyze_for_page_example(detector: Detector, index: int, whole_image: bool = False):
     """Examples are repository files: read them directly (they are not uploads, so never deleted)."""
-    analysis = detector.analyze(EXAMPLES[index])
+    analysis = detector.analyze(EXAMPLES[index], faces=not whole_image)
     return analysis.probabilities, views_html(analysis), reading(analysis)
 
 
-def batch_for_api(detector: Detector, paths: list[str] | None) -> list[dict]:
-    return [result_row(name, analysis, error) for name, analysis, error in analyze_many(detector, paths)]
+def batch_for_api(detector: Detector, paths: list[str] | None, whole_image: bool = False) -> list[dict]:
+    return [result_row(name, analysis, error) for name, analysis, error in analyze_many(detector, paths, whole_image)]
 
 
-def batch_for_page(detector: Detector, paths: list[str] | None):
-    results = analyze_many(detector, paths)
+def batch_for_page(detector: Detector, paths: list[str] | None, whole_image: bool = False):
+    results = analyze_many(detector, paths, whole_image)
     rows = [result_row(name, analysis, error) for name, analysis, error in results]
     table = [[r["file"], r["label"] or "error", "" if r["error"] else round(r["probabilities"]["fake"], 4), r["error"] or ""]
              for r in rows]
@@ -216,6 +228,7 @@ def build_demo(detector: Detector) -> gr.Blocks:
             with gr.Row():
                 with gr.Column(scale=1):
                     upload = gr.File(label="Face photo (JPEG, PNG or WebP, up to 10 MB)", file_count="single")
+                    whole = gr.Checkbox(label="Whole image: no face search (applies to the next upload or example)")
                     examples = gr.Dataset(
                         label="Or try an example", components=[gr.Image(visible=False)],
                         samples=[[str(p)] for p in EXAMPLES], type="index", layout="gallery",
@@ -226,6 +239,7 @@ def build_demo(detector: Detector) -> gr.Blocks:
             views = gr.HTML()
         with gr.Tab("Batch"):
             uploads = gr.File(label=f"Many photos (up to {MAX_BATCH})", file_count="multiple")
+            batch_whole = gr.Checkbox(label="Whole images: no face search")
             batch_button = gr.Button("Analyse all", variant="primary")
             table = gr.Dataframe(headers=["file", "label", "p_fake", "error"], label="Results", interactive=False)
             download = gr.DownloadButton("Download CSV", visible=False)
@@ -234,18 +248,20 @@ def build_demo(detector: Detector) -> gr.Blocks:
             gr.Markdown(model_card(detector))
 
         page = dict(outputs=[label, views, verdict], api_visibility="private", concurrency_id="model")
-        upload.upload(lambda path: analyze_for_page(detector, path), upload, **page)
-        examples.click(lambda index: analyze_for_page_example(detector, index), examples, **page)
-        batch_button.click(lambda paths: batch_for_page(detector, paths), uploads, [gallery, table, download],
-                           api_visibility="private", concurrency_id="model")
+        upload.upload(lambda path, whole_image: analyze_for_page(detector, path, whole_image), [upload, whole], **page)
+        examples.click(lambda index, whole_image: analyze_for_page_example(detector, index, whole_image), [examples, whole],
+                       **page)
+        batch_button.click(lambda paths, whole_image: batch_for_page(detector, paths, whole_image), [uploads, batch_whole],
+                           [gallery, table, download], api_visibility="private", concurrency_id="model")
 
         # Named endpoints for gradio_client: JSON in, JSON out, on components the page never shows.
         api_file, api_files, api_result = gr.File(visible=False), gr.File(file_count="multiple", visible=False), gr.JSON(visible=False)
         api_single, api_batch = gr.Button(visible=False), gr.Button(visible=False)
-        api_single.click(lambda path: analyze_for_api(detector, path), api_file, api_result,
-                         api_name="analyze", concurrency_id="model")
-        api_batch.click(lambda paths: batch_for_api(detector, paths), api_files, api_result,
-                        api_name="analyze_batch", concurrency_id="model")
+        api_whole = gr.Checkbox(False, label="whole_image", visible=False)  # optional: True skips the face search
+        api_single.click(lambda path, whole_image: analyze_for_api(detector, path, whole_image), [api_file, api_whole],
+                         api_result, api_name="analyze", concurrency_id="model")
+        api_batch.click(lambda paths, whole_image: batch_for_api(detector, paths, whole_image), [api_files, api_whole],
+                        api_result, api_name="analyze_batch", concurrency_id="model")
     return demo
 
 

@@ -50,10 +50,34 @@ def test_analyze_returns_json_result_for_a_real_face(client, face_paths, detecto
     assert set(result["probabilities"]) == {"real", "fake"}
     assert sum(result["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
     assert result["label"] == max(result["probabilities"], key=result["probabilities"].get)
-    expected = detector.analyze(face_paths[0]).probabilities
-    assert result["probabilities"]["fake"] == pytest.approx(expected["fake"], abs=1e-5)
+    expected = detector.analyze(face_paths[0], faces=True)
+    assert result["probabilities"]["fake"] == pytest.approx(expected.probabilities["fake"], abs=1e-5)
     cam = np.array(result["cam"])
     assert cam.ndim == 2 and cam.min() >= 0 and cam.max() <= 1
+    assert [face["box"] for face in result["faces"]] == [list(face.box) for face in expected.faces] and result["note"] is None
+
+
+def test_analyze_lists_every_face_of_a_group_picture_and_can_skip_the_search(client, face_paths, tmp_path, detector):
+    from scenes import background, four_faces
+
+    group, wall = tmp_path / "group.png", tmp_path / "wall.png"
+    four_faces(face_paths)[0].save(group)
+    background((400, 300)).save(wall)
+    result = client.predict(handle_file(str(group)), api_name="/analyze")
+    expected = detector.analyze(group, faces=True)
+    assert len(result["faces"]) == 4 and result["note"] is None
+    for face, local in zip(result["faces"], expected.faces):
+        assert face["box"] == list(local.box) and face["label"] == local.label
+        assert face["probabilities"]["fake"] == pytest.approx(local.p_fake, abs=1e-5)
+        assert np.array(face["cam"]).ndim == 2 and face["cam_box"] == pytest.approx(local.cam_box, abs=0.01)
+    assert result["probabilities"]["fake"] == pytest.approx(max(f.p_fake for f in expected.faces), abs=1e-5)
+    whole = client.predict(handle_file(str(group)), whole_image=True, api_name="/analyze")
+    assert whole["faces"] == [] and whole["note"] is None
+    assert whole["probabilities"]["fake"] == pytest.approx(detector.analyze(group).p_fake, abs=1e-5)
+    nothing = client.predict(handle_file(str(wall)), api_name="/analyze")
+    assert nothing["faces"] == [] and nothing["note"] == "no face found: whole image analysed, the model was trained on faces"
+    rows = client.predict([handle_file(str(group)), handle_file(str(wall))], api_name="/analyze_batch")
+    assert [len(row["faces"]) for row in rows] == [4, 0] and rows[1]["note"] == nothing["note"]
 
 
 def test_batch_reports_every_file_in_order_and_keeps_going_after_a_bad_one(client, face_paths, tmp_path):
@@ -113,6 +137,8 @@ def test_page_renders_label_and_three_pictures(detector, face_paths):
     for key in ("original", "activation-map", "overlay"):
         assert f'id="{key}"' in html
     assert "probability" in text and "Limits" in text
+    assert "One face was found" in text
+    assert "face search off" in app_module.analyze_for_page_example(detector, 0, whole_image=True)[2]
 
 
 def test_page_shows_a_message_instead_of_a_traceback(detector, tmp_path):
