@@ -17,6 +17,7 @@ from conftest import SHARED_DATA, write_model_folder
 from detector import Detector, DetectorError
 from detector.model import load_model
 from training import evaluate, publish
+from training.robustness import PERTURBATIONS
 from training.data import DataSpec, describe, load_splits
 from training.train import parse_args as train_args
 
@@ -66,7 +67,8 @@ def run_folder(tmp_path_factory, faces_csv) -> Path:
 def report_dir(tmp_path_factory, run_folder, faces_csv) -> Path:
     out = tmp_path_factory.mktemp("eval")
     evaluate.main(["--model", str(run_folder), "--dataset", str(faces_csv), "--image-column", "file",
-                   "--source-column", "source", "--split", "all", "--output-dir", str(out), "--batch-size", "8"])
+                   "--source-column", "source", "--split", "all", "--output-dir", str(out), "--batch-size", "8",
+                   "--calibrate", "--robustness"])
     return out
 
 
@@ -249,3 +251,17 @@ def test_pickle_only_folder_is_refused(tmp_path, published):
         Detector.from_pretrained(folder)
     with pytest.raises(DetectorError, match="no model.safetensors"):
         publish.main(["--model", str(folder), "--metrics", str(tmp_path / "m.json"), "--output-dir", str(tmp_path / "x")])
+
+
+def test_calibration_and_robustness_are_measured_and_published(report_dir, published):
+    report = json.loads((report_dir / "metrics.json").read_text())
+    fitted = report["calibration"]
+    assert fitted["temperature"] > 0 and 0 <= fitted["threshold"] <= 1 and fitted["target_fpr"] == 0.05
+    assert fitted["metrics_at_threshold"]["fpr"] <= 0.05
+    assert set(report["robustness"]) == {"clean", *PERTURBATIONS}
+    assert report["robustness"]["clean"] == report["metrics"]["roc_auc"]
+    assert (report_dir / "reliability.png").stat().st_size > 0 and (report_dir / "robustness.png").stat().st_size > 0
+    config = json.loads((published / "config.json").read_text())
+    assert config["calibration"] == {key: fitted[key] for key in ("temperature", "threshold", "target_fpr")}
+    card = (published / "README.md").read_text()
+    assert "Calibration and decision threshold" in card and "jpeg_q75" in card

@@ -8,7 +8,8 @@
 
 It goes through `Detector.analyze_batch`, the path the app and the CLI serve, so what is measured is
 what users get. Outputs in --output-dir: metrics.json (overall + per source), predictions.csv,
-roc.png, confusion_matrix.png.
+roc.png, confusion_matrix.png; with --calibrate, the fitted temperature and threshold and
+reliability.png; with --robustness, ROC-AUC per perturbation and robustness.png.
 """
 from __future__ import annotations
 
@@ -28,7 +29,9 @@ from detector import Detector
 from detector.model import LABEL_NAMES
 
 from .data import DataError, DataSpec, load_raw, load_splits, open_rgb, parse_label_map, with_targets
-from .metrics import binary_metrics, plot_confusion, plot_roc
+from .metrics import (apply_temperature, binary_metrics, expected_calibration_error, fit_temperature, plot_confusion,
+                      plot_reliability, plot_robustness, plot_roc, threshold_for_fpr)
+from .robustness import PERTURBATIONS
 
 FAKE = LABEL_NAMES.index("fake")
 
@@ -48,6 +51,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     data.add_argument("--seed", type=int, default=42)
     data.add_argument("--split", choices=["validation", "all"], default="validation",
                       help="validation: the training hold-out split; all: every row of every split")
+    extra = parser.add_argument_group("calibration and robustness")
+    extra.add_argument("--calibrate", action="store_true",
+                       help="fit temperature scaling and a decision threshold on these images (use the validation split)")
+    extra.add_argument("--target-fpr", type=float, default=0.05, help="the threshold calls this fraction of real images fake")
+    extra.add_argument("--robustness", action="store_true", help="ROC-AUC under JPEG, resizing, blur and screenshot perturbations")
     run = parser.add_argument_group("run")
     run.add_argument("--batch-size", type=int, default=16)
     run.add_argument("--device", help="cuda or cpu (default: cuda when available)")
@@ -72,14 +80,18 @@ def decode(item, index: int) -> Image.Image:
         raise DataError(f"Unreadable image {item.get('path') or f'row {index}'}: {err}") from err
 
 
-def predict(detector: Detector, dataset: datasets.Dataset, progress: bool = True) -> tuple[np.ndarray, list[str]]:
-    """p(fake) and the file name (when known) of every row, `detector.batch_size` images at a time."""
+def predict(detector: Detector, dataset: datasets.Dataset, progress: bool = True, perturb=None) -> tuple[np.ndarray, list[str]]:
+    """p(fake) and the file name (when known) of every row, `detector.batch_size` images at a time.
+
+    `perturb` (PIL → PIL) is applied to each image first, for robustness sweeps."""
     p_fake: list[float] = []
     names: list[str] = []
     with tqdm(total=len(dataset), desc="evaluate", unit="img", disable=not progress) as bar:
         for start in range(0, len(dataset), detector.batch_size):
             cells = dataset[start : start + detector.batch_size]["image"]
             images = [decode(item, start + offset) for offset, item in enumerate(cells)]
+            if perturb:
+                images = [perturb(image) for image in images]
             names.extend((item.get("path") or "") if isinstance(item, dict) else "" for item in cells)
             p_fake.extend(analysis.p_fake for analysis in detector.analyze_batch(images))
             bar.update(len(images))
@@ -120,6 +132,33 @@ def evaluate(detector: Detector, dataset: datasets.Dataset, source_column: str |
     return result
 
 
+def calibrate(result: dict, target_fpr: float) -> dict:
+    """Temperature and decision threshold fitted on these predictions, with the metrics they give."""
+    is_fake, p_fake = np.array(result["is_fake"]), np.array(result["p_fake"])
+    temperature = fit_temperature(is_fake, p_fake)
+    calibrated = apply_temperature(p_fake, temperature)
+    threshold = threshold_for_fpr(is_fake, calibrated, target_fpr)
+    return {
+        "temperature": temperature,
+        "threshold": threshold,
+        "target_fpr": target_fpr,
+        "ece_before": expected_calibration_error(is_fake, p_fake),
+        "ece_after": expected_calibration_error(is_fake, calibrated),
+        "metrics_at_threshold": binary_metrics(is_fake, calibrated, threshold),
+        "p_fake_calibrated": calibrated.tolist(),
+    }
+
+
+def robustness(detector: Detector, dataset: datasets.Dataset, result: dict, progress: bool = True) -> dict:
+    """ROC-AUC on clean images and under each perturbation of training.robustness."""
+    is_fake = np.array(result["is_fake"])
+    rows = {"clean": result["metrics"]["roc_auc"]}
+    for name, perturb in PERTURBATIONS.items():
+        p_fake, _ = predict(detector, dataset, progress, perturb)
+        rows[name] = binary_metrics(is_fake, p_fake)["roc_auc"]
+    return rows
+
+
 def json_safe(value):
     """NaN (e.g. AUC of a one-class set) → null, so metrics.json is valid JSON."""
     if isinstance(value, float) and math.isnan(value):
@@ -134,7 +173,10 @@ def json_safe(value):
 def write_report(result: dict, output: Path, context: dict) -> dict:
     """metrics.json (context + metrics), predictions.csv, roc.png, confusion_matrix.png; returns what went to JSON."""
     output.mkdir(parents=True, exist_ok=True)
-    report = json_safe({**context, "metrics": result["metrics"], "per_source": result["per_source"]})
+    extras = {key: result[key] for key in ("calibration", "robustness") if result.get(key)}
+    if "calibration" in extras:
+        extras["calibration"] = {k: v for k, v in extras["calibration"].items() if k != "p_fake_calibrated"}
+    report = json_safe({**context, "metrics": result["metrics"], "per_source": result["per_source"], **extras})
     (output / "metrics.json").write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
     with (output / "predictions.csv").open("w", newline="") as f:
         writer = csv.writer(f)
@@ -144,6 +186,11 @@ def write_report(result: dict, output: Path, context: dict) -> dict:
     if len(set(result["is_fake"])) == 2:  # a ROC curve needs both classes
         plot_roc(result["is_fake"], result["p_fake"], output / "roc.png", title=f"ROC ({context.get('split', '')})")
     plot_confusion(result["metrics"]["confusion_matrix"], output / "confusion_matrix.png", labels=LABEL_NAMES)
+    if result.get("calibration"):
+        curves = {"raw": np.array(result["p_fake"]), "temperature-scaled": np.array(result["calibration"]["p_fake_calibrated"])}
+        plot_reliability(np.array(result["is_fake"]), curves, output / "reliability.png")
+    if result.get("robustness"):
+        plot_robustness(result["robustness"], output / "robustness.png")
     return report
 
 
@@ -158,6 +205,10 @@ def main(argv=None) -> dict:
     detector = Detector.from_pretrained(args.model, device=args.device, batch_size=args.batch_size)
     print(f"{detector.name}: scoring {len(dataset)} images ({args.split})")
     result = evaluate(detector, dataset, args.source_column)
+    if args.calibrate:
+        result["calibration"] = calibrate(result, args.target_fpr)
+    if args.robustness:
+        result["robustness"] = robustness(detector, dataset, result)
     context = {"model": args.model, "dataset": args.dataset, "split": args.split, "data": asdict(spec)}
     report = write_report(result, Path(args.output_dir), context)
     m = report["metrics"]

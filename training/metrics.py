@@ -80,3 +80,79 @@ def plot_training_curves(log: list[dict], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+# --- calibration -------------------------------------------------------------------------------
+
+
+def _logit(p_fake: np.ndarray) -> np.ndarray:
+    """log(p_fake / p_real): the two-class softmax's logit difference, recovered from probabilities."""
+    p = np.clip(np.asarray(p_fake, dtype=float), 1e-7, 1 - 1e-7)
+    return np.log(p / (1 - p))
+
+
+def apply_temperature(p_fake: np.ndarray, temperature: float) -> np.ndarray:
+    return 1 / (1 + np.exp(-_logit(p_fake) / temperature))
+
+
+def fit_temperature(is_fake: np.ndarray, p_fake: np.ndarray) -> float:
+    """The temperature T minimising the negative log-likelihood of softmax(logits / T) (Guo et al. 2017)."""
+    from scipy.optimize import minimize_scalar
+
+    z, y = _logit(p_fake), np.asarray(is_fake, dtype=float)
+
+    def nll(log_t: float) -> float:
+        q = np.clip(1 / (1 + np.exp(-z / np.exp(log_t))), 1e-12, 1 - 1e-12)
+        return float(-np.mean(y * np.log(q) + (1 - y) * np.log(1 - q)))
+
+    return float(np.exp(minimize_scalar(nll, bounds=(-4, 4), method="bounded").x))
+
+
+def threshold_for_fpr(is_fake: np.ndarray, p_fake: np.ndarray, target_fpr: float) -> float:
+    """The lowest threshold on p_fake that calls at most `target_fpr` of the real images fake."""
+    real = np.sort(np.asarray(p_fake, dtype=float)[~np.asarray(is_fake, dtype=bool)])
+    allowed = int(np.floor(target_fpr * len(real)))  # real images that may score at or above the threshold
+    if allowed >= len(real):
+        return 0.0
+    return float(np.nextafter(real[len(real) - allowed - 1], 1.0))
+
+
+def expected_calibration_error(is_fake: np.ndarray, p_fake: np.ndarray, bins: int = 10) -> float:
+    """ECE over equal-width bins of p_fake: mean |fraction fake − mean p_fake|, weighted by bin size."""
+    y, p = np.asarray(is_fake, dtype=float), np.asarray(p_fake, dtype=float)
+    index = np.minimum((p * bins).astype(int), bins - 1)
+    return float(sum(abs(y[index == b].mean() - p[index == b].mean()) * (index == b).mean()
+                     for b in range(bins) if (index == b).any()))
+
+
+def plot_reliability(is_fake: np.ndarray, curves: dict[str, np.ndarray], path: Path, bins: int = 10) -> None:
+    """Reliability diagram: observed fraction of fakes against predicted p_fake, one line per curve."""
+    plt = _figure()
+    y = np.asarray(is_fake, dtype=float)
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.plot([0, 1], [0, 1], "--", color="grey", linewidth=1, label="perfectly calibrated")
+    for name, p in curves.items():
+        index = np.minimum((np.asarray(p) * bins).astype(int), bins - 1)
+        used = [b for b in range(bins) if (index == b).any()]
+        ax.plot([np.mean(p[index == b]) for b in used], [y[index == b].mean() for b in used], "o-",
+                label=f"{name} (ECE {expected_calibration_error(y, p, bins):.3f})")
+    ax.set(xlabel="predicted p(fake)", ylabel="observed fraction fake", title="Reliability", xlim=(0, 1), ylim=(0, 1))
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_robustness(rows: dict[str, float], path: Path) -> None:
+    """ROC-AUC per perturbation as horizontal bars."""
+    plt = _figure()
+    fig, ax = plt.subplots(figsize=(6, 0.4 * len(rows) + 1))
+    names = list(rows)
+    ax.barh(names, [rows[name] for name in names], color="tab:blue")
+    for i, name in enumerate(names):
+        ax.text(rows[name] + 0.005, i, f"{rows[name]:.3f}", va="center", fontsize=8)
+    ax.set(xlabel="ROC-AUC", xlim=(0.4, 1.05), title="Robustness")
+    ax.invert_yaxis()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

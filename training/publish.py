@@ -193,6 +193,10 @@ def render_card(config: dict, evaluation: dict, training: dict | None, *, model_
         metric_rows=[(name, fmt(metrics.get(key))) for key, (_, name) in CARD_METRICS.items()],
         confusion=metrics["confusion_matrix"],
         source_rows=source_rows(evaluation["per_source"]) if evaluation.get("per_source") else None,
+        calibration=evaluation.get("calibration"),
+        calibrated_rows=[(name, fmt(evaluation["calibration"]["metrics_at_threshold"].get(key)))
+                         for key, (_, name) in CARD_METRICS.items()] if evaluation.get("calibration") else None,
+        robustness=evaluation.get("robustness"),
         license_id=license,
         license_title=license_name if license == "other" else license,
     )
@@ -213,6 +217,15 @@ def replace_folder(staging: Path, output: Path) -> None:
         shutil.rmtree(old)
 
 
+def with_calibration(config: dict, evaluation: dict) -> dict:
+    """config.json plus the temperature and threshold training.evaluate --calibrate fitted, which the detector applies."""
+    fitted = evaluation.get("calibration")
+    if not fitted:
+        return config
+    keys = ("temperature", "threshold", "target_fpr")
+    return {**config, "calibration": {key: fitted[key] for key in keys}}
+
+
 def build_folder(model: Path, metrics: Path, output: Path, *, fp16: bool = False, data_description: Path | None = None,
                  model_name: str | None = None, dataset_name: str | None = None, repo_id: str | None = None,
                  license: str = "other",
@@ -231,7 +244,7 @@ def build_folder(model: Path, metrics: Path, output: Path, *, fp16: bool = False
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}-staging-"))
     try:
-        shutil.copyfile(model / "config.json", staging / "config.json")
+        (staging / "config.json").write_text(json.dumps(with_calibration(config, evaluation), indent=2) + "\n")
         dtype = write_weights(model / WEIGHTS_FILE, staging / WEIGHTS_FILE, fp16)
         card = render_card(config, evaluation, training, model_name=model_name or output.name, repo_id=repo_id,
                            dtype=dtype, data_description=description, license=license, license_name=license_name,

@@ -1,0 +1,48 @@
+"""Perturbations a photo meets on its way to a user: re-compression, resizing, blur, screenshots.
+
+Each is a pure function PIL image → PIL image; `training.evaluate --robustness` measures ROC-AUC under each.
+"""
+from __future__ import annotations
+
+import io
+
+from PIL import Image, ImageFilter
+
+
+def jpeg(quality: int):
+    def perturb(image: Image.Image) -> Image.Image:
+        buffer = io.BytesIO()
+        image.save(buffer, "JPEG", quality=quality)
+        return Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
+
+    return perturb
+
+
+def downscale(factor: float):
+    def perturb(image: Image.Image) -> Image.Image:
+        size = (max(16, round(image.width * factor)), max(16, round(image.height * factor)))
+        return image.resize(size, Image.Resampling.BICUBIC)
+
+    return perturb
+
+
+def blur(sigma: float):
+    return lambda image: image.filter(ImageFilter.GaussianBlur(sigma))
+
+
+def screenshot(image: Image.Image) -> Image.Image:
+    """Shown at 0.8× on a screen, sharpened by the display pipeline, captured as PNG-like pixels."""
+    small = image.resize((max(16, round(image.width * 0.8)), max(16, round(image.height * 0.8))), Image.Resampling.BILINEAR)
+    return small.filter(ImageFilter.UnsharpMask(radius=1.5, percent=80, threshold=2))
+
+
+PERTURBATIONS = {
+    "jpeg_q95": jpeg(95),
+    "jpeg_q75": jpeg(75),
+    "jpeg_q50": jpeg(50),
+    "downscale_0.5x": downscale(0.5),
+    "downscale_0.25x": downscale(0.25),
+    "blur_sigma1": blur(1.0),
+    "blur_sigma2": blur(2.0),
+    "screenshot": screenshot,
+}
