@@ -1,0 +1,308 @@
+"""Videos: sample frames, analyse the faces in each, aggregate into a timeline and a verdict.
+
+    video = analyze_video(detector, "clip.mp4")                 # 32 frames spread evenly over the clip
+    video = analyze_video(detector, data, every_seconds=1.0)     # or one frame per second (bytes work too)
+    print(video.label, video.p_fake, video.rule)
+    video.timeline().save("timeline.png")
+
+Only the sampled frames are decoded: the reader seeks to each one (`CAP_PROP_POS_FRAMES`; FFmpeg
+decodes from the keyframe before it) and reads consecutive samples without seeking. The video is
+read from memory (bytes or a path read into memory), never copied to disk. Frames are analysed
+`detector.batch_size` at a time, each through `Detector.analyze_batch` with face search: a frame's
+score is its most suspicious face's p_fake (the whole frame's when no face is found in it).
+
+The verdict (`RULE`): the video's p_fake is the mean of its most suspicious quarter of sampled frames
+(top k = ceil(n / 4) frame scores); it is called fake when that mean is at least 0.5. A short fake
+segment in a long real video still raises the score, while one odd frame does not decide it alone.
+
+Limits (`DetectorError` with a message, for a person): MP4, WebM or MOV (QuickTime) files up to
+`MAX_VIDEO_BYTES`, at most `MAX_DURATION_S` long, frames of at most `MAX_FRAME_PIXELS`; an empty,
+corrupt or truncated file, or one with no decodable frame, is refused with the reason.
+"""
+from __future__ import annotations
+
+import io
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO, Callable, Union
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from .detector import Analysis, Detector
+from .errors import DetectorError
+
+MAX_VIDEO_BYTES = 100 * 1024 * 1024
+MAX_DURATION_S = 10 * 60
+MAX_FRAME_PIXELS = 3840 * 2160  # 4K UHD
+DEFAULT_FRAMES = 32
+MAX_SAMPLES = 600  # one per second over the longest video allowed
+VIDEO_EXTENSIONS = {".mp4", ".m4v", ".webm", ".mov"}
+FORMAT_NAMES = "MP4, WebM or MOV"
+RULE = ("video p_fake = mean p_fake of the most suspicious quarter of sampled frames (the top ceil(n/4)); "
+        "fake when ≥ 0.5. A frame's p_fake is its most suspicious face's, or the whole frame's when it shows no face.")
+
+VideoSource = Union[str, os.PathLike, bytes, BinaryIO]
+Progress = Callable[[int, int], None]  # (frames analysed, frames sampled)
+
+
+@dataclass
+class VideoInfo:
+    width: int
+    height: int
+    fps: float
+    frame_count: int
+
+    @property
+    def duration(self) -> float:
+        return self.frame_count / self.fps
+
+    def to_dict(self) -> dict:
+        return {"width": self.width, "height": self.height, "fps": round(self.fps, 3), "frame_count": self.frame_count,
+                "duration_s": round(self.duration, 3)}
+
+
+@dataclass
+class FrameResult:
+    """One sampled frame: where it is in the video and what the detector said about it."""
+
+    index: int
+    time: float  # seconds from the start
+    label: str
+    probabilities: dict[str, float]
+    faces: list[dict]  # box, label, probabilities per face found ([] when none)
+    note: str | None  # set when no face was found and the whole frame was analysed
+
+    @property
+    def p_fake(self) -> float:
+        return self.probabilities["fake"]
+
+    @classmethod
+    def of(cls, index: int, time: float, analysis: Analysis) -> "FrameResult":
+        return cls(index, time, analysis.label, dict(analysis.probabilities), [face.to_dict() for face in analysis.faces],
+                   analysis.note)
+
+    def to_dict(self) -> dict:
+        return {"index": self.index, "time": round(self.time, 3), "label": self.label,
+                "probabilities": dict(self.probabilities), "faces": self.faces, "note": self.note}
+
+
+@dataclass
+class VideoAnalysis:
+    """The verdict over the sampled frames, each frame's result, and the most suspicious frames' full analyses."""
+
+    label: str
+    probabilities: dict[str, float]
+    frames: list[FrameResult]
+    top_frames: list[tuple[FrameResult, Analysis]] = field(repr=False)  # most suspicious first, for rendering
+    info: VideoInfo
+    undecodable: int = 0  # sampled frames the decoder could not return
+    rule: str = RULE
+
+    @property
+    def p_fake(self) -> float:
+        return self.probabilities["fake"]
+
+    @property
+    def top_k(self) -> int:
+        return top_k(len(self.frames))
+
+    @property
+    def frames_without_face(self) -> int:
+        return sum(1 for frame in self.frames if frame.note)
+
+    def timeline(self, size: tuple[int, int] = (900, 300)) -> Image.Image:
+        return timeline_plot(self, size)
+
+    def to_dict(self) -> dict:
+        return {"label": self.label, "probabilities": dict(self.probabilities), "rule": self.rule, "top_k": self.top_k,
+                "frames_sampled": len(self.frames), "frames_without_face": self.frames_without_face,
+                "undecodable_frames": self.undecodable, "video": self.info.to_dict(),
+                "frames": [frame.to_dict() for frame in self.frames]}
+
+
+def top_k(n: int) -> int:
+    return max(1, math.ceil(n / 4))
+
+
+def aggregate(scores: list[float]) -> float:
+    """`RULE`: the mean of the top ceil(n/4) frame scores."""
+    if not scores:
+        raise ValueError("no frame scores to aggregate")
+    return float(np.mean(sorted(scores, reverse=True)[: top_k(len(scores))]))
+
+
+# --- reading --------------------------------------------------------------------------------------
+
+
+def _read_bytes(source: VideoSource) -> bytes:
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not path.is_file():
+            raise DetectorError(f"No such file: {path.name}")
+        _check_size(path.stat().st_size)
+        return path.read_bytes()
+    data = source if isinstance(source, bytes) else source.read(MAX_VIDEO_BYTES + 1)
+    _check_size(len(data))
+    return data
+
+
+def _check_size(size: int) -> None:
+    if size == 0:
+        raise DetectorError("The file is empty (0 bytes).")
+    if size > MAX_VIDEO_BYTES:
+        raise DetectorError(f"The video is {math.ceil(size * 10 / 1024 / 1024) / 10:.1f} MB; "
+                            f"the limit is {MAX_VIDEO_BYTES // 1024 // 1024} MB.")
+
+
+def _check_container(data: bytes) -> None:
+    """MP4/MOV (an ISO media 'ftyp', 'moov', 'mdat', 'wide' or 'free' box first) or WebM/Matroska (EBML)."""
+    head = data[:64]
+    if head[4:8] in (b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip") or head.startswith(b"\x1a\x45\xdf\xa3"):
+        return
+    if head.startswith((b"\xff\xd8\xff", b"\x89PNG", b"GIF8")) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP"):
+        raise DetectorError(f"This is a still image, not a video: analyse it as an image. Videos: {FORMAT_NAMES}.")
+    raise DetectorError(f"This file is not a video this app can read. Upload an {FORMAT_NAMES} file.")
+
+
+class _Reader:
+    """An OpenCV capture over bytes in memory, seeking only to the frames asked for."""
+
+    def __init__(self, data: bytes):
+        self.stream = io.BytesIO(data)  # kept here: OpenCV reads it through a pointer and holds no reference
+        self.capture = cv2.VideoCapture(self.stream, cv2.CAP_FFMPEG, [])
+        if not self.capture.isOpened():
+            raise DetectorError(f"The video is corrupt or in a format that cannot be decoded. Upload an {FORMAT_NAMES} file.")
+        get = self.capture.get
+        width, height = int(get(cv2.CAP_PROP_FRAME_WIDTH)), int(get(cv2.CAP_PROP_FRAME_HEIGHT))
+        fps, count = float(get(cv2.CAP_PROP_FPS)), int(get(cv2.CAP_PROP_FRAME_COUNT))
+        if width <= 0 or height <= 0 or count <= 0 or not (0 < fps <= 1000):
+            self.close()
+            raise DetectorError("The video has no decodable frames (its file is empty, truncated or corrupt).")
+        self.info = VideoInfo(width, height, fps, count)
+        self.position = 0
+
+    def frame(self, index: int) -> np.ndarray | None:
+        """The RGB frame at `index`, or None when it cannot be decoded."""
+        if index != self.position:
+            self.capture.set(cv2.CAP_PROP_POS_FRAMES, index)
+        ok, frame = self.capture.read()
+        self.position = index + 1
+        if not ok or frame is None or frame.ndim != 3:
+            self.position = -1  # seek again next time
+            return None
+        if frame.shape[0] * frame.shape[1] > MAX_FRAME_PIXELS:
+            raise _too_large(frame.shape[1], frame.shape[0])
+        return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+
+    def close(self) -> None:
+        self.capture.release()
+
+
+def _too_large(width: int, height: int) -> DetectorError:
+    return DetectorError(f"The video is {width}×{height} pixels; the limit is {MAX_FRAME_PIXELS / 1e6:.1f} MP a frame "
+                         "(4K, 3840×2160). Scale it down and try again.")
+
+
+def sample_indices(info: VideoInfo, frames: int | None = DEFAULT_FRAMES, every_seconds: float | None = None) -> list[int]:
+    """Frame indices to analyse: `frames` spread evenly (the middle of equal parts), or one every `every_seconds`."""
+    if every_seconds is not None:
+        if every_seconds <= 0:
+            raise DetectorError("The interval between sampled frames must be positive.")
+        times = np.arange(0.0, info.duration, every_seconds)[:MAX_SAMPLES]
+        indices = [min(info.frame_count - 1, int(round(t * info.fps))) for t in times]
+    else:
+        if not frames or frames < 1:
+            raise DetectorError("Sample at least one frame.")
+        frames = min(frames, MAX_SAMPLES, info.frame_count)
+        indices = [min(info.frame_count - 1, int((i + 0.5) * info.frame_count / frames)) for i in range(frames)]
+    return sorted(set(indices))
+
+
+# --- analysis -------------------------------------------------------------------------------------
+
+
+def analyze_video(detector: Detector, source: VideoSource, frames: int | None = DEFAULT_FRAMES,
+                  every_seconds: float | None = None, faces: bool = True, keep: int = 4,
+                  progress: Progress | None = None) -> VideoAnalysis:
+    """Sample, analyse (faces per frame, in batches), aggregate. `keep` most suspicious frames keep their full analysis."""
+    data = _read_bytes(source)
+    _check_container(data)
+    reader = _Reader(data)
+    try:
+        info = reader.info
+        if info.width * info.height > MAX_FRAME_PIXELS:
+            raise _too_large(info.width, info.height)
+        if info.duration > MAX_DURATION_S:
+            raise DetectorError(f"The video lasts {info.duration / 60:.1f} minutes; the limit is "
+                                f"{MAX_DURATION_S // 60} minutes. Cut the part to check and try again.")
+        indices = sample_indices(info, frames, every_seconds)
+        results: list[FrameResult] = []
+        top: list[tuple[FrameResult, Analysis]] = []
+        undecodable = 0
+        if progress:
+            progress(0, len(indices))
+        for start in range(0, len(indices), detector.batch_size):
+            chunk = []
+            for index in indices[start : start + detector.batch_size]:
+                frame = reader.frame(index)
+                if frame is None:
+                    undecodable += 1
+                else:
+                    chunk.append((index, frame))
+            if chunk:
+                analyses = detector.analyze_batch([frame for _, frame in chunk], faces=faces)
+                for (index, _), analysis in zip(chunk, analyses):
+                    result = FrameResult.of(index, index / info.fps, analysis)
+                    results.append(result)
+                    top = sorted([*top, (result, analysis)], key=lambda item: -item[0].p_fake)[:keep]
+            if progress:
+                progress(min(start + detector.batch_size, len(indices)), len(indices))
+    finally:
+        reader.close()
+    if not results:
+        raise DetectorError("No frame of this video could be decoded (the file is truncated or corrupt).")
+    p_fake = aggregate([frame.p_fake for frame in results])
+    labels = detector.labels
+    probabilities = {name: (p_fake if name == "fake" else 1 - p_fake) for name in labels}
+    return VideoAnalysis(label="fake" if p_fake >= 0.5 else "real", probabilities=probabilities, frames=results,
+                         top_frames=top, info=info, undecodable=undecodable)
+
+
+# --- the timeline -----------------------------------------------------------------------------------
+
+
+def timeline_plot(video: VideoAnalysis, size: tuple[int, int] = (900, 300)) -> Image.Image:
+    """p_fake over time (one dot per sampled frame, red fake / green real, hollow where no face was found),
+    the 0.5 line and the video's score; an RGB image. Uses matplotlib's Agg canvas, no global backend."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from .explain import VERDICT_COLOURS
+
+    dpi = 100
+    figure = Figure(figsize=(size[0] / dpi, size[1] / dpi), dpi=dpi)
+    canvas = FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    times = [frame.time for frame in video.frames]
+    scores = [frame.p_fake for frame in video.frames]
+    axes.plot(times, scores, color="#888888", linewidth=1, zorder=1)
+    for frame in video.frames:
+        colour = tuple(c / 255 for c in VERDICT_COLOURS[frame.label])
+        axes.scatter([frame.time], [frame.p_fake], s=28, zorder=2, edgecolors=[colour],
+                     facecolors="none" if frame.note else [colour])
+    axes.axhline(0.5, color="#444444", linestyle=":", linewidth=1)
+    axes.axhline(video.p_fake, color=tuple(c / 255 for c in VERDICT_COLOURS[video.label]), linestyle="--", linewidth=1.5,
+                 label=f"video score {video.p_fake:.2f} (mean of top {video.top_k} of {len(video.frames)} frames)")
+    axes.set_xlim(0, max(video.info.duration, max(times) + 1e-3))
+    axes.set_ylim(-0.02, 1.02)
+    axes.set_xlabel("time (s)")
+    axes.set_ylabel("p_fake")
+    axes.grid(alpha=0.3)
+    axes.legend(loc="upper right", fontsize=8)
+    figure.tight_layout()
+    canvas.draw()
+    return Image.fromarray(np.asarray(canvas.buffer_rgba())[..., :3].copy())
