@@ -25,11 +25,15 @@ from PIL import Image
 
 from detector import Analysis, Detector, DetectorError
 from detector.images import MAX_BYTES
-from detector.report import result_row
+from detector.report import result_row, video_row
+from detector.video import DEFAULT_FRAMES, MAX_DURATION_S, MAX_VIDEO_BYTES, VideoAnalysis, analyze_video
 
 EXAMPLES = sorted((Path(__file__).resolve().parent / "examples").glob("*.jpg"))
 MAX_FILE_SIZE = f"{MAX_BYTES // 1024 // 1024}mb"
 MAX_BATCH = 64
+VIDEO_TYPES = [".mp4", ".webm", ".mov"]
+VIDEO_LIMIT_MB = min(MAX_BYTES, MAX_VIDEO_BYTES) // 1024 // 1024  # the server's upload limit applies to videos too
+TOP_FRAMES = 4
 DISPLAY_SIDE = 1600  # pictures sent back to the browser are at most this wide or tall
 THUMBNAIL_SIDE = 360
 LIMITS = (
@@ -203,6 +207,67 @@ def batch_for_page(detector: Detector, paths: list[str] | None, whole_image: boo
     return gallery, table, gr.DownloadButton(value=f.name, visible=True)
 
 
+def analyze_video_file(detector: Detector, path: str | None, frames: int | float | None = DEFAULT_FRAMES,
+                       every_second: bool = False, whole_image: bool = False, progress=None) -> tuple[VideoAnalysis, str]:
+    """The upload is read into memory and deleted before decoding; only the sampled frames are decoded."""
+    if not path:
+        raise DetectorError("No video received: upload an MP4, WebM or MOV file.")
+    data = consume_upload(path)
+    return analyze_video(detector, data, frames=int(frames or DEFAULT_FRAMES), every_seconds=1.0 if every_second else None,
+                         faces=not whole_image, keep=TOP_FRAMES, progress=progress), display_name(path)
+
+
+def video_for_api(detector: Detector, path: str | None, frames=DEFAULT_FRAMES, every_second=False, whole_image=False) -> dict:
+    """JSON result for one video (verdict, rule, every sampled frame); a bad video raises a gr.Error with the reason."""
+    try:
+        video, name = analyze_video_file(detector, path, frames, every_second, whole_image)
+    except DetectorError as err:
+        raise gr.Error(str(err), print_exception=False) from None
+    return video_row(name, video)
+
+
+def video_for_page(detector: Detector, path, frames, every_second, whole_image, progress=None):
+    """Video tab: label, the reading with the rule, the timeline and the most suspicious frames; an error becomes the reading."""
+    report = (lambda done, total: progress((done, total), desc="Analysing frames", unit="frames")) if progress else None
+    try:
+        video, _ = analyze_video_file(detector, path, frames, every_second, whole_image, report)
+    except DetectorError as err:
+        return None, f"⚠️ **This video could not be analysed.** {err}", ""
+    return video.probabilities, video_reading(video), video_html(video)
+
+
+def video_reading(video: VideoAnalysis) -> str:
+    info = video.info
+    lines = [
+        f"**{'Likely generated or manipulated' if video.label == 'fake' else 'Likely real'}** "
+        f"(video p_fake {video.p_fake:.2f}).",
+        f"_Rule:_ {video.rule}",
+        f"{len(video.frames)} frames analysed of {info.frame_count} ({info.duration:.1f} s, {info.width}×{info.height}, "
+        f"{info.fps:.1f} fps); the verdict is the mean of the top {video.top_k}.",
+    ]
+    if video.frames_without_face:
+        lines.append(f"⚠️ No face was found in {video.frames_without_face} of them: those frames were analysed whole, "
+                     "and the model was trained on faces.")
+    if video.undecodable:
+        lines.append(f"{video.undecodable} sampled frames could not be decoded and were skipped.")
+    lines.append(f"_Limits:_ {LIMITS}")
+    return "\n\n".join(lines)
+
+
+def video_html(video: VideoAnalysis) -> str:
+    """The timeline, then the most suspicious frames with their overlays and face boxes (all embedded)."""
+    timeline = f'<img id="timeline" alt="p_fake over time" src="{data_uri(video.timeline(), "PNG")}" style="width:100%"/>'
+    cards = "".join(
+        f'<figure style="margin:0;width:220px"><img alt="frame {frame.index}" '
+        f'src="{data_uri(analysis.render(max_side=THUMBNAIL_SIDE)[2], "JPEG")}" style="width:100%;border-radius:6px"/>'
+        f'<figcaption style="font-size:0.85em">{frame.time:.2f} s (frame {frame.index})<br/>'
+        f"<b>{frame.label}</b> (p_fake {frame.p_fake:.2f})</figcaption></figure>"
+        for frame, analysis in video.top_frames
+    )
+    return (f'<div class="video-report">{timeline}<h4>Most suspicious frames</h4>'
+            f'<div class="top-frames" style="display:flex;gap:10px;flex-wrap:wrap">{cards}</div></div>')
+
+
 def model_card(detector: Detector) -> str:
     card = detector.loaded.folder / "README.md"
     if not card.is_file():
@@ -244,6 +309,20 @@ def build_demo(detector: Detector) -> gr.Blocks:
             table = gr.Dataframe(headers=["file", "label", "p_fake", "error"], label="Results", interactive=False)
             download = gr.DownloadButton("Download CSV", visible=False)
             gallery = gr.HTML()
+        with gr.Tab("Video"):
+            with gr.Row():
+                with gr.Column(scale=1):
+                    video_upload = gr.File(
+                        label=f"Video (MP4, WebM or MOV; up to {VIDEO_LIMIT_MB} MB and {MAX_DURATION_S // 60} minutes, "
+                              "frames up to 4K)", file_count="single", file_types=VIDEO_TYPES)
+                    video_frames = gr.Slider(4, 128, value=DEFAULT_FRAMES, step=1, label="Frames to sample, spread evenly")
+                    video_every_second = gr.Checkbox(label="One frame per second instead")
+                    video_whole = gr.Checkbox(label="Whole frames: no face search")
+                    video_button = gr.Button("Analyse video", variant="primary")
+                with gr.Column(scale=1):
+                    video_label = gr.Label(label="Video verdict", num_top_classes=2)
+                    video_text = gr.Markdown()
+            video_views = gr.HTML()
         with gr.Tab("About the model"):
             gr.Markdown(model_card(detector))
 
@@ -262,6 +341,17 @@ def build_demo(detector: Detector) -> gr.Blocks:
                          api_result, api_name="analyze", concurrency_id="model")
         api_batch.click(lambda paths, whole_image: batch_for_api(detector, paths, whole_image), [api_files, api_whole],
                         api_result, api_name="analyze_batch", concurrency_id="model")
+        api_video, api_frames = gr.File(visible=False), gr.Number(DEFAULT_FRAMES, precision=0, visible=False)
+        api_every_second, api_video_button = gr.Checkbox(False, visible=False), gr.Button(visible=False)
+        api_video_button.click(
+            lambda path, frames, every_second, whole_image: video_for_api(detector, path, frames, every_second, whole_image),
+            [api_video, api_frames, api_every_second, api_whole], api_result, api_name="analyze_video", concurrency_id="model")
+
+        def on_video(path, frames, every_second, whole_image, progress=gr.Progress()):
+            return video_for_page(detector, path, frames, every_second, whole_image, progress)
+
+        video_button.click(on_video, [video_upload, video_frames, video_every_second, video_whole],
+                           [video_label, video_text, video_views], api_visibility="private", concurrency_id="model")
     return demo
 
 

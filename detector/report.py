@@ -5,6 +5,7 @@ Keys `file`, `label`, `probabilities`, `error` are a promise to scripts: add fie
 from __future__ import annotations
 
 from .detector import Analysis, FaceResult
+from .video import VideoAnalysis
 
 
 def _cam(cam, box) -> dict:
@@ -37,4 +38,17 @@ def result_row(file: str, analysis: Analysis | None, error: str | None = None, c
     }
     if cams and analysis:
         row.update(_cam(analysis.cam, analysis.box))
+    return row
+
+
+def video_row(file: str, video: VideoAnalysis | None, error: str | None = None) -> dict:
+    """A video's row: `file`, `label`, `probabilities`, `error` as for images (the video's verdict), then
+    `rule` (how frame scores make the verdict), `top_k`, `frames_sampled`, `frames_without_face`,
+    `undecodable_frames`, `video` (width, height, fps, frame_count, duration_s) and `frames` (index, time,
+    label, probabilities, faces, note per sampled frame); None where the video failed."""
+    row = {"file": file, "label": video.label if video else None,
+           "probabilities": dict(video.probabilities) if video else None, "error": error}
+    details = video.to_dict() if video else {}
+    for key in ("rule", "top_k", "frames_sampled", "frames_without_face", "undecodable_frames", "video", "frames"):
+        row[key] = details.get(key)
     return row

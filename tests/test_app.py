@@ -148,3 +148,81 @@ def test_page_shows_a_message_instead_of_a_traceback(detector, tmp_path):
     assert label is None and html == ""
     assert "could not be analysed" in text and "Traceback" not in text
     assert not path.exists()  # the upload is deleted even when it is bad
+
+
+# --- video ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory, face_paths):
+    from scenes import write_video
+
+    return write_video(tmp_path_factory.mktemp("app-video") / "clip.mp4", face_paths, seconds=4, fps=8)
+
+
+def test_analyze_video_end_to_end_through_the_api(client, clip, detector):
+    from detector.video import RULE, analyze_video
+
+    result = client.predict(handle_file(str(clip)), api_name="/analyze_video")
+    json.dumps(result)
+    expected = analyze_video(detector, clip)
+    assert result["file"] == "clip.mp4" and result["error"] is None and result["rule"] == RULE
+    assert result["frames_sampled"] == 32 and len(result["frames"]) == 32  # default: 32 frames (here every frame)
+    assert result["video"] == {"width": 480, "height": 360, "fps": 8.0, "frame_count": 32, "duration_s": 4.0}
+    assert result["probabilities"]["fake"] == pytest.approx(expected.p_fake, abs=1e-5)
+    assert result["label"] == expected.label
+    for frame, local in zip(result["frames"], expected.frames):
+        assert frame["index"] == local.index and len(frame["faces"]) == 1
+        assert frame["probabilities"]["fake"] == pytest.approx(local.p_fake, abs=1e-5)
+    per_second = client.predict(handle_file(str(clip)), every_second=True, api_name="/analyze_video")
+    assert [frame["index"] for frame in per_second["frames"]] == [0, 8, 16, 24]
+    few = client.predict(handle_file(str(clip)), frames=4, whole_image=True, api_name="/analyze_video")
+    assert [frame["index"] for frame in few["frames"]] == [4, 12, 20, 28]
+    assert all(frame["faces"] == [] and frame["note"] is None for frame in few["frames"])
+
+
+@pytest.mark.parametrize(
+    "name, content, words",
+    [
+        ("empty.mp4", b"", "empty"),
+        ("notes.mp4", b"these are my notes, not a video" * 20, "not a video"),
+        ("photo.mp4", None, "still image"),
+        ("cut.mp4", "half", "corrupt"),
+    ],
+)
+def test_a_bad_video_gets_a_clear_message_and_the_app_keeps_serving(client, clip, face_paths, tmp_path, name, content, words):
+    if content is None:
+        content = face_paths[0].read_bytes()
+    elif content == "half":
+        content = clip.read_bytes()[: clip.stat().st_size // 2]
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(AppError, match=words):
+        client.predict(handle_file(str(path)), api_name="/analyze_video")
+    assert client.predict(handle_file(str(clip)), frames=2, api_name="/analyze_video")["error"] is None
+
+
+def test_no_byte_of_an_uploaded_video_stays_on_disk(client, clip, tmp_path):
+    from scenes import write_video
+
+    private = write_video(tmp_path / "private.mp4", sorted(Path(app_module.__file__).parent.glob("examples/*.jpg"))[::-1],
+                          seconds=2, fps=4)
+    data = private.read_bytes()
+    client.predict(handle_file(str(private)), frames=2, api_name="/analyze_video")
+    leftovers = [str(f) for f in Path(get_upload_folder()).rglob("*") if f.is_file() and data[len(data) // 2 : len(data) // 2 + 64] in f.read_bytes()]
+    assert leftovers == []
+
+
+def test_video_page_shows_the_rule_the_timeline_and_the_most_suspicious_frames(detector, clip, tmp_path):
+    upload = Path(get_upload_folder()) / f"video-{tmp_path.name}" / "clip.mp4"
+    upload.parent.mkdir(parents=True)
+    upload.write_bytes(clip.read_bytes())
+    steps = []
+    label, text, html = app_module.video_for_page(detector, str(upload), 8, False, False,
+                                                  progress=lambda value, **kwargs: steps.append(value))
+    assert not upload.exists()  # read into memory and deleted before decoding
+    assert set(label) == {"real", "fake"} and "Rule:" in text and "top 2" in text
+    assert 'id="timeline"' in html and html.count("<figure") == app_module.TOP_FRAMES
+    assert steps[0] == (0, 8) and steps[-1] == (8, 8)
+    label, text, html = app_module.video_for_page(detector, None, 8, False, False)
+    assert label is None and "could not be analysed" in text and html == ""
