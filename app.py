@@ -10,17 +10,20 @@ from __future__ import annotations
 
 import argparse
 import base64
+import collections
 import csv
 import html
 import io
 import os
 import tempfile
+import threading
 from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
+import anyio.from_thread
 import gradio as gr
-from gradio.utils import get_upload_folder
+from gradio.utils import get_upload_folder, is_in_or_equal
 from PIL import Image
 
 from detector import Analysis, Detector, DetectorError
@@ -34,6 +37,8 @@ MAX_BATCH = 64
 VIDEO_TYPES = [".mp4", ".webm", ".mov"]
 VIDEO_LIMIT_MB = min(MAX_BYTES, MAX_VIDEO_BYTES) // 1024 // 1024  # the server's upload limit applies to videos too
 TOP_FRAMES = 4
+QUEUE_SIZE = 32  # requests waiting at most; one more gets Gradio's "Queue is full" answer at once
+CONCURRENCY_LIMIT = 1  # analyses at a time: one model, and on CPU one forward already uses every core
 DISPLAY_SIDE = 1600  # pictures sent back to the browser are at most this wide or tall
 THUMBNAIL_SIDE = 360
 LIMITS = (
@@ -47,20 +52,91 @@ LIMITS = (
 # --- uploads ----------------------------------------------------------------------------------
 
 
+class UploadCounts(set):
+    """A demo's set of uploaded paths (Gradio's `Blocks.upload_file_set`) that also counts uploads per path.
+
+    Gradio keeps an upload at <cache>/<sha256 of its bytes>/<name>, so people who send the same photo
+    under the same name at the same time share one file: only the last of their requests deletes it.
+    The counts are shared by every demo in the process, as the cache folder is.
+    """
+
+    counts: collections.Counter = collections.Counter()
+    lock = threading.Lock()
+
+    def update(self, *groups) -> None:  # Gradio's upload route calls this once per upload request
+        groups = [list(group) for group in groups]
+        with self.lock:
+            self.counts.update(os.path.normpath(path) for group in groups for path in group)
+        super().update(*groups)
+
+    def __isub__(self, purged):  # delete_cache purged these abandoned uploads: forget them, and their folders
+        with self.lock:
+            for path in purged:
+                self.counts.pop(os.path.normpath(path), None)
+        for path in purged:
+            remove_empty_folder(Path(path).parent)  # its name is the sha256 of the upload's bytes
+        return super().__isub__(purged)
+
+    @classmethod
+    def release(cls, path: str) -> bool:
+        """A request is done with `path`: True when no other pending request uploaded the same file."""
+        key = os.path.normpath(path)
+        with cls.lock:
+            remaining = cls.counts.pop(key, 1) - 1
+            if remaining > 0:
+                cls.counts[key] = remaining
+        return remaining <= 0
+
+
+def track_uploads(demo: gr.Blocks) -> None:
+    """Count `demo`'s uploads (without Gradio's attribute, each request deletes its file, as before)."""
+    gradio_set = getattr(demo, "upload_file_set", None)
+    if isinstance(gradio_set, set) and not isinstance(gradio_set, UploadCounts):
+        counted = UploadCounts(gradio_set)
+        demo.temp_file_sets = [counted if s is gradio_set else s for s in demo.temp_file_sets]
+        demo.upload_file_set = counted
+
+
 def consume_upload(path: str) -> bytes:
-    """Read an uploaded file into memory and delete it (and its folder) from Gradio's cache."""
+    """Read an uploaded file into memory and delete it (and its folder) from Gradio's cache.
+
+    Only files inside the cache are deleted (an API caller may name a static example file)."""
     file = Path(path)
     try:
         data = file.read_bytes()
     except FileNotFoundError:
         raise DetectorError("The upload is no longer available: please upload the image again.") from None
     finally:
-        file.unlink(missing_ok=True)
-        try:
-            file.parent.rmdir()
-        except OSError:
-            pass
+        on_event_loop(lambda: forget_upload(file))
     return data
+
+
+def forget_upload(file: Path) -> None:
+    if UploadCounts.release(str(file)) and is_in_or_equal(str(file), get_upload_folder()):
+        file.unlink(missing_ok=True)
+        remove_empty_folder(file.parent)
+
+
+def on_event_loop(function) -> None:
+    """Run `function` on the server's event loop, from the worker thread an event runs in (else right here).
+
+    Gradio's upload route creates an upload's folder, moves the file in and records it without yielding to
+    the loop, so a deletion run on the loop never lands in between (and never deletes a fresh upload)."""
+    try:
+        anyio.from_thread.run_sync(function)
+    except RuntimeError as err:  # "not running inside an AnyIO worker thread": a direct call
+        if "worker thread" not in str(err):
+            raise
+        function()
+
+
+def remove_empty_folder(folder: Path) -> None:
+    """Remove an upload's folder in Gradio's cache once it is empty."""
+    if folder != Path(get_upload_folder()) and is_in_or_equal(str(folder), get_upload_folder()):
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (another upload of the same bytes) or already gone
+            pass
 
 
 def display_name(path: str) -> str:
@@ -282,6 +358,9 @@ def model_card(detector: Detector) -> str:
 
 
 def build_demo(detector: Detector) -> gr.Blocks:
+    # Examples are served from the repository, never copied into the upload cache: an upload with the
+    # same bytes would otherwise share (and delete) the cached copy the page shows.
+    gr.set_static_paths(paths=EXAMPLES)
     with gr.Blocks(title="Deepfake face detector", delete_cache=(120, 300)) as demo:
         gr.Markdown(
             "# Is this face real?\n"
@@ -352,12 +431,13 @@ def build_demo(detector: Detector) -> gr.Blocks:
 
         video_button.click(on_video, [video_upload, video_frames, video_every_second, video_whole],
                            [video_label, video_text, video_views], api_visibility="private", concurrency_id="model")
+    track_uploads(demo)
     return demo
 
 
 def launch(demo: gr.Blocks, **kwargs):
     """Queue and limits set here, so tests launch the app exactly as users get it."""
-    demo.queue(default_concurrency_limit=1, max_size=32)
+    demo.queue(default_concurrency_limit=CONCURRENCY_LIMIT, max_size=QUEUE_SIZE)
     return demo.launch(max_file_size=MAX_FILE_SIZE, show_error=True, footer_links=["api"], **kwargs)
 
 

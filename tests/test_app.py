@@ -142,12 +142,21 @@ def test_page_renders_label_and_three_pictures(detector, face_paths):
 
 
 def test_page_shows_a_message_instead_of_a_traceback(detector, tmp_path):
-    path = tmp_path / "broken.jpg"
+    path = Path(get_upload_folder()) / f"upload-{tmp_path.name}" / "broken.jpg"  # where Gradio puts uploads
+    path.parent.mkdir(parents=True)
     path.write_bytes(b"\xff\xd8\xff\xe0" + b"\0" * 64)
     label, html, text = app_module.analyze_for_page(detector, str(path))
     assert label is None and html == ""
     assert "could not be analysed" in text and "Traceback" not in text
-    assert not path.exists()  # the upload is deleted even when it is bad
+    assert not path.parent.exists()  # the upload is deleted even when it is bad
+
+
+def test_only_files_in_the_upload_cache_are_deleted(tmp_path, face_paths):
+    """An API caller can name a file Gradio serves from elsewhere (the static examples): read, never deleted."""
+    outside = tmp_path / "example.jpg"
+    outside.write_bytes(face_paths[0].read_bytes())
+    assert app_module.consume_upload(str(outside)) == face_paths[0].read_bytes()
+    assert outside.exists()
 
 
 # --- video ---------------------------------------------------------------------------------------
