@@ -6,6 +6,7 @@ wrong with the file in words a person understands. Nothing is written to disk.
 from __future__ import annotations
 
 import io
+import math
 import os
 import warnings
 from pathlib import Path
@@ -50,7 +51,9 @@ def _check_byte_size(size: int) -> None:
     if size == 0:
         raise DetectorError("The file is empty (0 bytes).")
     if size > MAX_BYTES:
-        raise DetectorError(f"The file is {size / 1024 / 1024:.1f} MB; the limit is {MAX_BYTES // 1024 // 1024} MB.")
+        # rounded up, so a file just over the limit never reads "10.0 MB; the limit is 10 MB"
+        megabytes = math.ceil(size * 10 / 1024 / 1024) / 10
+        raise DetectorError(f"The file is {megabytes:.1f} MB; the limit is {MAX_BYTES // 1024 // 1024} MB.")
 
 
 def _not_an_image(data: bytes) -> DetectorError:
