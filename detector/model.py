@@ -95,7 +95,30 @@ def read_config(folder: Path) -> dict:
             f"{config_path}: expected 2 classes named {list(LABEL_NAMES)}, found num_classes="
             f"{config.get('num_classes')!r} and label_names={labels!r}."
         )
+    for key in ("model_args", "pretrained_cfg"):
+        if not isinstance(config.get(key, {}), dict):
+            raise DetectorError(f"{config_path}: {key} must be a JSON object, found {config[key]!r}.")
+    _check_data_config(config_path, config.get("pretrained_cfg", {}))
     return config
+
+
+def _check_data_config(config_path: Path, cfg: dict) -> None:
+    """The preprocessing values the detector uses: input size, mean/std, crop_pct (when given)."""
+    def numbers(value, count: int) -> bool:
+        return isinstance(value, list) and len(value) == count and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+
+    size = cfg.get("input_size", [3, 224, 224])
+    if not numbers(size, 3) or size[0] != 3 or not all(isinstance(v, int) and 16 <= v <= 2048 for v in size[1:]):
+        raise DetectorError(f"{config_path}: pretrained_cfg.input_size must be [3, height, width] with sides of "
+                            f"16 to 2048 pixels, found {size!r}.")
+    for key in ("mean", "std"):
+        if key in cfg and (not numbers(cfg[key], 3) or (key == "std" and min(cfg[key]) <= 0)):
+            raise DetectorError(f"{config_path}: pretrained_cfg.{key} must be 3 numbers (one per RGB channel"
+                                f"{', each above 0' if key == 'std' else ''}), found {cfg[key]!r}.")
+    crop_pct = cfg.get("crop_pct", 1.0)
+    if not isinstance(crop_pct, (int, float)) or isinstance(crop_pct, bool) or not 0 < crop_pct <= 2:
+        raise DetectorError(f"{config_path}: pretrained_cfg.crop_pct must be a number in (0, 2], found {crop_pct!r}.")
 
 
 def load_model(source: str | os.PathLike | None = None) -> LoadedModel:
@@ -109,12 +132,15 @@ def load_model(source: str | os.PathLike | None = None) -> LoadedModel:
         hint = f" It holds {pickles[0]}, a pickle file, which is refused for safety: convert it to safetensors." if pickles else ""
         raise DetectorError(f"{folder} has no {WEIGHTS_FILE}.{hint}")
     model_args = {**config.get("model_args", {}), "num_classes": len(LABEL_NAMES)}
-    model = timm.create_model(
-        ARCHITECTURE,
-        pretrained=False,
-        pretrained_cfg_overlay={**config.get("pretrained_cfg", {}), "label_names": config["label_names"]},
-        **model_args,
-    )
+    try:
+        model = timm.create_model(
+            ARCHITECTURE,
+            pretrained=False,
+            pretrained_cfg_overlay={**config.get("pretrained_cfg", {}), "label_names": config["label_names"]},
+            **model_args,
+        )
+    except (TypeError, ValueError, KeyError) as err:  # e.g. an option timm's ResNeXt does not take
+        raise DetectorError(f"{folder / 'config.json'}: model_args cannot build {ARCHITECTURE}: {err}") from err
     try:
         state_dict = load_file(str(weights))
         model.load_state_dict(state_dict, strict=True)

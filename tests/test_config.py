@@ -1,0 +1,78 @@
+"""A model folder's config.json is validated before anything is built from it: each mistake gets a
+DetectorError that names it, never a traceback from timm or torch. (Weights are read from safetensors
+only; a folder holding only a pickle file is refused: tests/test_publish.py::test_pickle_only_folder_is_refused.)"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from detector import Detector, DetectorError
+
+
+def model_copy(model_dir: Path, folder: Path, config_text: str | None) -> Path:
+    """The test model with another config.json (the weights are linked, not copied)."""
+    folder.mkdir()
+    (folder / "model.safetensors").symlink_to(model_dir / "model.safetensors")
+    if config_text is not None:
+        (folder / "config.json").write_text(config_text)
+    return folder
+
+
+def with_preprocessing(**values):
+    return lambda config: {**config, "pretrained_cfg": {**config["pretrained_cfg"], **values}}
+
+
+CASES = [
+    ("unknown architecture", lambda c: {**c, "architecture": "vit_base_patch16_224"},
+     "unsupported architecture 'vit_base_patch16_224'; this detector serves resnext50_32x4d"),
+    ("no architecture", lambda c: {k: v for k, v in c.items() if k != "architecture"}, "unsupported architecture None"),
+    ("three classes", lambda c: {**c, "num_classes": 3, "label_names": ["real", "fake", "unsure"]},
+     "expected 2 classes named ['real', 'fake'], found num_classes=3"),
+    ("wrong label names", lambda c: {**c, "label_names": ["cat", "dog"]}, "label_names=['cat', 'dog']"),
+    ("one label twice", lambda c: {**c, "label_names": ["real", "real"]}, "label_names=['real', 'real']"),
+    ("deprecated 'labels' only", lambda c: {**{k: v for k, v in c.items() if k != "label_names"}, "labels": ["real", "fake"]},
+     "label_names=None"),
+    ("num_classes as text", lambda c: {**c, "num_classes": "2"}, "num_classes='2'"),
+    ("model_args not an object", lambda c: {**c, "model_args": [2]}, "model_args must be a JSON object"),
+    ("model_args timm does not take", lambda c: {**c, "model_args": {**c["model_args"], "frobnicate": 1}},
+     "model_args cannot build resnext50_32x4d"),
+    ("pretrained_cfg not an object", lambda c: {**c, "pretrained_cfg": "imagenet"}, "pretrained_cfg must be a JSON object"),
+    ("input size of zero", with_preprocessing(input_size=[3, 0, 0]), "input_size must be [3, height, width]"),
+    ("input size of a huge image", with_preprocessing(input_size=[3, 100000, 100000]), "input_size must be"),
+    ("two mean values", with_preprocessing(mean=[0.5, 0.5]), "pretrained_cfg.mean must be 3 numbers"),
+    ("a zero std", with_preprocessing(std=[0.0, 0.2, 0.2]), "pretrained_cfg.std must be 3 numbers"),
+    ("a negative crop_pct", with_preprocessing(crop_pct=-1), "crop_pct must be a number in (0, 2]"),
+]
+
+
+@pytest.mark.parametrize("name, change, message", CASES, ids=[case[0] for case in CASES])
+def test_bad_config_is_refused_with_a_clear_message(model_dir, tmp_path, name, change, message):
+    config = json.loads((model_dir / "config.json").read_text())
+    folder = model_copy(model_dir, tmp_path / "model", json.dumps(change(config)))
+    with pytest.raises(DetectorError) as raised:
+        Detector.from_pretrained(folder)
+    assert message in str(raised.value)
+    assert "config.json" in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("{not json", "is not valid JSON"),
+        ("[2, 3]", "must hold a JSON object"),
+        (b"\xff\xfe\x00garbage".decode("latin-1"), "is not valid JSON"),
+        (None, "has no config.json: not a model folder in the Hub layout"),
+    ],
+    ids=["invalid JSON", "a JSON array", "binary garbage", "missing"],
+)
+def test_unreadable_config_is_refused(model_dir, tmp_path, text, message):
+    folder = model_copy(model_dir, tmp_path / "model", text)
+    with pytest.raises(DetectorError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        Detector.from_pretrained(folder)
+
+
+def test_the_untouched_config_loads(model_dir, tmp_path):
+    folder = model_copy(model_dir, tmp_path / "model", (model_dir / "config.json").read_text())
+    assert Detector.from_pretrained(folder).labels == ["real", "fake"]
