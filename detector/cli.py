@@ -3,10 +3,13 @@
     python -m detector photo.jpg faces/ 'shots/**/*.png' --json
     python -m detector faces/ --model hf-hub:owner/name --csv > results.csv
     python -m detector group.jpg --whole-image        # one verdict for the whole picture, no face search
+    python -m detector clip.mp4 --frames 64 --json    # a video: sampled frames, a timeline, one verdict
 
 Each image's faces are found first and judged one by one; its verdict is the most suspicious face
 (JSON: `faces` lists each face's box, label and probabilities). With no face found, the whole image
-is analysed and `note` says so.
+is analysed and `note` says so. A file named with a video extension (.mp4, .m4v, .webm, .mov) is
+analysed as a video (detector/video.py: `--frames` spread evenly, or `--per-second`); its row holds
+the video's verdict, the rule that made it and every sampled frame. Folders are searched for images only.
 
 Exit status: 0 when every input was analysed, 1 when any input failed (all results are still
 printed), 2 when the model cannot be loaded. Analysis itself is `Detector.analyze_batch`.
@@ -27,7 +30,8 @@ from .detector import Analysis, Detector
 from .errors import DetectorError
 from .images import load_image
 from .model import LABEL_NAMES, default_source
-from .report import result_row
+from .report import result_row, video_row
+from .video import DEFAULT_FRAMES, VIDEO_EXTENSIONS, analyze_video
 
 EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".gif"}
 
@@ -45,9 +49,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--target", choices=LABEL_NAMES, help="class the Grad-CAM explains (default: the predicted one)")
     parser.add_argument("--whole-image", action="store_true",
                         help="analyse each image whole instead of finding the faces and judging each one")
+    video = parser.add_argument_group("videos (.mp4, .m4v, .webm, .mov files named on the command line)")
+    video.add_argument("--frames", type=int, default=DEFAULT_FRAMES, metavar="N",
+                       help=f"frames to sample, spread evenly (default: {DEFAULT_FRAMES})")
+    video.add_argument("--per-second", action="store_true", help="sample one frame per second instead")
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         parser.error("--batch-size must be at least 1")
+    if args.frames < 1:
+        parser.error("--frames must be at least 1")
     return args
 
 
@@ -101,13 +111,48 @@ def analyze_files(detector: Detector, inputs: list[tuple[str, str | None]], batc
     return [result_row(file, analysis, error) for (file, _), analysis, error in zip(inputs, analyses, errors)]
 
 
+def is_video(file: str) -> bool:
+    return Path(file).suffix.lower() in VIDEO_EXTENSIONS
+
+
+def analyze_inputs(detector: Detector, inputs: list[tuple[str, str | None]], args: argparse.Namespace) -> list[dict]:
+    """Images (batched, `analyze_files`) and videos (one by one, `analyze_video`), rows in the order given."""
+    images = [index for index, (file, error) in enumerate(inputs) if error is not None or not is_video(file)]
+    rows: list[dict | None] = [None] * len(inputs)
+    image_rows = analyze_files(detector, [inputs[i] for i in images], args.batch_size, args.target, not args.whole_image)
+    for index, row in zip(images, image_rows):
+        rows[index] = row
+    for index, (file, _) in enumerate(inputs):
+        if rows[index] is None:
+            rows[index] = analyze_video_file(detector, file, args)
+    return rows
+
+
+def analyze_video_file(detector: Detector, file: str, args: argparse.Namespace) -> dict:
+    with tqdm(unit="frame", desc=Path(file).name, file=sys.stderr, disable=None) as progress:
+        def report(done: int, total: int) -> None:
+            progress.total = total
+            progress.update(done - progress.n)
+
+        try:
+            video = analyze_video(detector, file, frames=args.frames, every_seconds=1.0 if args.per_second else None,
+                                  faces=not args.whole_image, progress=report)
+        except DetectorError as err:
+            return video_row(file, None, str(err))
+    return video_row(file, video)
+
+
 def _probability(result: dict, label: str) -> str:
     return f"{result['probabilities'][label]:.4f}" if result["probabilities"] else ""
 
 
 def _faces(result: dict, searched: bool) -> str:
     """How many faces were judged: a count, 'none' (whole image analysed instead) or '-' (not searched, or failed)."""
-    if result["error"] or not searched:
+    if result["error"]:
+        return "-"
+    if "frames" in result:
+        return f"video: {result['frames_sampled']} frames"
+    if not searched:
         return "-"
     return str(len(result["faces"])) if result["faces"] else "none"
 
@@ -119,8 +164,10 @@ def print_table(results: list[dict], searched: bool = True) -> None:
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     for row in rows:
         print(("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[4]).rstrip())
-    if searched and any(r["note"] for r in results):
-        print(f"faces 'none': {next(r['note'] for r in results if r['note'])}", file=sys.stderr)
+    if searched and any(r.get("note") for r in results):
+        print(f"faces 'none': {next(r['note'] for r in results if r.get('note'))}", file=sys.stderr)
+    if any(r.get("rule") for r in results):
+        print(f"video verdicts: {next(r['rule'] for r in results if r.get('rule'))}", file=sys.stderr)
 
 
 def print_csv(results: list[dict]) -> None:
@@ -130,7 +177,7 @@ def print_csv(results: list[dict]) -> None:
     for r in results:
         probabilities = r["probabilities"] or {}
         writer.writerow([r["file"], r["label"] or "", probabilities.get("real", ""), probabilities.get("fake", ""), r["error"] or "",
-                         "" if r["faces"] is None else len(r["faces"])])
+                         "" if r.get("faces") is None else len(r["faces"])])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -141,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: could not load the model: {err}", file=sys.stderr)
         return 2
     try:
-        results = analyze_files(detector, list(expand(args.paths)), args.batch_size, args.target, not args.whole_image)
+        results = analyze_inputs(detector, list(expand(args.paths)), args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

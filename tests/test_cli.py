@@ -140,3 +140,27 @@ def test_faces_are_listed_and_whole_image_mode_skips_the_search(inputs, model_di
     for record, path in zip(json.loads(whole.stdout), files):
         assert record["faces"] == [] and record["note"] is None
         assert record["probabilities"]["fake"] == pytest.approx(detector.analyze(inputs / path).p_fake, abs=1e-5)
+
+
+def test_videos_named_on_the_command_line_get_a_verdict_with_its_rule(inputs, model_dir, face_paths, detector):
+    from scenes import write_video
+
+    from detector.video import RULE, analyze_video
+
+    write_video(inputs / "clip.mp4", face_paths, seconds=4, fps=8)
+    (inputs / "broken.mov").write_bytes(b"\x00\x00\x00\x14ftypqt  " + b"\x00" * 200)
+    result = run(["clip.mp4", "photos/fake_sdfd_1.jpg", "broken.mov", "--model", str(model_dir), "--json", "--frames", "8"],
+                 inputs)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    clip, photo, broken = json.loads(result.stdout)
+    expected = analyze_video(detector, inputs / "clip.mp4", frames=8)
+    assert clip["file"] == "clip.mp4" and clip["error"] is None and clip["rule"] == RULE
+    assert [frame["index"] for frame in clip["frames"]] == [frame.index for frame in expected.frames]
+    assert clip["probabilities"]["fake"] == pytest.approx(expected.p_fake, abs=1e-5) and clip["label"] == expected.label
+    assert photo["error"] is None and len(photo["faces"]) == 1
+    assert broken["label"] is None and broken["probabilities"] is None and "corrupt" in broken["error"]
+    table = run(["clip.mp4", "--model", str(model_dir), "--per-second"], inputs)
+    assert table.returncode == 0, table.stderr
+    row = next(line for line in table.stdout.splitlines() if line.startswith("clip.mp4"))
+    assert "video: 4 frames" in row and "video verdicts: video p_fake = mean" in table.stderr
