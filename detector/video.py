@@ -5,8 +5,10 @@
     print(video.label, video.p_fake, video.rule)
     video.timeline().save("timeline.png")
 
-Only the sampled frames are decoded: the reader seeks to each one (`CAP_PROP_POS_FRAMES`; FFmpeg
-decodes from the keyframe before it) and reads consecutive samples without seeking. The video is
+Only the sampled frames are converted and analysed. To reach one, the reader seeks
+(`CAP_PROP_POS_FRAMES`: FFmpeg decodes from the keyframe before it, since other frames depend on it)
+or, when it lies at most `GRAB_GAP` frames after the previous one, grabs forward (decodes without
+converting), which costs less than seeking back to a keyframe. The video is
 read from memory (bytes or a path read into memory), never copied to disk. Frames are analysed
 `detector.batch_size` at a time, each through `Detector.analyze_batch` with face search: a frame's
 score is its most suspicious face's p_fake (the whole frame's when no face is found in it).
@@ -40,6 +42,7 @@ MAX_DURATION_S = 10 * 60
 MAX_FRAME_PIXELS = 3840 * 2160  # 4K UHD
 DEFAULT_FRAMES = 32
 MAX_SAMPLES = 600  # one per second over the longest video allowed
+GRAB_GAP = 48  # a sample at most this many frames ahead is reached by grabbing forward, not by seeking
 VIDEO_EXTENSIONS = {".mp4", ".m4v", ".webm", ".mov"}
 FORMAT_NAMES = "MP4, WebM or MOV"
 RULE = ("video p_fake = mean p_fake of the most suspicious quarter of sampled frames (the top ceil(n/4)); "
@@ -187,7 +190,13 @@ class _Reader:
 
     def frame(self, index: int) -> np.ndarray | None:
         """The RGB frame at `index`, or None when it cannot be decoded."""
-        if index != self.position:
+        gap = index - self.position
+        if 0 <= gap <= GRAB_GAP and self.position >= 0:
+            for _ in range(gap):
+                if not self.capture.grab():
+                    self.position = -1
+                    return None
+        else:
             self.capture.set(cv2.CAP_PROP_POS_FRAMES, index)
         ok, frame = self.capture.read()
         self.position = index + 1
