@@ -124,6 +124,10 @@ class Detector:
         self.batch_size = batch_size
         self.find_faces = face_finder or FaceFinder()
         self.face_margin = face_margin
+        calibration = loaded.config.get("calibration") or {}  # fitted by training.evaluate --calibrate
+        self.temperature = float(calibration.get("temperature", 1.0))
+        self.threshold: float | None = calibration.get("threshold")  # p_fake at or above → fake; None: argmax
+        self.target_fpr: float | None = calibration.get("target_fpr")
 
     @classmethod
     def from_pretrained(cls, source: str | os.PathLike | None = None, **kwargs) -> "Detector":
@@ -187,19 +191,28 @@ class Detector:
             raise DetectorError(f"Unknown class {target!r}; choose one of {self.labels}.")
         return self.labels.index(target)
 
+    def decide(self, probabilities: torch.Tensor) -> torch.Tensor:
+        """The verdict per row: fake when p_fake reaches the calibrated threshold, else the most probable class."""
+        if self.threshold is None:
+            return probabilities.argmax(dim=1)
+        fake, real = self.labels.index("fake"), self.labels.index("real")
+        return torch.where(probabilities[:, fake] >= self.threshold, fake, real)
+
     def _run(self, images: Iterable[Image.Image], class_index: int | None) -> list[Analysis]:
         images = list(images)
         pixels = torch.stack([self.preprocess(image) for image in images]).to(self.device)
-        probabilities, cams, explained = explain.predict_with_cam(self.model, pixels, class_index)
+        probabilities, cams, explained = explain.predict_with_cam(
+            self.model, pixels, class_index, temperature=self.temperature, decide=self.decide)
+        verdicts = self.decide(probabilities).tolist()
         probabilities, cams = probabilities.cpu().numpy(), cams.cpu().numpy()
         return [
             Analysis(
-                label=self.labels[int(np.argmax(probs))],
+                label=self.labels[verdict],
                 probabilities={name: float(p) for name, p in zip(self.labels, probs)},
                 explained=self.labels[int(index)],
                 cam=explain.normalise(cam),
                 box=crop_box(image.width, image.height, self.preprocess.config),
                 image=image,
             )
-            for image, probs, cam, index in zip(images, probabilities, cams, explained.tolist())
+            for image, probs, cam, index, verdict in zip(images, probabilities, cams, explained.tolist(), verdicts)
         ]

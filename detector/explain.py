@@ -9,6 +9,7 @@ probabilities and the CAM come from the same forward; the result equals textbook
 from __future__ import annotations
 
 import contextlib
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -17,9 +18,13 @@ from PIL import Image
 
 
 def predict_with_cam(
-    model: torch.nn.Module, pixels: torch.Tensor, class_index: int | None = None, autocast: torch.dtype | None = None
+    model: torch.nn.Module, pixels: torch.Tensor, class_index: int | None = None, autocast: torch.dtype | None = None,
+    temperature: float = 1.0, decide: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(probabilities [N, C], raw CAMs [N, h, w] ≥ 0, explained class [N]) for a batch of pixels."""
+    """(probabilities [N, C], raw CAMs [N, h, w] ≥ 0, explained class [N]) for a batch of pixels.
+
+    Probabilities are softmax(logits / temperature). The CAM explains `class_index`, else the class
+    `decide(probabilities)` picks (default: the most probable one)."""
     device_type = pixels.device.type
     precision = torch.autocast(device_type, dtype=autocast) if autocast else contextlib.nullcontext()
     with torch.no_grad(), precision:
@@ -27,15 +32,16 @@ def predict_with_cam(
     features = features.detach().float().requires_grad_(True)
     with torch.enable_grad():
         logits = model.forward_head(features)
-        if class_index is None:
-            explained = logits.argmax(dim=1)
-        else:
+        probabilities = (logits.detach() / temperature).softmax(dim=1)
+        if class_index is not None:
             explained = torch.full((len(logits),), class_index, device=logits.device)
+        else:
+            explained = decide(probabilities) if decide else probabilities.argmax(dim=1)
         score = logits.gather(1, explained[:, None]).sum()
         (gradients,) = torch.autograd.grad(score, features)
     weights = gradients.mean(dim=(2, 3), keepdim=True)
     cams = (weights * features).sum(dim=1).clamp(min=0)
-    return logits.detach().softmax(dim=1), cams.detach(), explained
+    return probabilities, cams.detach(), explained
 
 
 def normalise(cam: np.ndarray) -> np.ndarray:

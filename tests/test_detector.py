@@ -108,3 +108,25 @@ def test_exif_rotated_input_is_analysed_upright(detector, face_paths):
     assert rotated.box == expected.box
     assert rotated.probabilities == pytest.approx(expected.probabilities, abs=1e-6)
     assert np.allclose(rotated.cam, expected.cam, atol=1e-5)
+
+
+def test_calibration_in_config_sets_probabilities_and_verdict(tmp_path, detector, face_paths):
+    """config.json's calibration (from training.evaluate --calibrate): softmax(logits / T), fake when p_fake ≥ threshold."""
+    import shutil
+
+    from conftest import write_model_folder
+
+    folder = write_model_folder(tmp_path / "model")
+    config = json.loads((folder / "config.json").read_text())
+    plain = Detector.from_pretrained(folder)
+    raw = [plain.analyze(path).p_fake for path in face_paths]
+    threshold = float(np.median(raw))  # splits the examples, so both verdicts occur
+    config["calibration"] = {"temperature": 2.0, "threshold": threshold, "target_fpr": 0.05}
+    (folder / "config.json").write_text(json.dumps(config))
+    calibrated = Detector.from_pretrained(folder)
+    for path, p in zip(face_paths, raw):
+        analysis = calibrated.analyze(path)
+        logit = np.log(p / (1 - p))
+        assert analysis.p_fake == pytest.approx(1 / (1 + np.exp(-logit / 2.0)), abs=1e-5)
+        assert analysis.label == ("fake" if analysis.p_fake >= threshold else "real")
+        assert analysis.explained == analysis.label
