@@ -112,8 +112,6 @@ def test_exif_rotated_input_is_analysed_upright(detector, face_paths):
 
 def test_calibration_in_config_sets_probabilities_and_verdict(tmp_path, detector, face_paths):
     """config.json's calibration (from training.evaluate --calibrate): softmax(logits / T), fake when p_fake ≥ threshold."""
-    import shutil
-
     from conftest import write_model_folder
 
     folder = write_model_folder(tmp_path / "model")
