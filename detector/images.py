@@ -42,7 +42,9 @@ def _read_bytes(source) -> bytes:
         size = path.stat().st_size
         _check_byte_size(size)
         return path.read_bytes()
-    data = source if isinstance(source, bytes) else source.read(MAX_BYTES + 1)
+    data = source if isinstance(source, bytes) else source.read(MAX_BYTES + 1)  # never more than the limit + 1
+    if not isinstance(source, bytes) and len(data) > MAX_BYTES:
+        raise DetectorError(f"The file is over {MAX_BYTES // 1024 // 1024} MB; the limit is {MAX_BYTES // 1024 // 1024} MB.")
     _check_byte_size(len(data))
     return data
 
