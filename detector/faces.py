@@ -15,12 +15,17 @@ benchmarks/face_recall.py):
   around a face, and a tight crop whose face fills the frame is missed without it;
 - OpenCV's frontal-face cascade runs first; only when it finds nothing does the profile cascade run,
   on the image and its mirror (it knows one side only);
-- overlapping detections are merged (a box mostly inside a larger one is dropped) and boxes much
-  smaller than the largest face are dropped as likely false alarms; at most `max_faces` are kept,
-  the largest first.
+- the best-confirmed detection (most neighbouring hits) is the first face, at the cascade's own
+  `min_neighbors`; a further face needs `extra_neighbors` confirmations (at 3, ties, collars and hands
+  below a face fire too), a side of at least `min_relative` of the first face's, and may not lie mostly
+  inside a face already kept; at most `max_faces` are kept, the largest first.
 
-A Haar cascade misses faces that are strongly turned, tilted, occluded (a hand, a mask) or cut by
-the frame. When none is found the caller analyses the whole image and says so.
+Measured on the 13,065 face crops of ../shared/data: a face is found in 95.0% of them (88% on
+Pixabay portraits, 93-94% on DFDC, SDFD and Yonsei, 99% or more on FFHQ, GAN, LFW and UTKFace), and
+85% of the faces in composed pictures of four faces, with 1 false alarm in 200 pictures. A Haar
+cascade misses faces that are strongly turned, tilted, occluded (a hand, a mask) or cut by the frame.
+When none is found the caller analyses the whole image and says so: for a tight crop whose face was
+missed, that is the face anyway.
 """
 from __future__ import annotations
 
