@@ -14,7 +14,8 @@ read from memory (bytes or a path read into memory), never copied to disk. Frame
 score is its most suspicious face's p_fake (the whole frame's when no face is found in it).
 
 The verdict (`RULE`): the video's p_fake is the mean of its most suspicious quarter of sampled frames
-(top k = ceil(n / 4) frame scores); it is called fake when that mean is at least 0.5. A short fake
+(top k = ceil(n / 4) frame scores); it is called fake when that mean reaches the model's verdict
+threshold (`Detector.threshold` when its config.json holds a calibration, else 0.5). A short fake
 segment in a long real video still raises the score, while one odd frame does not decide it alone.
 
 Limits (`DetectorError` with a message, for a person): MP4, WebM or MOV (QuickTime) files up to
@@ -45,8 +46,15 @@ MAX_SAMPLES = 600  # one per second over the longest video allowed
 GRAB_GAP = 48  # a sample at most this many frames ahead is reached by grabbing forward, not by seeking
 VIDEO_EXTENSIONS = {".mp4", ".m4v", ".webm", ".mov"}
 FORMAT_NAMES = "MP4, WebM or MOV"
-RULE = ("video p_fake = mean p_fake of the most suspicious quarter of sampled frames (the top ceil(n/4)); "
-        "fake when ≥ 0.5. A frame's p_fake is its most suspicious face's, or the whole frame's when it shows no face.")
+
+
+def rule_text(threshold: float = 0.5) -> str:
+    return ("video p_fake = mean p_fake of the most suspicious quarter of sampled frames (the top ceil(n/4)); "
+            f"fake when ≥ {threshold:g}. A frame's p_fake is its most suspicious face's, or the whole frame's when it "
+            "shows no face.")
+
+
+RULE = rule_text(0.5)
 
 VideoSource = Union[str, os.PathLike, bytes, BinaryIO]
 Progress = Callable[[int, int], None]  # (frames analysed, frames sampled)
@@ -103,7 +111,11 @@ class VideoAnalysis:
     top_frames: list[tuple[FrameResult, Analysis]] = field(repr=False)  # most suspicious first, for rendering
     info: VideoInfo
     undecodable: int = 0  # sampled frames the decoder could not return
-    rule: str = RULE
+    threshold: float = 0.5  # the video is fake when p_fake reaches it
+
+    @property
+    def rule(self) -> str:
+        return rule_text(self.threshold)
 
     @property
     def p_fake(self) -> float:
@@ -275,10 +287,10 @@ def analyze_video(detector: Detector, source: VideoSource, frames: int | None = 
     if not results:
         raise DetectorError("No frame of this video could be decoded (the file is truncated or corrupt).")
     p_fake = aggregate([frame.p_fake for frame in results])
-    labels = detector.labels
-    probabilities = {name: (p_fake if name == "fake" else 1 - p_fake) for name in labels}
-    return VideoAnalysis(label="fake" if p_fake >= 0.5 else "real", probabilities=probabilities, frames=results,
-                         top_frames=top, info=info, undecodable=undecodable)
+    threshold = 0.5 if getattr(detector, "threshold", None) is None else float(detector.threshold)
+    probabilities = {name: (p_fake if name == "fake" else 1 - p_fake) for name in detector.labels}
+    return VideoAnalysis(label="fake" if p_fake >= threshold else "real", probabilities=probabilities, frames=results,
+                         top_frames=top, info=info, undecodable=undecodable, threshold=threshold)
 
 
 # --- the timeline -----------------------------------------------------------------------------------
@@ -286,7 +298,7 @@ def analyze_video(detector: Detector, source: VideoSource, frames: int | None = 
 
 def timeline_plot(video: VideoAnalysis, size: tuple[int, int] = (900, 300)) -> Image.Image:
     """p_fake over time (one dot per sampled frame, red fake / green real, hollow where no face was found),
-    the 0.5 line and the video's score; an RGB image. Uses matplotlib's Agg canvas, no global backend."""
+    the verdict threshold and the video's score; an RGB image. Uses matplotlib's Agg canvas, no global backend."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -303,7 +315,7 @@ def timeline_plot(video: VideoAnalysis, size: tuple[int, int] = (900, 300)) -> I
         colour = tuple(c / 255 for c in VERDICT_COLOURS[frame.label])
         axes.scatter([frame.time], [frame.p_fake], s=28, zorder=2, edgecolors=[colour],
                      facecolors="none" if frame.note else [colour])
-    axes.axhline(0.5, color="#444444", linestyle=":", linewidth=1)
+    axes.axhline(video.threshold, color="#444444", linestyle=":", linewidth=1)
     axes.axhline(video.p_fake, color=tuple(c / 255 for c in VERDICT_COLOURS[video.label]), linestyle="--", linewidth=1.5,
                  label=f"video score {video.p_fake:.2f} (mean of top {video.top_k} of {len(video.frames)} frames)")
     axes.set_xlim(0, max(video.info.duration, max(times) + 1e-3))

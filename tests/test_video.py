@@ -162,3 +162,15 @@ def test_bad_videos_get_a_clear_message(detector, clip, face_paths, tmp_path):
         analyze_video(detector, tmp_path / "missing.mp4")
     with pytest.raises(DetectorError, match="The video is 100.1 MB; the limit is 100 MB"):
         video_module._check_size(video_module.MAX_VIDEO_BYTES + 100_000)
+
+
+def test_a_calibrated_threshold_decides_the_video_too(detector, clip, analysed):
+    from detector import Detector
+
+    calibrated = Detector(detector.loaded, device="cpu")
+    calibrated.threshold = analysed.p_fake - 1e-6  # just below this video's score: fake
+    video = analyze_video(calibrated, clip, frames=6)
+    assert video.p_fake == pytest.approx(analysed.p_fake) and video.label == "fake"
+    assert f"fake when ≥ {calibrated.threshold:g}" in video.rule
+    calibrated.threshold = analysed.p_fake + 1e-6
+    assert analyze_video(calibrated, clip, frames=6).label == "real"
