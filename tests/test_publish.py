@@ -76,7 +76,9 @@ def report_dir(tmp_path_factory, run_folder, faces_csv) -> Path:
 def published(tmp_path_factory, run_folder, report_dir) -> Path:
     description = tmp_path_factory.mktemp("desc") / "data.md"
     description.write_text("Faces from three public sources (see SOURCES.md); research use only.\n")
-    return publish.main(["--model", str(run_folder), "--metrics", str(report_dir / "metrics.json"),
+    notes = description.with_name("notes.md")
+    notes.write_text("The schedule was shortened from 20 to 12 epochs at epoch 6.\n")
+    return publish.main(["--model", str(run_folder), "--metrics", str(report_dir / "metrics.json"), "--notes", str(notes),
                          "--output-dir", str(tmp_path_factory.mktemp("models") / "detector"),
                          "--data-description", str(description), "--model-name", "deepfake-detector-test",
                          "--repo-id", OWNER_NAME])
@@ -118,7 +120,8 @@ def test_evaluate_scores_what_the_detector_serves(run_folder, faces_csv):
 def test_published_folder_and_card(published, report_dir, run_folder):
     assert sorted(path.name for path in published.iterdir()) == ["README.md", "config.json", "model.safetensors"]
     assert not [path for path in published.parent.iterdir() if path.name.startswith(".")]  # no staging left
-    assert json.loads((published / "config.json").read_text()) == json.loads((run_folder / "config.json").read_text())
+    config = json.loads((published / "config.json").read_text())
+    assert {k: v for k, v in config.items() if k != "calibration"} == json.loads((run_folder / "config.json").read_text())
 
     card = ModelCard.load(published / "README.md")
     metrics = json.loads((report_dir / "metrics.json").read_text())["metrics"]
@@ -265,3 +268,4 @@ def test_calibration_and_robustness_are_measured_and_published(report_dir, publi
     assert config["calibration"] == {key: fitted[key] for key in ("temperature", "threshold", "target_fpr")}
     card = (published / "README.md").read_text()
     assert "Calibration and decision threshold" in card and "jpeg_q75" in card
+    assert "Notes from the training run" in card and "shortened from 20 to 12 epochs" in card

@@ -47,6 +47,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--output-dir", required=True, help="the model folder to write, e.g. models/NAME")
     parser.add_argument("--fp16", action="store_true", help="store the weights in float16 (half the size; loads into float32)")
     parser.add_argument("--data-description", help="markdown file describing the training data, inserted into the card")
+    parser.add_argument("--notes", help="markdown file with notes on the training run (history, choices), inserted into the card")
     parser.add_argument("--model-name", help="title of the card (default: the output folder's name)")
     parser.add_argument("--dataset-name", help="the evaluation data's name in model-index (default: from metrics.json)")
     parser.add_argument("--license", default="other", help="Hub licence id (default 'other': see --license-name)")
@@ -159,7 +160,7 @@ def eval_results(evaluation: dict, dataset_name: str) -> list[EvalResult]:
 
 
 def render_card(config: dict, evaluation: dict, training: dict | None, *, model_name: str, repo_id: str | None,
-                dtype: str, data_description: str | None, license: str, license_name: str,
+                dtype: str, data_description: str | None, license: str, license_name: str, notes: str | None = None,
                 dataset_name: str | None = None, template: Path = TEMPLATE) -> ModelCard:
     """README.md: front matter (library, task, licence, model-index) + the template filled from the files."""
     dataset = evaluation.get("dataset", "unknown")
@@ -182,6 +183,7 @@ def render_card(config: dict, evaluation: dict, training: dict | None, *, model_
         dtype=dtype,
         preprocessing=config["pretrained_cfg"],
         data_description=(data_description or "").strip() or None,
+        notes=(notes or "").strip() or None,
         training_args=(training or {}).get("args"),
         split_text=split_text(training["args"]) if training else None,
         count_rows=count_rows(training["data"]) if training and training.get("data") else None,
@@ -227,6 +229,7 @@ def with_calibration(config: dict, evaluation: dict) -> dict:
 
 
 def build_folder(model: Path, metrics: Path, output: Path, *, fp16: bool = False, data_description: Path | None = None,
+                 notes: Path | None = None,
                  model_name: str | None = None, dataset_name: str | None = None, repo_id: str | None = None,
                  license: str = "other",
                  license_name: str = "research-only-non-commercial", template: Path = TEMPLATE) -> Path:
@@ -240,6 +243,7 @@ def build_folder(model: Path, metrics: Path, output: Path, *, fp16: bool = False
         raise DetectorError(f"{metrics} not found: run training.evaluate first; the card quotes its numbers.")
     training = read_json(model / "training.json")
     description = Path(data_description).read_text() if data_description else None
+    notes_text = Path(notes).read_text() if notes else None
 
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}-staging-"))
@@ -248,6 +252,7 @@ def build_folder(model: Path, metrics: Path, output: Path, *, fp16: bool = False
         dtype = write_weights(model / WEIGHTS_FILE, staging / WEIGHTS_FILE, fp16)
         card = render_card(config, evaluation, training, model_name=model_name or output.name, repo_id=repo_id,
                            dtype=dtype, data_description=description, license=license, license_name=license_name,
+                           notes=notes_text,
                            dataset_name=dataset_name, template=Path(template))
         card.save(staging / "README.md")
         load_model(staging)  # what we publish must load in the detector as it is
@@ -288,6 +293,7 @@ def main(argv=None) -> Path:
     folder = build_folder(
         Path(args.model), Path(args.metrics), Path(args.output_dir), fp16=args.fp16,
         data_description=Path(args.data_description) if args.data_description else None,
+        notes=Path(args.notes) if args.notes else None,
         model_name=args.model_name, dataset_name=args.dataset_name, repo_id=args.repo_id or args.push,
         license=args.license, license_name=args.license_name,
         template=Path(args.template),
