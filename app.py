@@ -169,26 +169,31 @@ def views_html(analysis: Analysis) -> str:
     return f'<div class="views" style="display:flex;gap:12px;flex-wrap:wrap">{cells}</div>'
 
 
-def reading(analysis: Analysis) -> str:
-    """A short plain-language reading of the score."""
+def reading(analysis: Analysis, detector: Detector) -> str:
+    """A short plain-language reading of the verdict, the score and the rule behind it."""
     p_fake = analysis.p_fake
-    if p_fake >= 0.9:
-        verdict = "**Very likely generated or manipulated.**"
-    elif p_fake >= 0.7:
-        verdict = "**Likely generated or manipulated.**"
-    elif p_fake > 0.3:
-        verdict = "**Uncertain**: the model cannot tell with confidence."
-    elif p_fake > 0.1:
-        verdict = "**Likely a real photo.**"
+    sure = "very likely" if p_fake >= 0.9 or p_fake <= 0.1 else "likely"
+    if analysis.label == "fake":
+        verdict = f"**Flagged: {sure} generated or manipulated.**"
     else:
-        verdict = "**Very likely a real photo.**"
+        verdict = f"**Not flagged: {sure} a real photo.**"
+    if 0.3 < p_fake < 0.7:
+        verdict += " The model is unsure: its score is close to the middle."
     return (
         f"{verdict} The model gives a {p_fake:.0%} probability that this face is fake "
-        f"and {1 - p_fake:.0%} that it is real.\n\n"
+        f"and {1 - p_fake:.0%} that it is real. {decision_rule(detector)}\n\n"
         f"{faces_line(analysis)}"
         f"Red areas in the activation map are where the evidence for *{analysis.explained}* came from.\n\n"
         f"_Limits:_ {LIMITS}"
     )
+
+
+def decision_rule(detector: Detector) -> str:
+    """What the threshold means, in photos a person can picture."""
+    if detector.threshold is None:
+        return "It flags an image when p(fake) is above 50% (this model has no calibrated threshold)."
+    return (f"It flags an image when p(fake) ≥ {detector.threshold:.0%}: at that threshold it flags about "
+            f"{detector.target_fpr * 100:.0f} of 100 real photos (measured on held-out photos like its training data).")
 
 
 def faces_line(analysis: Analysis) -> str:
@@ -231,7 +236,7 @@ def analyze_for_page(detector: Detector, path: str | None, whole_image: bool = F
         analysis, _ = analyze_file(detector, path, whole_image)
     except DetectorError as err:
         return None, "", f"⚠️ **This file could not be analysed.** {err}"
-    return analysis.probabilities, views_html(analysis), reading(analysis)
+    return analysis.probabilities, views_html(analysis), reading(analysis, detector)
 
 
 def analyze_for_api(detector: Detector, path: str | None, whole_image: bool = False) -> dict:
@@ -261,7 +266,7 @@ def analyze_many(detector: Detector, paths: list[str] | None, whole_image: bool 
 def analyze_for_page_example(detector: Detector, index: int, whole_image: bool = False):
     """Examples are repository files: read them directly (they are not uploads, so never deleted)."""
     analysis = detector.analyze(EXAMPLES[index], faces=not whole_image)
-    return analysis.probabilities, views_html(analysis), reading(analysis)
+    return analysis.probabilities, views_html(analysis), reading(analysis, detector)
 
 
 def batch_for_api(detector: Detector, paths: list[str] | None, whole_image: bool = False) -> list[dict]:
