@@ -21,7 +21,6 @@ from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-import numpy as np
 import torch
 from PIL import Image
 

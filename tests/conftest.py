@@ -1,6 +1,7 @@
 """Shared fixtures: a real timm model folder (random weights, small input), real face images."""
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -28,6 +29,19 @@ def write_model_folder(folder: Path, img_size: int = TEST_IMG_SIZE, seed: int = 
                 data_config={"input_size": (3, img_size, img_size)})
     (folder / "README.md").write_text("---\nlibrary_name: timm\n---\n# Test model\n")
     return folder
+
+
+@contextlib.contextmanager
+def serve(detector):
+    """The real app, launched on localhost as `python app.py` launches it; yields its URL."""
+    import app as app_module
+
+    demo = app_module.build_demo(detector)
+    _, url, _ = app_module.launch(demo, prevent_thread_lock=True, quiet=True)
+    try:
+        yield url
+    finally:
+        demo.close()
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,6 @@
 """The real Gradio app on localhost, called through gradio_client like any remote user."""
 from __future__ import annotations
 
-import io
 import json
 import os
 from pathlib import Path
@@ -15,14 +14,13 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 
 import app as app_module
+from conftest import serve
 
 
 @pytest.fixture(scope="module")
 def running_app(detector):
-    demo = app_module.build_demo(detector)
-    _, url, _ = app_module.launch(demo, prevent_thread_lock=True, quiet=True)
-    yield url
-    demo.close()
+    with serve(detector) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

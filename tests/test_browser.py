@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-import app as app_module
+from conftest import serve
 
 pytestmark = pytest.mark.browser
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -16,10 +16,8 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 
 @pytest.fixture(scope="module")
 def page_url(detector):
-    demo = app_module.build_demo(detector)
-    _, url, _ = app_module.launch(demo, prevent_thread_lock=True, quiet=True)
-    yield url
-    demo.close()
+    with serve(detector) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

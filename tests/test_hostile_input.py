@@ -25,7 +25,6 @@ import secrets
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -41,7 +40,7 @@ from gradio_client.exceptions import AppError
 from gradio_client.utils import QueueError
 
 import app as app_module
-from conftest import ROOT
+from conftest import serve, ROOT
 from corpus import ENTRIES, Entry, noise, encode
 from detector import DetectorError
 from detector.cli import EXTENSIONS
@@ -78,10 +77,8 @@ def app_temp(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def served(app_temp, detector):
-    demo = app_module.build_demo(detector)
-    _, url, _ = app_module.launch(demo, prevent_thread_lock=True, quiet=True)
-    yield url
-    demo.close()
+    with serve(detector) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

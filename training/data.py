@@ -6,6 +6,7 @@ or a CSV file whose image column holds paths relative to the CSV. Every example 
 """
 from __future__ import annotations
 
+import argparse
 import io
 import random
 from dataclasses import dataclass
@@ -39,6 +40,27 @@ class DataSpec:
     source_column: str | None = None  # kept for per-source metrics, and used to stratify the split
     val_fraction: float = 0.2
     seed: int = 42
+
+
+def add_data_arguments(parser: argparse.ArgumentParser, title: str = "data") -> argparse._ArgumentGroup:
+    """The dataset options training and evaluation share (same values → same split)."""
+    data = parser.add_argument_group(title)
+    data.add_argument("--dataset", required=True, help="Hub dataset id, image folder, or CSV of image paths")
+    data.add_argument("--image-column", default="image")
+    data.add_argument("--label-column", default="label")
+    data.add_argument("--label-map", help="dataset label → real/fake, e.g. 'Real=real,Fake=fake' or '0=real,1=fake'")
+    data.add_argument("--group-column", help="split by this column (e.g. original video) so no group is on both sides")
+    data.add_argument("--source-column", help="report metrics per source, and stratify the split by it")
+    data.add_argument("--val-fraction", type=float, default=0.2)
+    return data
+
+
+def spec_from_args(args: argparse.Namespace) -> DataSpec:
+    return DataSpec(
+        source=args.dataset, image_column=args.image_column, label_column=args.label_column,
+        label_map=parse_label_map(args.label_map), group_column=args.group_column,
+        source_column=args.source_column, val_fraction=args.val_fraction, seed=args.seed,
+    )
 
 
 def parse_label_map(text: str | None) -> dict[str, str] | None:

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from detector import Detector
 from detector.model import LABEL_NAMES
 
-from .data import DataError, DataSpec, load_raw, load_splits, open_rgb, parse_label_map, with_targets
+from .data import DataError, DataSpec, add_data_arguments, load_raw, load_splits, open_rgb, spec_from_args, with_targets
 from .metrics import (apply_temperature, binary_metrics, expected_calibration_error, fit_temperature, plot_confusion,
                       plot_reliability, plot_robustness, plot_roc, threshold_for_fpr)
 from .robustness import PERTURBATIONS
@@ -40,14 +40,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="model folder (e.g. runs/x/best) or Hub id (hf-hub:owner/name)")
     parser.add_argument("--output-dir", required=True)
-    data = parser.add_argument_group("data (use the training run's values to get its validation split back)")
-    data.add_argument("--dataset", required=True, help="Hub dataset id, image folder, or CSV of image paths")
-    data.add_argument("--image-column", default="image")
-    data.add_argument("--label-column", default="label")
-    data.add_argument("--label-map", help="dataset label → real/fake, e.g. 'Real=real,Fake=fake'")
-    data.add_argument("--group-column", help="the split keeps each group on one side (as in training)")
-    data.add_argument("--source-column", help="report metrics per source (also stratifies the split, as in training)")
-    data.add_argument("--val-fraction", type=float, default=0.2)
+    data = add_data_arguments(parser, "data (use the training run's values to get its validation split back)")
     data.add_argument("--seed", type=int, default=42)
     data.add_argument("--split", choices=["validation", "all"], default="validation",
                       help="validation: the training hold-out split; all: every row of every split")
@@ -196,11 +189,7 @@ def write_report(result: dict, output: Path, context: dict) -> dict:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    spec = DataSpec(
-        source=args.dataset, image_column=args.image_column, label_column=args.label_column,
-        label_map=parse_label_map(args.label_map), group_column=args.group_column,
-        source_column=args.source_column, val_fraction=args.val_fraction, seed=args.seed,
-    )
+    spec = spec_from_args(args)
     dataset = load_eval_set(spec, args.split)
     detector = Detector.from_pretrained(args.model, device=args.device, batch_size=args.batch_size)
     print(f"{detector.name}: scoring {len(dataset)} images ({args.split})")

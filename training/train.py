@@ -38,8 +38,8 @@ from tqdm.auto import tqdm
 from detector.model import LABEL_NAMES, create_model
 from detector.preprocess import data_config
 
-from .data import (DataSpec, attach_transform, collate, describe, eval_transform, load_splits, parse_label_map,
-                   train_transform)
+from .data import (add_data_arguments, attach_transform, collate, describe, eval_transform, load_splits,
+                   spec_from_args, train_transform)
 from .metrics import binary_metrics, plot_training_curves
 
 FAKE = LABEL_NAMES.index("fake")
@@ -47,14 +47,7 @@ FAKE = LABEL_NAMES.index("fake")
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    data = parser.add_argument_group("data")
-    data.add_argument("--dataset", required=True, help="Hub dataset id, image folder, or CSV of image paths")
-    data.add_argument("--image-column", default="image")
-    data.add_argument("--label-column", default="label")
-    data.add_argument("--label-map", help="dataset label → real/fake, e.g. 'Real=real,Fake=fake' or '0=real,1=fake'")
-    data.add_argument("--group-column", help="split by this column (e.g. original video) so no group is on both sides")
-    data.add_argument("--source-column", help="kept for per-source metrics and used to stratify the split")
-    data.add_argument("--val-fraction", type=float, default=0.2)
+    data = add_data_arguments(parser)
     data.add_argument("--skip-image-check", action="store_true", help="do not open every image before training")
     model = parser.add_argument_group("model")
     model.add_argument("--pretrained", action="store_true", help="start from timm's ImageNet weights (needs the Hub)")
@@ -163,11 +156,7 @@ def main(argv=None) -> dict:
     if not args.resume and (output / "metrics.jsonl").exists():
         raise SystemExit(f"{output} already holds a run: pass --resume to continue it, or another --output-dir")
 
-    spec = DataSpec(
-        source=args.dataset, image_column=args.image_column, label_column=args.label_column,
-        label_map=parse_label_map(args.label_map), group_column=args.group_column,
-        source_column=args.source_column, val_fraction=args.val_fraction, seed=args.seed,
-    )
+    spec = spec_from_args(args)
     with accelerator.main_process_first():
         train_set, val_set = load_splits(spec, check=not args.skip_image_check)
     accelerator.print(f"train: {len(train_set)} images, validation: {len(val_set)} images")
