@@ -25,6 +25,7 @@ import torch
 from PIL import Image
 
 from detector import Detector, explain, load_image
+from detector.model import load_model
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "examples").glob("*.jpg"))
@@ -50,17 +51,20 @@ def test_jpeg(side: int = 1024) -> bytes:
 
 
 def bench_forward(detector: Detector, jpeg: bytes, repeats: int) -> dict:
-    image = load_image(jpeg)
-    pixels = detector.preprocess(image)[None].to(detector.device)
+    """The reference (a plain fp32 forward of a fresh copy of the model, pixels ready) vs our analyze paths."""
+    plain = load_model(detector.loaded.folder).model.to(detector.device).eval()
+    pixels = detector.preprocess(load_image(jpeg))[None].to(detector.device)
 
     def forward():
         with torch.inference_mode():
-            detector.model(pixels).softmax(-1)
+            plain(pixels).softmax(-1)
 
-    def analyze():
-        detector.analyze(jpeg).render()
-
-    return {"forward_ms": median_ms(forward, repeats), "analyze_ms": median_ms(analyze, repeats)}
+    return {
+        "forward_ms": median_ms(forward, repeats),
+        # bytes → validated image → probabilities + CAM → the three rendered pictures
+        "analyze_ms": median_ms(lambda: detector.analyze(jpeg).render(), repeats),
+        "analyze_faces_ms": median_ms(lambda: detector.analyze(jpeg, faces=True).render(), repeats),
+    }
 
 
 def bench_textbook_gradcam(detector: Detector, jpeg: bytes, repeats: int) -> float:
@@ -81,7 +85,8 @@ def bench_textbook_gradcam(detector: Detector, jpeg: bytes, repeats: int) -> flo
     return median_ms(textbook, repeats)
 
 
-def bench_api(detector: Detector, jpeg: bytes, repeats: int) -> float:
+def bench_api(detector: Detector, jpeg: bytes, repeats: int) -> dict:
+    """End to end through gradio_client against the app on localhost: whole image, and with face search."""
     import app as app_module
     from gradio_client import Client, handle_file
 
@@ -91,26 +96,70 @@ def bench_api(detector: Detector, jpeg: bytes, repeats: int) -> float:
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "face.jpg"
         path.write_bytes(jpeg)
-        result = median_ms(lambda: client.predict(handle_file(str(path)), api_name="/analyze"), repeats)
+        result = {
+            "api_client_ms": median_ms(lambda: client.predict(handle_file(str(path)), True, api_name="/analyze"), repeats),
+            "api_client_faces_ms": median_ms(lambda: client.predict(handle_file(str(path)), api_name="/analyze"), repeats),
+        }
     demo.close()
     return result
 
 
 def bench_cli(model: str, count: int) -> dict:
-    """Images/s of `python -m detector` over a folder vs one process per image."""
+    """Images/s of `python -m detector` over a folder: batches of 16 vs one image per forward (same process)."""
     with tempfile.TemporaryDirectory() as folder:
         for i in range(count):
             Path(folder, f"{i:03d}.jpg").write_bytes(EXAMPLES[i % len(EXAMPLES)].read_bytes())
-        command = [sys.executable, "-m", "detector", "--model", model, "--json"]
-        start = time.perf_counter()
-        subprocess.run([*command, folder], check=True, capture_output=True)
-        batched = count / (time.perf_counter() - start)
-        singles = sorted(Path(folder).iterdir())[: max(4, count // 8)]
-        start = time.perf_counter()
-        for path in singles:
-            subprocess.run([*command, str(path)], check=True, capture_output=True)
-        one_at_a_time = len(singles) / (time.perf_counter() - start)
-    return {"cli_batch_images_per_s": batched, "cli_single_images_per_s": one_at_a_time}
+        rates = {}
+        for name, batch in (("cli_batch_images_per_s", "16"), ("cli_single_images_per_s", "1")):
+            start = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "detector", folder, "--model", model, "--json", "--batch-size", batch],
+                           check=True, capture_output=True)
+            rates[name] = count / (time.perf_counter() - start)
+    return rates
+
+
+def bench_app_memory(model: str, requests: int) -> dict:
+    """RSS of `python app.py` (its own process) after half and all of `requests` analyses."""
+    import psutil
+    from gradio_client import Client, handle_file
+
+    port = 7900 + os.getpid() % 50
+    server = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--model", model, "--port", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        client = None
+        for _ in range(240):  # start-up: imports, model, warm-up
+            try:
+                client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+                break
+            except Exception:
+                time.sleep(0.5)
+        process, rss = psutil.Process(server.pid), {}
+        for i in range(1, requests + 1):
+            client.predict(handle_file(str(EXAMPLES[i % len(EXAMPLES)])), api_name="/analyze")
+            if i in (requests // 2, requests):
+                rss[i] = process.memory_info().rss / 2**20
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    return {f"app_rss_mb_after_{requests // 2}": rss[requests // 2], f"app_rss_mb_after_{requests}": rss[requests]}
+
+
+def bench_training(steps: int, img_size: int) -> float:
+    """Images/s of the training loop (training.train, the bundled recipe's settings) for a few steps on CPU."""
+    from training import train
+
+    with tempfile.TemporaryDirectory() as folder:
+        for label in ("real", "fake"):
+            Path(folder, "data", label).mkdir(parents=True)
+            for i in range(32):
+                Path(folder, "data", label, f"{i}.jpg").write_bytes(EXAMPLES[i % len(EXAMPLES)].read_bytes())
+        train.main(["--dataset", str(Path(folder, "data")), "--output-dir", str(Path(folder, "run")),
+                    "--img-size", str(img_size), "--optimizer", "adamw", "--lr", "1.5e-3", "--scheduler", "cosine",
+                    "--epochs", "1", "--batch-size", "16", "--max-steps-per-epoch", str(steps), "--workers", "1",
+                    "--aug-strength", "0.7", "--val-fraction", "0.25"])
+        log = json.loads(Path(folder, "run", "metrics.jsonl").read_text().splitlines()[-1])
+    return log["train_images_per_s"]
 
 
 def main(argv=None) -> dict:
@@ -125,8 +174,10 @@ def main(argv=None) -> dict:
                "input_size": list(detector.preprocess.config["input_size"]), "image": "1024x1024 JPEG"}
     results.update(bench_forward(detector, jpeg, repeats))
     results["textbook_gradcam_ms"] = bench_textbook_gradcam(detector, jpeg, repeats)
-    results["api_client_ms"] = bench_api(detector, jpeg, repeats)
+    results.update(bench_api(detector, jpeg, repeats))
     results.update(bench_cli(str(detector.loaded.folder), 16 if args.quick else 64))
+    results.update(bench_app_memory(str(detector.loaded.folder), 20 if args.quick else 100))
+    results["train_images_per_s"] = bench_training(3 if args.quick else 8, detector.preprocess.config["input_size"][-1])
     results["analyze_over_forward"] = results["analyze_ms"] / results["forward_ms"]
     results["textbook_over_analyze"] = results["textbook_gradcam_ms"] / results["analyze_ms"]
     results["api_minus_forward_ms"] = results["api_client_ms"] - results["forward_ms"]

@@ -26,6 +26,7 @@ import json
 import math
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -195,7 +196,7 @@ def main(argv=None) -> dict:
     stale = 0
     for epoch in range(state["epoch"] + 1, args.epochs + 1):
         model.train()
-        total, count = 0.0, 0
+        total, count, started = 0.0, 0, time.perf_counter()
         bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch}/{args.epochs}", disable=not accelerator.is_local_main_process)
         for step, batch in enumerate(train_loader):
             if step >= steps_per_epoch:
@@ -213,12 +214,13 @@ def main(argv=None) -> dict:
             bar.update()
             bar.set_postfix(loss=f"{total / count:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
         bar.close()
+        images_per_s = count * args.batch_size * accelerator.num_processes / (time.perf_counter() - started)
 
         val_loss, is_fake, p_fake = evaluate(model, val_loader, accelerator)
         if args.scheduler == "plateau":
             scheduler.step(val_loss)
         metrics = binary_metrics(is_fake, p_fake)
-        row = {"epoch": epoch, "train_loss": total / max(1, count), "val_loss": val_loss,
+        row = {"epoch": epoch, "train_loss": total / max(1, count), "val_loss": val_loss, "train_images_per_s": images_per_s,
                "lr": optimizer.param_groups[0]["lr"], **{f"val_{k}": v for k, v in metrics.items()}}
         accelerator.print(f"epoch {epoch}: train loss {row['train_loss']:.4f}, val loss {val_loss:.4f}, "
                           f"AUC {metrics['roc_auc']:.4f}, accuracy {metrics['accuracy']:.4f}")
