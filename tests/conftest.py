@@ -53,7 +53,7 @@ def model_dir(tmp_path_factory) -> Path:
 def detector(model_dir):
     from detector import Detector
 
-    return Detector.from_pretrained(model_dir)
+    return Detector.from_pretrained(model_dir, precision="fp32")  # exact math; bf16 is checked against it
 
 
 @pytest.fixture(scope="session")

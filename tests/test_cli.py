@@ -38,7 +38,8 @@ def run(args: list[str], cwd, **env) -> subprocess.CompletedProcess:
     environment = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONPATH": str(ROOT)}
     environment.pop("DETECTOR_MODEL", None)
     environment.update(env)
-    return subprocess.run([sys.executable, "-m", "detector", *args], cwd=cwd, env=environment, capture_output=True,
+    # fp32: results are compared with the library's to 1e-5 (bf16 is checked against fp32 in test_detector.py)
+    return subprocess.run([sys.executable, "-m", "detector", *args, "--precision", "fp32"], cwd=cwd, env=environment, capture_output=True,
                           text=True, timeout=300)
 
 

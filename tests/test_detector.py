@@ -6,10 +6,12 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from detector import Detector, DetectorError, load_image
 from detector.explain import normalise, predict_with_cam
+from conftest import SHARED_DATA
 
 
 def test_analyze_gives_probabilities_and_a_label(detector, face_paths):
@@ -54,7 +56,7 @@ def test_every_kind_of_input_gives_the_same_answer(detector, face_paths):
 
 @pytest.mark.parametrize("batch_size", [16, 3])
 def test_analyze_batch_equals_analyze_one_by_one(detector, face_paths, batch_size):
-    batched = Detector(detector.loaded, device="cpu", batch_size=batch_size).analyze_batch(face_paths)
+    batched = Detector(detector.loaded, device="cpu", batch_size=batch_size, precision="fp32").analyze_batch(face_paths)
     assert len(batched) == len(face_paths)
     for path, analysis in zip(face_paths, batched):
         single = detector.analyze(path)
@@ -116,15 +118,26 @@ def test_calibration_in_config_sets_probabilities_and_verdict(tmp_path, detector
 
     folder = write_model_folder(tmp_path / "model")
     config = json.loads((folder / "config.json").read_text())
-    plain = Detector.from_pretrained(folder)
+    plain = Detector.from_pretrained(folder, precision="fp32")
     raw = [plain.analyze(path).p_fake for path in face_paths]
     threshold = float(np.median(raw))  # splits the examples, so both verdicts occur
     config["calibration"] = {"temperature": 2.0, "threshold": threshold, "target_fpr": 0.05}
     (folder / "config.json").write_text(json.dumps(config))
-    calibrated = Detector.from_pretrained(folder)
+    calibrated = Detector.from_pretrained(folder, precision="fp32")
     for path, p in zip(face_paths, raw):
         analysis = calibrated.analyze(path)
         logit = np.log(p / (1 - p))
         assert analysis.p_fake == pytest.approx(1 / (1 + np.exp(-logit / 2.0)), abs=1e-5)
         assert analysis.label == ("fake" if analysis.p_fake >= threshold else "real")
         assert analysis.explained == analysis.label
+
+
+def test_bf16_probabilities_stay_within_001_of_fp32_on_the_bundled_model(face_paths):
+    """The fast path (bf16 autocast where the CPU has it) must not change what users are told."""
+    from detector.model import BUNDLED_MODEL
+
+    fast, exact = (Detector.from_pretrained(BUNDLED_MODEL, precision=p) for p in ("bf16", "fp32"))
+    assert fast.autocast == torch.bfloat16 and exact.autocast is None
+    images = [*face_paths, *sorted((SHARED_DATA / "dfdc_faces" / "fake").glob("*.jpg"))[:12]]
+    for fast_result, exact_result in zip(fast.analyze_batch(images), exact.analyze_batch(images)):
+        assert abs(fast_result.p_fake - exact_result.p_fake) < 0.01

@@ -144,7 +144,7 @@ def test_no_face_means_the_whole_image_and_a_plain_note(detector):
 
 def test_face_batches_equal_one_by_one(detector, face_paths, four):
     images = [four[0], face_paths[0], background((300, 300)), face_paths[3]]
-    small_batches = Detector(detector.loaded, device="cpu", batch_size=3)
+    small_batches = Detector(detector.loaded, device="cpu", batch_size=3, precision="fp32")
     for batched, image in zip(small_batches.analyze_batch(images, faces=True), images):
         single = detector.analyze(image, faces=True)
         assert [f.box for f in batched.faces] == [f.box for f in single.faces]

@@ -155,8 +155,8 @@ def test_cli_over_the_whole_corpus(corpus_dir, model_dir, detector):
     """One run over the folder (plus the files a folder scan skips: .pdf, .svg, .tif): every file gets a row."""
     not_scanned = [f"corpus/{e.file_name}" for e in ENTRIES if Path(e.file_name).suffix.lower() not in EXTENSIONS]
     environment = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONPATH": str(ROOT)}
-    result = subprocess.run([sys.executable, "-m", "detector", "corpus", *not_scanned, "--model", str(model_dir), "--json"],
-                            cwd=corpus_dir.parent, env=environment, capture_output=True, text=True, timeout=300)
+    result = subprocess.run([sys.executable, "-m", "detector", "corpus", *not_scanned, "--model", str(model_dir), "--json",
+                             "--precision", "fp32"], cwd=corpus_dir.parent, env=environment, capture_output=True, text=True, timeout=300)
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr
     rows = {Path(row["file"]).name: row for row in json.loads(result.stdout)}

@@ -167,7 +167,7 @@ def test_bad_videos_get_a_clear_message(detector, clip, face_paths, tmp_path):
 def test_a_calibrated_threshold_decides_the_video_too(detector, clip, analysed):
     from detector import Detector
 
-    calibrated = Detector(detector.loaded, device="cpu")
+    calibrated = Detector(detector.loaded, device="cpu", precision="fp32")
     calibrated.threshold = analysed.p_fake - 1e-6  # just below this video's score: fake
     video = analyze_video(calibrated, clip, frames=6)
     assert video.p_fake == pytest.approx(analysed.p_fake) and video.label == "fake"

@@ -36,6 +36,7 @@ from accelerate.utils import set_seed
 from timm.models import save_for_hf
 from tqdm.auto import tqdm
 
+from detector.detector import native_bf16
 from detector.model import LABEL_NAMES, create_model
 from detector.preprocess import data_config
 
@@ -74,12 +75,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     run.add_argument("--max-steps-per-epoch", type=int, default=0, help="cut epochs short (smoke tests)")
     run.add_argument("--seed", type=int, default=42)
     return parser.parse_args(argv)
-
-
-def native_bf16() -> bool:
-    if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
-    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def make_optimizer(args, params):
@@ -147,7 +142,7 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     precision = args.mixed_precision
     if precision == "auto":
-        precision = "bf16" if native_bf16() else "no"
+        precision = "bf16" if native_bf16(torch.device("cuda" if torch.cuda.is_available() else "cpu")) else "no"
     accelerator = Accelerator(mixed_precision=precision)
     set_seed(args.seed)
     output = Path(args.output_dir)
