@@ -133,11 +133,12 @@ def test_calibration_in_config_sets_probabilities_and_verdict(tmp_path, detector
 
 
 def test_bf16_probabilities_stay_within_001_of_fp32_on_the_bundled_model(face_paths):
-    """The fast path (bf16 autocast where the CPU has it) must not change what users are told."""
+    """The fast path (bf16 weights where the CPU has bf16) must not change what users are told."""
     from detector.model import BUNDLED_MODEL
 
     fast, exact = (Detector.from_pretrained(BUNDLED_MODEL, precision=p) for p in ("bf16", "fp32"))
-    assert fast.autocast == torch.bfloat16 and exact.autocast is None
+    assert next(fast.model.parameters()).dtype == torch.bfloat16 and fast.model.get_classifier().weight.dtype == torch.float32
+    assert next(exact.model.parameters()).dtype == torch.float32
     images = [*face_paths, *sorted((SHARED_DATA / "dfdc_faces" / "fake").glob("*.jpg"))[:12]]
     for fast_result, exact_result in zip(fast.analyze_batch(images), exact.analyze_batch(images)):
         assert abs(fast_result.p_fake - exact_result.p_fake) < 0.01
