@@ -34,28 +34,28 @@ SNIFFED = (  # other files people upload by mistake, named so the message is spe
 ImageSource = Union[str, os.PathLike, bytes, BinaryIO, Image.Image, np.ndarray]
 
 
-def _read_bytes(source) -> bytes:
+def read_limited(source, limit: int = MAX_BYTES, what: str = "file") -> bytes:
+    """The bytes of a path, bytes or file object, refusing empty input and anything over `limit` bytes."""
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if not path.is_file():
             raise DetectorError(f"No such file: {path.name}")
-        size = path.stat().st_size
-        _check_byte_size(size)
+        _check_byte_size(path.stat().st_size, limit, what)
         return path.read_bytes()
-    data = source if isinstance(source, bytes) else source.read(MAX_BYTES + 1)  # never more than the limit + 1
-    if not isinstance(source, bytes) and len(data) > MAX_BYTES:
-        raise DetectorError(f"The file is over {MAX_BYTES // 1024 // 1024} MB; the limit is {MAX_BYTES // 1024 // 1024} MB.")
-    _check_byte_size(len(data))
+    data = source if isinstance(source, bytes) else source.read(limit + 1)  # never more than the limit + 1
+    if not isinstance(source, bytes) and len(data) > limit:  # a stream's full size is unknown
+        raise DetectorError(f"The {what} is over {limit // 1024 // 1024} MB; the limit is {limit // 1024 // 1024} MB.")
+    _check_byte_size(len(data), limit, what)
     return data
 
 
-def _check_byte_size(size: int) -> None:
+def _check_byte_size(size: int, limit: int, what: str) -> None:
     if size == 0:
         raise DetectorError("The file is empty (0 bytes).")
-    if size > MAX_BYTES:
+    if size > limit:
         # rounded up, so a file just over the limit never reads "10.0 MB; the limit is 10 MB"
         megabytes = math.ceil(size * 10 / 1024 / 1024) / 10
-        raise DetectorError(f"The file is {megabytes:.1f} MB; the limit is {MAX_BYTES // 1024 // 1024} MB.")
+        raise DetectorError(f"The {what} is {megabytes:.1f} MB; the limit is {limit // 1024 // 1024} MB.")
 
 
 def _not_an_image(data: bytes) -> DetectorError:
@@ -90,7 +90,7 @@ def load_image(source: ImageSource) -> Image.Image:
     if isinstance(source, Image.Image):  # e.g. Image.open(path): still stored as the camera wrote it
         _check_dimensions(source.width, source.height)
         return _to_rgb(_upright(source))
-    data = _read_bytes(source)
+    data = read_limited(source)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

@@ -28,7 +28,6 @@ import io
 import math
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import BinaryIO, Callable, Union
 
 import cv2
@@ -37,6 +36,7 @@ from PIL import Image
 
 from .detector import Analysis, Detector
 from .errors import DetectorError
+from .images import read_limited
 
 MAX_VIDEO_BYTES = 100 * 1024 * 1024
 MAX_DURATION_S = 10 * 60
@@ -153,26 +153,6 @@ def aggregate(scores: list[float]) -> float:
 # --- reading --------------------------------------------------------------------------------------
 
 
-def _read_bytes(source: VideoSource) -> bytes:
-    if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        if not path.is_file():
-            raise DetectorError(f"No such file: {path.name}")
-        _check_size(path.stat().st_size)
-        return path.read_bytes()
-    data = source if isinstance(source, bytes) else source.read(MAX_VIDEO_BYTES + 1)
-    _check_size(len(data))
-    return data
-
-
-def _check_size(size: int) -> None:
-    if size == 0:
-        raise DetectorError("The file is empty (0 bytes).")
-    if size > MAX_VIDEO_BYTES:
-        raise DetectorError(f"The video is {math.ceil(size * 10 / 1024 / 1024) / 10:.1f} MB; "
-                            f"the limit is {MAX_VIDEO_BYTES // 1024 // 1024} MB.")
-
-
 def _check_container(data: bytes) -> None:
     """MP4/MOV (an ISO media 'ftyp', 'moov', 'mdat', 'wide' or 'free' box first) or WebM/Matroska (EBML)."""
     head = data[:64]
@@ -250,7 +230,7 @@ def analyze_video(detector: Detector, source: VideoSource, frames: int | None = 
                   every_seconds: float | None = None, faces: bool = True, keep: int = 4,
                   progress: Progress | None = None) -> VideoAnalysis:
     """Sample, analyse (faces per frame, in batches), aggregate. `keep` most suspicious frames keep their full analysis."""
-    data = _read_bytes(source)
+    data = read_limited(source, MAX_VIDEO_BYTES, "video")
     _check_container(data)
     reader = _Reader(data)
     try:
