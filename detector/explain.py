@@ -72,7 +72,8 @@ def heatmap(cam: np.ndarray) -> Image.Image:
 
 def overlay(image: Image.Image, heat: Image.Image, alpha: float = 0.45) -> Image.Image:
     """The heat map blended over the original image, at the original resolution."""
-    return Image.blend(image.convert("RGB"), heat.resize(image.size), alpha)
+    rgb = image if image.mode == "RGB" else image.convert("RGB")
+    return Image.blend(rgb, heat if heat.size == image.size else heat.resize(image.size), alpha)
 
 
 def combined_activation_map(cams: list[tuple[np.ndarray, tuple[float, float, float, float]]], size: tuple[int, int]) -> np.ndarray:

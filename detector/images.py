@@ -20,6 +20,7 @@ from .errors import DetectorError
 MAX_BYTES = 10 * 1024 * 1024
 MAX_PIXELS = 50_000_000  # a 50 MP photo decodes to 150 MB of RGB; larger is a bomb or not a portrait
 MIN_SIDE = 16
+ORIENTATION = 0x0112  # the EXIF tag
 FORMATS = ("JPEG", "PNG", "WEBP", "GIF")  # Pillow's JPEG opener also reads MPO, the variant many phones write
 FORMAT_NAMES = "JPEG, PNG, WebP or GIF"
 SNIFFED = (  # other files people upload by mistake, named so the message is specific
@@ -78,7 +79,7 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
-    return image.convert("RGB")
+    return image if image.mode == "RGB" else image.convert("RGB")
 
 
 def load_image(source: ImageSource) -> Image.Image:
@@ -112,6 +113,8 @@ def load_image(source: ImageSource) -> Image.Image:
 def _upright(image: Image.Image) -> Image.Image:
     """Apply the EXIF orientation (a no-op once applied: exif_transpose drops the tag)."""
     try:
+        if image.getexif().get(ORIENTATION, 1) == 1:
+            return image  # already upright: no copy of a possibly large picture
         return ImageOps.exif_transpose(image)
     except Exception:  # a broken EXIF block must not lose the picture itself
         return image

@@ -41,6 +41,7 @@ class Preprocessor:
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
         box = crop_box(image.width, image.height, self.config)
-        pixels = image.convert("RGB").resize(self.size, self.resample, box=box, reducing_gap=3.0)
+        rgb = image if image.mode == "RGB" else image.convert("RGB")
+        pixels = rgb.resize(self.size, self.resample, box=box, reducing_gap=3.0)
         tensor = torch.from_numpy(np.asarray(pixels, dtype=np.uint8).copy()).permute(2, 0, 1).float().div_(255)
         return (tensor - self.mean) / self.std
