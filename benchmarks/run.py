@@ -24,6 +24,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import torch
 from PIL import Image
 
+from benchmarks import print_results
 from detector import Detector, explain, load_image
 from detector.model import load_model
 
@@ -186,9 +187,7 @@ def main(argv=None) -> dict:
     out = ROOT / "benchmarks" / "results"
     out.mkdir(parents=True, exist_ok=True)
     (out / "latest.json").write_text(json.dumps(results, indent=2))
-    width = max(map(len, results))
-    for key, value in results.items():
-        print(f"{key:<{width}}  {value:.2f}" if isinstance(value, float) else f"{key:<{width}}  {value}")
+    print_results(results)
     return results
 
 

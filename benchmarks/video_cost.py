@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from benchmarks import print_results
 from detector import Detector
 from detector.faces import find_faces
 from detector.video import DEFAULT_FRAMES, _Reader, analyze_video, sample_indices
@@ -100,9 +101,7 @@ def main(argv=None) -> dict:
         "analyze_video_per_frame_with_faces": per_frame(timings["with_faces"]),
         "analyze_video_per_frame_whole_frames": per_frame(timings["whole_frames"]),
     }
-    width = max(map(len, results))
-    for key, value in results.items():
-        print(f"{key:<{width}}  {value:.1f}" if isinstance(value, float) else f"{key:<{width}}  {value}")
+    print_results(results, digits=1)
     return results
 
 
