@@ -236,6 +236,11 @@ def analyze_for_page(detector: Detector, path: str | None, whole_image: bool = F
         analysis, _ = analyze_file(detector, path, whole_image)
     except DetectorError as err:
         return None, "", f"⚠️ **This file could not be analysed.** {err}"
+    return page_result(analysis, detector)
+
+
+def page_result(analysis: Analysis, detector: Detector):
+    """What the single-image tab shows: the label's probabilities, the three pictures, the reading."""
     return analysis.probabilities, views_html(analysis), reading(analysis, detector)
 
 
@@ -265,8 +270,7 @@ def analyze_many(detector: Detector, paths: list[str] | None, whole_image: bool 
 
 def analyze_for_page_example(detector: Detector, index: int, whole_image: bool = False):
     """Examples are repository files: read them directly (they are not uploads, so never deleted)."""
-    analysis = detector.analyze(EXAMPLES[index], faces=not whole_image)
-    return analysis.probabilities, views_html(analysis), reading(analysis, detector)
+    return page_result(detector.analyze(EXAMPLES[index], faces=not whole_image), detector)
 
 
 def batch_for_api(detector: Detector, paths: list[str] | None, whole_image: bool = False) -> list[dict]:
