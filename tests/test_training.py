@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from conftest import SHARED_DATA, TEST_IMG_SIZE
@@ -86,6 +87,12 @@ def test_train_resume_and_serve(tmp_path, reals, fakes):
 
     loaded = load_model(output / "best")
     assert loaded.label_names == list(LABEL_NAMES)
+    run(data, tmp_path / "more", "--epochs", "1", "--init-from", str(output / "best"), "--lr", "0")
+    started = load_model(tmp_path / "more" / "best").model.state_dict()  # lr 0: the weights it started from
+    fresh = train.create_model(img_size=TEST_IMG_SIZE).state_dict()
+    for name, weights in loaded.model.state_dict().items():
+        if name.endswith("weight"):
+            assert torch.equal(started[name], weights) and not torch.equal(fresh[name], weights), name
     detector = Detector.from_pretrained(output / "best")
     assert tuple(detector.preprocess.config["input_size"]) == (3, TEST_IMG_SIZE, TEST_IMG_SIZE)
     analyses = detector.analyze_batch([data / "real" / "gray.jpg", data / "fake" / "alpha.png", reals[0]])

@@ -40,6 +40,7 @@ class DataSpec:
     source_column: str | None = None  # kept for per-source metrics, and used to stratify the split
     val_fraction: float = 0.2
     seed: int = 42
+    hold_out_source: str | None = None  # leave-one-source-out: kept out of training and validation
 
 
 def add_data_arguments(parser: argparse.ArgumentParser, title: str = "data") -> argparse._ArgumentGroup:
@@ -52,6 +53,8 @@ def add_data_arguments(parser: argparse.ArgumentParser, title: str = "data") -> 
     data.add_argument("--group-column", help="split by this column (e.g. original video) so no group is on both sides")
     data.add_argument("--source-column", help="report metrics per source, and stratify the split by it")
     data.add_argument("--val-fraction", type=float, default=0.2)
+    data.add_argument("--hold-out-source", metavar="SOURCE",
+                      help="leave this source out of training and validation, to test on it afterwards")
     return data
 
 
@@ -60,6 +63,7 @@ def spec_from_args(args: argparse.Namespace) -> DataSpec:
         source=args.dataset, image_column=args.image_column, label_column=args.label_column,
         label_map=parse_label_map(args.label_map), group_column=args.group_column,
         source_column=args.source_column, val_fraction=args.val_fraction, seed=args.seed,
+        hold_out_source=args.hold_out_source,
     )
 
 
@@ -189,18 +193,56 @@ def describe(dataset: datasets.Dataset, source_column: str | None = None) -> dic
 
 
 def load_splits(spec: DataSpec, check: bool = True) -> tuple[datasets.Dataset, datasets.Dataset]:
-    """(train, validation): the dataset's own validation split when it has one, else our split."""
+    """(train, validation): the dataset's own validation split when it has one, else our split;
+    without the held-out source, if any."""
+    train, val = _full_splits(spec, check)
+    if spec.hold_out_source:
+        train, val = (without_source(part, spec) for part in (train, val))
+    return train, val
+
+
+def held_out_set(spec: DataSpec) -> datasets.Dataset:
+    """The test set of a leave-one-source-out run: every image of the held-out source, plus, when that
+    source has one class only (e.g. a generator's fakes), the validation images of the other class."""
+    train, val = _full_splits(spec, check=False)
+    held = datasets.concatenate_datasets([only_source(part, spec) for part in (train, val)])
+    classes = set(held["target"])
+    if len(classes) == 1:
+        others = without_source(val, spec)
+        held = datasets.concatenate_datasets([held, others.filter(lambda target: target not in classes, input_columns="target")])
+    return held
+
+
+def _full_splits(spec: DataSpec, check: bool) -> tuple[datasets.Dataset, datasets.Dataset]:
     raw = load_raw(spec)
     val_name = next((name for name in VALIDATION_SPLITS if name in raw), None)
     train = with_targets(raw["train"], spec)
     if check:
         check_images(train)
+    if spec.hold_out_source:
+        _check_hold_out(train, spec)
     if val_name:
         val = with_targets(raw[val_name], spec)
         if check:
             check_images(val)
         return train, val
     return split(train, spec)
+
+
+def _check_hold_out(dataset: datasets.Dataset, spec: DataSpec) -> None:
+    if not spec.source_column:
+        raise DataError("--hold-out-source needs --source-column (the column that names each image's source)")
+    sources = sorted({str(value) for value in dataset[spec.source_column]})
+    if spec.hold_out_source not in sources:
+        raise DataError(f"--hold-out-source {spec.hold_out_source!r} is not a source of this dataset: {sources}")
+
+
+def only_source(dataset: datasets.Dataset, spec: DataSpec) -> datasets.Dataset:
+    return dataset.filter(lambda source: str(source) == spec.hold_out_source, input_columns=spec.source_column)
+
+
+def without_source(dataset: datasets.Dataset, spec: DataSpec) -> datasets.Dataset:
+    return dataset.filter(lambda source: str(source) != spec.hold_out_source, input_columns=spec.source_column)
 
 
 # --- transforms -------------------------------------------------------------------------------

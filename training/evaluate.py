@@ -28,7 +28,8 @@ from tqdm.auto import tqdm
 from detector import Detector
 from detector.model import LABEL_NAMES
 
-from .data import DataError, DataSpec, add_data_arguments, load_raw, load_splits, open_rgb, spec_from_args, with_targets
+from .data import (DataError, DataSpec, add_data_arguments, held_out_set, load_raw, load_splits, open_rgb, spec_from_args,
+                   with_targets)
 from .metrics import (apply_temperature, binary_metrics, expected_calibration_error, fit_temperature, plot_confusion,
                       plot_reliability, plot_robustness, plot_roc, threshold_for_fpr)
 from .robustness import PERTURBATIONS
@@ -42,8 +43,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--output-dir", required=True)
     data = add_data_arguments(parser, "data (use the training run's values to get its validation split back)")
     data.add_argument("--seed", type=int, default=42)
-    data.add_argument("--split", choices=["validation", "all"], default="validation",
-                      help="validation: the training hold-out split; all: every row of every split")
+    data.add_argument("--split", choices=["validation", "all", "held-out"], default="validation",
+                      help="validation: the training hold-out split; all: every row of every split; held-out: the "
+                           "--hold-out-source's images (with the other class's validation images if it has one class)")
     extra = parser.add_argument_group("calibration and robustness")
     extra.add_argument("--calibrate", action="store_true",
                        help="fit temperature scaling and a decision threshold on these images (use the validation split)")
@@ -56,9 +58,13 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def load_eval_set(spec: DataSpec, split: str) -> datasets.Dataset:
-    """The rows to score: the training hold-out split, or all rows (whatever splits the source has)."""
+    """The rows to score: the training hold-out split, a held-out source, or all rows (whatever splits the source has)."""
     if split == "validation":
         return load_splits(spec, check=False)[1]
+    if split == "held-out":
+        if not spec.hold_out_source:
+            raise DataError("--split held-out needs --hold-out-source")
+        return held_out_set(spec)
     raw = load_raw(spec)
     return with_targets(datasets.concatenate_datasets(list(raw.values())), spec)
 
@@ -92,7 +98,7 @@ def predict(detector: Detector, dataset: datasets.Dataset, progress: bool = True
 
 
 def source_metrics(is_fake: np.ndarray, p_fake: np.ndarray) -> dict:
-    """What one source's rows can tell: AUC needs both classes, FPR needs reals, recall needs fakes."""
+    """What one source's rows can tell: AUC and AP need both classes, FPR needs reals, recall needs fakes."""
     full = binary_metrics(is_fake, p_fake)
     n_fake = int(is_fake.sum())
     n_real = int(len(is_fake) - n_fake)
@@ -102,6 +108,7 @@ def source_metrics(is_fake: np.ndarray, p_fake: np.ndarray) -> dict:
         "n_fake": n_fake,
         "accuracy": full["accuracy"],
         "roc_auc": full["roc_auc"] if n_real and n_fake else None,
+        "average_precision": full["average_precision"] if n_real and n_fake else None,
         "fpr": full["fpr"] if n_real else None,
         "recall": full["recall"] if n_fake else None,
     }

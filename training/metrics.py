@@ -4,11 +4,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from sklearn.metrics import confusion_matrix, roc_auc_score, roc_curve
+from sklearn.metrics import average_precision_score, confusion_matrix, roc_auc_score, roc_curve
 
 
 def binary_metrics(is_fake: np.ndarray, p_fake: np.ndarray, threshold: float = 0.5) -> dict:
-    """Accuracy, precision, recall, F1, ROC-AUC, FPR and the confusion matrix [[TN, FP], [FN, TP]]."""
+    """Accuracy, precision, recall, F1, ROC-AUC, average precision, FPR and the confusion matrix [[TN, FP], [FN, TP]]."""
     is_fake = np.asarray(is_fake).astype(int)
     p_fake = np.asarray(p_fake, dtype=float)
     predicted = (p_fake >= threshold).astype(int)
@@ -23,6 +23,7 @@ def binary_metrics(is_fake: np.ndarray, p_fake: np.ndarray, threshold: float = 0
         "recall": float(recall),
         "f1": float(2 * precision * recall / (precision + recall)) if precision + recall else 0.0,
         "roc_auc": float(roc_auc_score(is_fake, p_fake)) if len(set(is_fake)) == 2 else float("nan"),
+        "average_precision": float(average_precision_score(is_fake, p_fake)) if len(set(is_fake)) == 2 else float("nan"),
         "fpr": float(fp / (fp + tn)) if fp + tn else 0.0,
         "confusion_matrix": [[int(tn), int(fp)], [int(fn), int(tp)]],
     }

@@ -131,7 +131,7 @@ def count_rows(data: dict) -> list[list[str]]:
 def source_rows(per_source: dict) -> list[list[str]]:
     return [
         [f"`{name}`", fmt(m["n"]), fmt(m["n_real"]), fmt(m["n_fake"]), fmt(m["accuracy"]), fmt(m["roc_auc"]),
-         fmt(m["fpr"]), fmt(m["recall"])]
+         fmt(m.get("average_precision")), fmt(m["fpr"]), fmt(m["recall"])]
         for name, m in per_source.items()
     ]
 

@@ -12,6 +12,8 @@
     accelerate launch --num_machines 2 --machine_rank 0 --main_process_ip HOST --num_processes 8 -m training.train ...
     # carry on after an interruption
     python -m training.train ... --output-dir runs/faces --resume
+    # train further from a published detector (fresh optimiser and schedule)
+    python -m training.train ... --init-from hf-hub:owner/name --lr 5e-4 --output-dir runs/more
 
 The defaults are the fine-tuning recipe (ImageNet weights, Adam 1e-4, ReduceLROnPlateau). From
 scratch, use a higher rate with warm-up and cosine decay (see model_card.md for what we used).
@@ -37,7 +39,7 @@ from timm.models import save_for_hf
 from tqdm.auto import tqdm
 
 from detector.detector import native_bf16
-from detector.model import LABEL_NAMES, create_model
+from detector.model import LABEL_NAMES, create_model, load_model
 from detector.preprocess import data_config
 
 from .data import (add_data_arguments, attach_transform, collate, describe, eval_transform, load_splits,
@@ -53,6 +55,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     data.add_argument("--skip-image-check", action="store_true", help="do not open every image before training")
     model = parser.add_argument_group("model")
     model.add_argument("--pretrained", action="store_true", help="start from timm's ImageNet weights (needs the Hub)")
+    model.add_argument("--init-from", metavar="MODEL",
+                       help="start from a detector's weights (folder or Hub id), with a fresh optimiser and schedule")
     model.add_argument("--img-size", type=int, default=224, help="training and serving resolution")
     optim = parser.add_argument_group("optimisation")
     optim.add_argument("--optimizer", choices=["adam", "adamw", "sgd"], default="adam")
@@ -159,6 +163,8 @@ def main(argv=None) -> dict:
     data_counts = {"train": describe(train_set, spec.source_column), "validation": describe(val_set, spec.source_column)}
 
     model = create_model(pretrained=args.pretrained, img_size=args.img_size)
+    if args.init_from and not args.resume:  # on --resume the checkpoint holds newer weights
+        model.load_state_dict(load_model(args.init_from).model.state_dict())
     config = data_config(model)
     train_loader = torch.utils.data.DataLoader(
         attach_transform(train_set, train_transform(config, args.aug_strength)), batch_size=args.batch_size,

@@ -1,0 +1,80 @@
+"""Leave-one-source-out on a small CSV of shared photos: what each row trains on, what it tests on, rerunning."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import SHARED_DATA
+from test_training import REAL, SMOKE, photos
+from training import leave_one_out
+from training.data import DataError, DataSpec, held_out_set, load_splits
+
+pytestmark = pytest.mark.skipif(not (SHARED_DATA / "manifest.csv").is_file(), reason="needs ../shared/data")
+
+SOURCES = {("utkface_adults", "real"): 6, ("sdfd_diffusion", "fake"): 6, ("lfw_faceswap", "real"): 6,
+           ("lfw_faceswap", "fake"): 6}
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory) -> Path:
+    """A CSV with a real-only source, a fake-only source and a source with both classes."""
+    path = tmp_path_factory.mktemp("loso") / "faces.csv"
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["file", "label", "source"])
+        for (source, label), count in SOURCES.items():
+            for photo in photos(source, label, count):
+                writer.writerow([str(photo), label, source])
+    return path
+
+
+def spec(manifest: Path, source: str | None) -> DataSpec:
+    return DataSpec(str(manifest), image_column="file", source_column="source", hold_out_source=source)
+
+
+def test_held_out_source_is_out_of_both_splits_and_alone_in_the_test_set(manifest):
+    for part in load_splits(spec(manifest, "lfw_faceswap"), check=False):
+        assert "lfw_faceswap" not in set(part["source"])
+    test = held_out_set(spec(manifest, "lfw_faceswap"))
+    assert set(test["source"]) == {"lfw_faceswap"} and len(test) == 12
+
+
+def test_one_class_source_is_tested_against_unseen_images_of_the_other_class(manifest):
+    test = held_out_set(spec(manifest, "sdfd_diffusion"))
+    _, validation = load_splits(spec(manifest, None), check=False)
+    unseen_reals = sorted(row["image"]["path"] for row in validation
+                          if row["source"] != "sdfd_diffusion" and row["target"] == REAL)
+    assert sorted(row["image"]["path"] for row in test if row["source"] != "sdfd_diffusion") == unseen_reals
+    assert unseen_reals and sum(source == "sdfd_diffusion" for source in test["source"]) == 6
+
+
+def test_unknown_source_and_missing_source_column_are_explained(manifest):
+    with pytest.raises(DataError, match="'midjourney' is not a source of this dataset"):
+        load_splits(spec(manifest, "midjourney"), check=False)
+    with pytest.raises(DataError, match="needs --source-column"):
+        load_splits(DataSpec(str(manifest), image_column="file", hold_out_source="lfw_faceswap"), check=False)
+
+
+@pytest.mark.slow
+def test_every_fake_source_gets_a_row_and_a_rerun_keeps_finished_rows(manifest, tmp_path):
+    argv = ["--output-dir", str(tmp_path), "--dataset", str(manifest), "--image-column", "file",
+            "--source-column", "source", *SMOKE, "--epochs", "1"]
+    reports = leave_one_out.main(argv)
+    assert list(reports) == ["lfw_faceswap", "sdfd_diffusion"]
+    for source, report in reports.items():
+        trained = json.loads((tmp_path / source / "best" / "training.json").read_text())
+        for part in ("train", "validation"):
+            assert source not in trained["data"][part]["by_source"]
+        assert report["hold_out_source"] == source and 0 <= report["metrics"]["roc_auc"] <= 1
+    lfw = reports["lfw_faceswap"]["metrics"]["confusion_matrix"]
+    assert sum(lfw[0]) == 6 and sum(lfw[1]) == 6
+    table = (tmp_path / "leave_one_out.md").read_text()
+    assert "`sdfd_diffusion`" in table and "--epochs 1" in table
+
+    weights = tmp_path / "sdfd_diffusion" / "best" / "model.safetensors"
+    before = weights.stat().st_mtime_ns
+    assert leave_one_out.main(argv) == reports
+    assert weights.stat().st_mtime_ns == before
