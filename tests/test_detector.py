@@ -142,3 +142,17 @@ def test_bf16_probabilities_stay_within_001_of_fp32_on_the_bundled_model(face_pa
     images = [*face_paths, *sorted((SHARED_DATA / "dfdc_faces" / "fake").glob("*.jpg"))[:12]]
     for fast_result, exact_result in zip(fast.analyze_batch(images), exact.analyze_batch(images)):
         assert abs(fast_result.p_fake - exact_result.p_fake) < 0.01
+
+
+def test_folding_batch_norms_keeps_the_bundled_models_outputs():
+    """The detector serves the model with each BatchNorm folded into its convolution: same logits, no BatchNorm left."""
+    from detector.detector import fold_batch_norms
+    from detector.model import BUNDLED_MODEL, load_model
+
+    plain = load_model(BUNDLED_MODEL).model.float()
+    folded = fold_batch_norms(load_model(BUNDLED_MODEL).model.float())
+    assert not any(isinstance(module, torch.nn.BatchNorm2d) for module in folded.modules())
+    assert any(isinstance(module, torch.nn.BatchNorm2d) for module in plain.modules())
+    pixels = torch.randn(2, 3, 128, 128, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.allclose(folded(pixels), plain(pixels), atol=1e-4)
