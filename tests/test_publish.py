@@ -72,13 +72,24 @@ def report_dir(tmp_path_factory, run_folder, faces_csv) -> Path:
     return out
 
 
+LEAVE_ONE_OUT = {  # the shape training.leave_one_out writes (its own test runs it for real)
+    "train_arguments": ["--img-size", "96", "--epochs", "4"],
+    "rows": {"lfw_faceswap": {"in_domain_validation": {"roc_auc": 0.81},
+                              "metrics": {"confusion_matrix": [[5, 1], [4, 2]], "roc_auc": 0.55, "average_precision": 0.6,
+                                          "accuracy": 0.5833, "recall": 0.3333, "fpr": 0.1667}}},
+}
+
+
 @pytest.fixture(scope="module")
 def published(tmp_path_factory, run_folder, report_dir) -> Path:
     description = tmp_path_factory.mktemp("desc") / "data.md"
     description.write_text("Faces from three public sources (see SOURCES.md); research use only.\n")
     notes = description.with_name("notes.md")
     notes.write_text("The schedule was shortened from 20 to 12 epochs at epoch 6.\n")
+    cross_source = description.with_name("leave_one_out.json")
+    cross_source.write_text(json.dumps(LEAVE_ONE_OUT))
     return publish.main(["--model", str(run_folder), "--metrics", str(report_dir / "metrics.json"), "--notes", str(notes),
+                         "--leave-one-out", str(cross_source),
                          "--output-dir", str(tmp_path_factory.mktemp("models") / "detector"),
                          "--data-description", str(description), "--model-name", "deepfake-detector-test",
                          "--repo-id", OWNER_NAME])
@@ -133,7 +144,9 @@ def test_published_folder_and_card(published, report_dir, run_folder):
     args = json.loads((run_folder / "training.json").read_text())["args"]
     for expected in ("Faces from three public sources", f'from_pretrained("hf-hub:{OWNER_NAME}")',
                      "adamw, learning rate 0.0015", "from scratch",
-                     "strength 0.7", "`lfw_faceswap`", "training images included", "non-commercial research only"):
+                     "strength 0.7", "`lfw_faceswap`", "training images included", "non-commercial research only",
+                     "Same training for every row: `--img-size 96 --epochs 4`",
+                     "| `lfw_faceswap` | 6 | 6 | 0.810 | 0.550 | 0.600 | 0.583 | 0.333 | 0.167 |"):
         assert expected in text
     assert args["dataset"] in text
     assert "{{" not in text and "{%" not in text

@@ -29,7 +29,7 @@ from detector.model import LABEL_NAMES
 from . import train
 from .data import held_out_set, load_splits, spec_from_args
 from .evaluate import evaluate, write_report
-from .publish import fmt
+from .metrics import fmt
 
 FAKE = LABEL_NAMES.index("fake")
 

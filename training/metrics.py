@@ -29,6 +29,15 @@ def binary_metrics(is_fake: np.ndarray, p_fake: np.ndarray, threshold: float = 0
     }
 
 
+def fmt(value, digits: int = 4) -> str:
+    """A number for a table; missing (not measurable) shows as a dash, never as a made-up zero."""
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
 def _figure():
     import matplotlib
 

@@ -26,6 +26,8 @@ from detector.errors import DetectorError
 from detector.model import HUB_FILES, WEIGHTS_FILE, load_model, read_config
 
 from .data import train_transform
+from .leave_one_out import table as leave_one_out_table
+from .metrics import fmt
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "model_card.md"
 # metrics.json key → (model-index metric type, display name); fake is the positive class
@@ -47,6 +49,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--output-dir", required=True, help="the model folder to write, e.g. models/NAME")
     parser.add_argument("--fp16", action="store_true", help="store the weights in float16 (half the size; loads into float32)")
     parser.add_argument("--data-description", help="markdown file describing the training data, inserted into the card")
+    parser.add_argument("--leave-one-out", metavar="JSON",
+                        help="leave_one_out.json written by training.leave_one_out: its table goes into the card")
     parser.add_argument("--notes", help="markdown file with notes on the training run (history, choices), inserted into the card")
     parser.add_argument("--model-name", help="title of the card (default: the output folder's name)")
     parser.add_argument("--dataset-name", help="the evaluation data's name in model-index (default: from metrics.json)")
@@ -76,15 +80,6 @@ def write_weights(source: Path, target: Path, fp16: bool) -> str:
 
 
 # --- the card -----------------------------------------------------------------------------------
-
-
-def fmt(value, digits: int = 4) -> str:
-    """A number for a table; missing (not measurable) shows as a dash, never as a made-up zero."""
-    if value is None:
-        return "—"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
 
 
 def recipe_rows(training: dict) -> list[tuple[str, str]]:
@@ -161,7 +156,7 @@ def eval_results(evaluation: dict, dataset_name: str) -> list[EvalResult]:
 
 def render_card(config: dict, evaluation: dict, training: dict | None, *, model_name: str, repo_id: str | None,
                 dtype: str, data_description: str | None, license: str, license_name: str, notes: str | None = None,
-                dataset_name: str | None = None, template: Path = TEMPLATE) -> ModelCard:
+                dataset_name: str | None = None, leave_one_out: dict | None = None, template: Path = TEMPLATE) -> ModelCard:
     """README.md: front matter (library, task, licence, model-index) + the template filled from the files."""
     dataset = evaluation.get("dataset", "unknown")
     card_data = ModelCardData(
@@ -199,6 +194,7 @@ def render_card(config: dict, evaluation: dict, training: dict | None, *, model_
         calibrated_rows=[(name, fmt(evaluation["calibration"]["metrics_at_threshold"].get(key)))
                          for key, (_, name) in CARD_METRICS.items()] if evaluation.get("calibration") else None,
         robustness=evaluation.get("robustness"),
+        leave_one_out=leave_one_out_table(leave_one_out["rows"], leave_one_out["train_arguments"]) if leave_one_out else None,
         license_id=license,
         license_title=license_name if license == "other" else license,
     )
@@ -229,7 +225,7 @@ def with_calibration(config: dict, evaluation: dict) -> dict:
 
 
 def build_folder(model: Path, metrics: Path, output: Path, *, fp16: bool = False, data_description: Path | None = None,
-                 notes: Path | None = None,
+                 notes: Path | None = None, leave_one_out: Path | None = None,
                  model_name: str | None = None, dataset_name: str | None = None, repo_id: str | None = None,
                  license: str = "other",
                  license_name: str = "research-only-non-commercial", template: Path = TEMPLATE) -> Path:
@@ -244,6 +240,9 @@ def build_folder(model: Path, metrics: Path, output: Path, *, fp16: bool = False
     training = read_json(model / "training.json")
     description = Path(data_description).read_text() if data_description else None
     notes_text = Path(notes).read_text() if notes else None
+    cross_source = read_json(leave_one_out) if leave_one_out else None
+    if leave_one_out and cross_source is None:
+        raise DetectorError(f"{leave_one_out} not found: run training.leave_one_out first.")
 
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}-staging-"))
@@ -252,7 +251,7 @@ def build_folder(model: Path, metrics: Path, output: Path, *, fp16: bool = False
         dtype = write_weights(model / WEIGHTS_FILE, staging / WEIGHTS_FILE, fp16)
         card = render_card(config, evaluation, training, model_name=model_name or output.name, repo_id=repo_id,
                            dtype=dtype, data_description=description, license=license, license_name=license_name,
-                           notes=notes_text,
+                           notes=notes_text, leave_one_out=cross_source,
                            dataset_name=dataset_name, template=Path(template))
         card.save(staging / "README.md")
         load_model(staging)  # what we publish must load in the detector as it is
@@ -294,6 +293,7 @@ def main(argv=None) -> Path:
         Path(args.model), Path(args.metrics), Path(args.output_dir), fp16=args.fp16,
         data_description=Path(args.data_description) if args.data_description else None,
         notes=Path(args.notes) if args.notes else None,
+        leave_one_out=Path(args.leave_one_out) if args.leave_one_out else None,
         model_name=args.model_name, dataset_name=args.dataset_name, repo_id=args.repo_id or args.push,
         license=args.license, license_name=args.license_name,
         template=Path(args.template),
