@@ -282,3 +282,11 @@ def test_calibration_and_robustness_are_measured_and_published(report_dir, publi
     card = (published / "README.md").read_text()
     assert "Calibration and decision threshold" in card and "jpeg_q75" in card
     assert "Notes from the training run" in card and "shortened from 20 to 12 epochs" in card
+
+
+def test_recipe_names_the_weights_a_run_started_from(run_folder):
+    training = json.loads((run_folder / "training.json").read_text())
+    rows = dict(publish.recipe_rows(training))
+    assert rows["initialisation"].startswith("from scratch")
+    training["args"]["init_from"] = "runs/first/best"
+    assert dict(publish.recipe_rows(training))["initialisation"] == "the weights of `runs/first/best`, trained further"

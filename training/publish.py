@@ -89,7 +89,8 @@ def recipe_rows(training: dict) -> list[tuple[str, str]]:
                 if args["scheduler"] == "cosine" else "ReduceLROnPlateau on validation loss")
     augment = train_transform.__doc__.strip().splitlines()[0].rstrip(".")
     return [
-        ("initialisation", "timm ImageNet weights (fine-tuned)" if args["pretrained"] else "from scratch (random initialisation)"),
+        ("initialisation", f"the weights of `{args['init_from']}`, trained further" if args.get("init_from")
+         else "timm ImageNet weights (fine-tuned)" if args["pretrained"] else "from scratch (random initialisation)"),
         ("input size", f"{args['img_size']}×{args['img_size']} px"),
         ("optimizer", f"{args['optimizer']}, learning rate {args['lr']}, weight decay {args['weight_decay']}"),
         ("schedule", schedule),
