@@ -32,15 +32,19 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "examples").glob("*.jpg"))
 
 
-def median_ms(fn, repeats: int, warmup: int = 3) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
+def medians_ms(functions: dict, repeats: int, warmup: int = 3) -> dict:
+    """Median milliseconds of each function, called in turn (a, b, a, b, ...) so that a drift in the machine's
+    speed during the run (other load, clock changes) weighs on all of them alike and their ratios hold."""
+    for fn in functions.values():
+        for _ in range(warmup):
+            fn()
+    times = {name: [] for name in functions}
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1000
+        for name, fn in functions.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) * 1000 for name, values in times.items()}
 
 
 def test_jpeg(side: int = 1024) -> bytes:
@@ -59,14 +63,14 @@ def bench_forward(detector: Detector, plain: torch.nn.Module, jpeg: bytes, repea
         with torch.inference_mode():
             plain(pixels).softmax(-1)
 
-    result = {
-        "forward_ms": median_ms(forward, repeats),
+    paths = {
+        "forward_ms": forward,
         # bytes → validated image → probabilities + CAM → the three rendered pictures
-        "analyze_ms": median_ms(lambda: detector.analyze(jpeg).render(), repeats),
+        "analyze_ms": lambda: detector.analyze(jpeg).render(),
     }
     if faces:
-        result["analyze_faces_ms"] = median_ms(lambda: detector.analyze(jpeg, faces=True).render(), repeats)
-    return result
+        paths["analyze_faces_ms"] = lambda: detector.analyze(jpeg, faces=True).render()
+    return medians_ms(paths, repeats)
 
 
 def bench_at_224(jpeg: bytes, repeats: int) -> dict:
@@ -99,7 +103,7 @@ def bench_textbook_gradcam(detector: Detector, plain: torch.nn.Module, jpeg: byt
         heat = explain.heatmap(explain.activation_map(grayscale, (0, 0, image.width, image.height), image.size))
         explain.overlay(image, heat)
 
-    return median_ms(textbook, repeats)
+    return medians_ms({"textbook": textbook}, repeats)["textbook"]
 
 
 def bench_api(detector: Detector, jpeg: bytes, repeats: int) -> dict:
@@ -113,10 +117,10 @@ def bench_api(detector: Detector, jpeg: bytes, repeats: int) -> dict:
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "face.jpg"
         path.write_bytes(jpeg)
-        result = {
-            "api_client_ms": median_ms(lambda: client.predict(handle_file(str(path)), True, api_name="/analyze"), repeats),
-            "api_client_faces_ms": median_ms(lambda: client.predict(handle_file(str(path)), api_name="/analyze"), repeats),
-        }
+        result = medians_ms({
+            "api_client_ms": lambda: client.predict(handle_file(str(path)), True, api_name="/analyze"),
+            "api_client_faces_ms": lambda: client.predict(handle_file(str(path)), api_name="/analyze"),
+        }, repeats)
     demo.close()
     return result
 

@@ -51,8 +51,10 @@ def normalise(cam: np.ndarray) -> np.ndarray:
 def activation_map(cam: np.ndarray, box: tuple[float, float, float, float], size: tuple[int, int]) -> np.ndarray:
     """Place a [0, 1] CAM over `box` (the region the model saw) on a canvas of the image's `size`."""
     width, height = size
-    canvas = np.zeros((height, width), dtype=np.float32)
     left, top, right, bottom = (round(v) for v in box)
+    if (left, top, right, bottom) == (0, 0, width, height):  # the model saw it all: no canvas needed
+        return cv2.resize(cam, (width, height), interpolation=cv2.INTER_LINEAR)
+    canvas = np.zeros((height, width), dtype=np.float32)
     if right > left and bottom > top:
         canvas[top:bottom, left:right] = cv2.resize(cam, (right - left, bottom - top), interpolation=cv2.INTER_LINEAR)
     return canvas
@@ -78,9 +80,11 @@ def overlay(image: Image.Image, heat: Image.Image, alpha: float = 0.45) -> Image
 
 def combined_activation_map(cams: list[tuple[np.ndarray, tuple[float, float, float, float]]], size: tuple[int, int]) -> np.ndarray:
     """Several CAMs (one per face crop), each placed over its own box; where boxes overlap the larger value wins."""
-    canvas = np.zeros((size[1], size[0]), dtype=np.float32)
-    for cam, box in cams:
-        np.maximum(canvas, activation_map(cam, box, size), out=canvas)
+    if not cams:
+        return np.zeros((size[1], size[0]), dtype=np.float32)
+    canvas, *others = (activation_map(cam, box, size) for cam, box in cams)
+    for other in others:
+        np.maximum(canvas, other, out=canvas)
     return canvas
 
 
