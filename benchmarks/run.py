@@ -32,18 +32,19 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "examples").glob("*.jpg"))
 
 
-def medians_ms(functions: dict, repeats: int, warmup: int = 3) -> dict:
-    """Median milliseconds of each function, called in turn (a, b, a, b, ...) so that a drift in the machine's
-    speed during the run (other load, clock changes) weighs on all of them alike and their ratios hold."""
-    for fn in functions.values():
-        for _ in range(warmup):
-            fn()
+def medians_ms(functions: dict, repeats: int, rounds: int = 3, warmup: int = 2) -> dict:
+    """Median milliseconds of each function over `repeats` calls. The calls come in blocks, one block per function
+    in turn, `rounds` times over: each path runs warm (its own steady state, as when it is called alone) and a
+    drift in the machine's speed during the run weighs on all of them alike, so their ratios hold."""
     times = {name: [] for name in functions}
-    for _ in range(repeats):
+    for _ in range(rounds):
         for name, fn in functions.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
+            for _ in range(warmup):
+                fn()
+            for _ in range(max(1, repeats // rounds)):
+                start = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - start)
     return {name: statistics.median(values) * 1000 for name, values in times.items()}
 
 
