@@ -123,13 +123,12 @@ def fold_batch_norms(model: torch.nn.Module) -> torch.nn.Module:
     """Fold each eval-mode BatchNorm into the convolution before it (the same function, one pass over memory
     less per layer: 5% faster at batch 1, 10% at batch 16 on a 2-core CPU). timm's ResNets register every
     convolution right before its BatchNorm, so folding pairs neighbours."""
-    for module in model.modules():
-        names = list(module._modules)
-        for conv_name, norm_name in zip(names, names[1:]):
-            conv, norm = module._modules[conv_name], module._modules[norm_name]
+    for module in list(model.modules()):
+        children = list(module.named_children())
+        for (conv_name, conv), (norm_name, norm) in zip(children, children[1:]):
             if isinstance(conv, torch.nn.Conv2d) and isinstance(norm, torch.nn.BatchNorm2d):
-                module._modules[conv_name] = fuse_conv_bn_eval(conv, norm)
-                module._modules[norm_name] = torch.nn.Identity()
+                setattr(module, conv_name, fuse_conv_bn_eval(conv, norm))
+                setattr(module, norm_name, torch.nn.Identity())
     return model
 
 

@@ -2,7 +2,7 @@
 
     python -m training.leave_one_out --output-dir runs/loso \
         --dataset ../shared/data/manifest.csv --image-column file --group-column group --source-column source \
-        --img-size 96 --epochs 4 --max-steps-per-epoch 150 --optimizer adamw --lr 1.5e-3 --scheduler cosine
+        --img-size 96 --epochs 6 --max-steps-per-epoch 150 --optimizer adamw --lr 1.5e-3 --scheduler cosine
 
 Every option other than --output-dir and --sources goes to `training.train` unchanged, so every row
 trains with the same schedule and the table can say which. The test set of a row is every image of
@@ -27,8 +27,8 @@ from detector import Detector
 from detector.model import LABEL_NAMES
 
 from . import train
-from .data import held_out_set, load_splits, spec_from_args
-from .evaluate import evaluate, write_report
+from .data import held_out_set, spec_from_args
+from .evaluate import evaluate, load_eval_set, write_report
 from .metrics import fmt
 
 FAKE = LABEL_NAMES.index("fake")
@@ -43,12 +43,9 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, list[str]]:
 
 def fake_sources(spec) -> list[str]:
     """Sources that hold at least one fake image, in name order."""
-    train_set, val_set = load_splits(replace(spec, hold_out_source=None), check=False)
-    found = set()
-    for part in (train_set, val_set):
-        sources = np.array(part[spec.source_column]).astype(str)
-        found |= set(sources[np.array(part["target"]) == FAKE])
-    return sorted(found)
+    dataset = load_eval_set(replace(spec, hold_out_source=None), "all")
+    sources = np.array(dataset[spec.source_column]).astype(str)
+    return sorted(set(sources[np.array(dataset["target"]) == FAKE]))
 
 
 def run_row(source: str, train_argv: list[str], output: Path) -> dict:
@@ -104,8 +101,9 @@ def main(argv=None) -> dict[str, dict]:
         reports[source] = run_row(source, train_argv, output / source)
     output.mkdir(parents=True, exist_ok=True)
     (output / "leave_one_out.json").write_text(json.dumps({"train_arguments": train_argv, "rows": reports}, indent=2) + "\n")
-    (output / "leave_one_out.md").write_text(table(reports, train_argv))
-    print(table(reports, train_argv))
+    text = table(reports, train_argv)
+    (output / "leave_one_out.md").write_text(text)
+    print(text)
     return reports
 
 
