@@ -12,6 +12,7 @@ def binary_metrics(is_fake: np.ndarray, p_fake: np.ndarray, threshold: float = 0
     is_fake = np.asarray(is_fake).astype(int)
     p_fake = np.asarray(p_fake, dtype=float)
     predicted = (p_fake >= threshold).astype(int)
+    both_classes = len(set(is_fake)) == 2  # AUC and AP are undefined otherwise
     (tn, fp), (fn, tp) = confusion_matrix(is_fake, predicted, labels=[0, 1])
     precision = tp / (tp + fp) if tp + fp else 0.0
     recall = tp / (tp + fn) if tp + fn else 0.0
@@ -22,8 +23,8 @@ def binary_metrics(is_fake: np.ndarray, p_fake: np.ndarray, threshold: float = 0
         "precision": float(precision),
         "recall": float(recall),
         "f1": float(2 * precision * recall / (precision + recall)) if precision + recall else 0.0,
-        "roc_auc": float(roc_auc_score(is_fake, p_fake)) if len(set(is_fake)) == 2 else float("nan"),
-        "average_precision": float(average_precision_score(is_fake, p_fake)) if len(set(is_fake)) == 2 else float("nan"),
+        "roc_auc": float(roc_auc_score(is_fake, p_fake)) if both_classes else float("nan"),
+        "average_precision": float(average_precision_score(is_fake, p_fake)) if both_classes else float("nan"),
         "fpr": float(fp / (fp + tn)) if fp + tn else 0.0,
         "confusion_matrix": [[int(tn), int(fp)], [int(fn), int(tp)]],
     }
