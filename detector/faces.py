@@ -140,6 +140,9 @@ def crop_box(face: Box, size: tuple[int, int], margin: float = 0.3) -> Box:
 
 
 DEFAULT_FINDER = FaceFinder()
+# For training pictures, where a face fills a good part of the frame: 2.5× faster (11 instead of 28 ms on
+# 150 shared photos), a face found in 96% instead of 97% of them.
+LARGE_FACE_FINDER = FaceFinder(work_side=192, scale_factor=1.15, min_size=0.2)
 
 
 def find_faces(image: Image.Image, finder: FaceFinder = DEFAULT_FINDER) -> list[Box]:

@@ -69,7 +69,7 @@ def _not_an_image(data: bytes) -> DetectorError:
     return DetectorError(f"This file is not a readable image. Upload a {FORMAT_NAMES} image.")
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
+def to_rgb(image: Image.Image) -> Image.Image:
     """Any Pillow mode → 8-bit RGB; transparency is flattened onto white, 16-bit is scaled, not clipped."""
     if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
         pixels = np.asarray(image, dtype=np.float64)
@@ -82,6 +82,19 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image if image.mode == "RGB" else image.convert("RGB")
 
 
+def reencode_jpeg(image: Image.Image, quality: int) -> Image.Image:
+    """`image` as a JPEG at `quality` would decode it (the one place serving, training and evaluation re-encode)."""
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=int(quality))
+    return Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
+
+
+def open_file_rgb(path_or_bytes) -> Image.Image:
+    """A trusted file (a dataset's image: a path or its bytes) → upright RGB, decoded as `load_image` decodes."""
+    image = Image.open(io.BytesIO(path_or_bytes) if isinstance(path_or_bytes, (bytes, bytearray)) else path_or_bytes)
+    return to_rgb(upright(image))
+
+
 def load_image(source: ImageSource) -> Image.Image:
     """Validated RGB image from a path, bytes, file object, PIL image or HxWx3 uint8 array."""
     if isinstance(source, np.ndarray):
@@ -90,7 +103,7 @@ def load_image(source: ImageSource) -> Image.Image:
         source = Image.fromarray(source)
     if isinstance(source, Image.Image):  # e.g. Image.open(path): still stored as the camera wrote it
         _check_dimensions(source.width, source.height)
-        return _to_rgb(_upright(source))
+        return to_rgb(upright(source))
     data = read_limited(source)
     try:
         with warnings.catch_warnings():
@@ -107,10 +120,10 @@ def load_image(source: ImageSource) -> Image.Image:
         raise DetectorError(f"The image declares too many pixels (limit {MAX_PIXELS // 1_000_000} MP).") from None
     except (OSError, SyntaxError, ValueError, EOFError) as err:
         raise DetectorError(f"The image file is truncated or corrupt and cannot be decoded ({err}).") from None
-    return _to_rgb(_upright(image))
+    return to_rgb(upright(image))
 
 
-def _upright(image: Image.Image) -> Image.Image:
+def upright(image: Image.Image) -> Image.Image:
     """Apply the EXIF orientation (a no-op once applied: exif_transpose drops the tag)."""
     try:
         if image.getexif().get(ORIENTATION, 1) == 1:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,11 @@ from torchvision import transforms as T
 
 from detector.errors import DetectorError
 from detector.model import LABEL_NAMES
+from detector.faces import LARGE_FACE_FINDER, FaceFinder, crop_box as face_crop_box
+from detector.images import open_file_rgb, reencode_jpeg
 from detector.preprocess import Preprocessor
+
+from .self_blend import SelfBlend
 
 VALIDATION_SPLITS = ("validation", "valid", "val")
 
@@ -122,8 +127,9 @@ def resolve_label_map(names: list[str], label_map: dict[str, str] | None, column
     return {name: LABEL_NAMES.index(mapping[name]) for name in names}
 
 
-def with_targets(dataset: datasets.Dataset, spec: DataSpec) -> datasets.Dataset:
-    """Add the `target` column, rename the image column to `image`, check both classes are present."""
+def with_targets(dataset: datasets.Dataset, spec: DataSpec, both_classes: bool = True) -> datasets.Dataset:
+    """Add the `target` column, rename the image column to `image`, check both classes are present (training
+    needs both; `both_classes=False` lets evaluation score, say, a folder of real photos alone)."""
     for column in (spec.image_column, spec.label_column, spec.group_column, spec.source_column):
         if column and column not in dataset.column_names:
             hint = (" An image folder needs one sub-folder per class with images in each (e.g. real/ and fake/)."
@@ -141,7 +147,7 @@ def with_targets(dataset: datasets.Dataset, spec: DataSpec) -> datasets.Dataset:
         dataset = dataset.rename_column(spec.image_column, "image")
     counts = np.bincount(dataset["target"], minlength=len(LABEL_NAMES))
     empty = [LABEL_NAMES[i] for i, count in enumerate(counts) if count == 0]
-    if empty:
+    if len(empty) == len(LABEL_NAMES) or (empty and both_classes):
         raise DataError(f"Class {empty} has zero examples after label mapping (counts: {dict(zip(LABEL_NAMES, counts.tolist()))})")
     return dataset.cast_column("image", datasets.Image(decode=False))
 
@@ -257,9 +263,7 @@ class RandomJPEG:
     def __call__(self, image: Image.Image) -> Image.Image:
         if random.random() > self.p:
             return image
-        buffer = io.BytesIO()
-        image.save(buffer, "JPEG", quality=random.randint(*self.quality))
-        return Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
+        return reencode_jpeg(image, random.randint(*self.quality))
 
 
 class RandomBlurOrDownscale:
@@ -288,20 +292,51 @@ class GaussianNoise:
         return tensor + torch.randn_like(tensor) * random.uniform(*self.std)
 
 
-def train_transform(config: dict, strength: float = 1.0) -> T.Compose:
+class EqualiseQuality:
+    """The same random degradation for every image, real or fake, so that resolution, sharpness and
+    compression carry no label: down-scale to a width drawn from one log-uniform distribution (images
+    already narrower stay as they are; the training images are face crops, so this is the face's width,
+    with a random resampling filter), then mild blur or sharpening, then JPEG at a quality drawn from one
+    distribution."""
+
+    FILTERS = (Image.Resampling.BILINEAR, Image.Resampling.BICUBIC, Image.Resampling.LANCZOS, Image.Resampling.BOX)
+
+    def __init__(self, width=(64, 288), quality=(45, 98), p_jpeg=0.9, p_filter=0.5):
+        self.width, self.quality, self.p_jpeg, self.p_filter = width, quality, p_jpeg, p_filter
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        target = math.exp(random.uniform(math.log(self.width[0]), math.log(self.width[1])))
+        if image.width > target:
+            factor = target / image.width
+            image = image.resize((max(8, round(image.width * factor)), max(8, round(image.height * factor))),
+                                 random.choice(self.FILTERS))
+        if random.random() < self.p_filter:
+            if random.random() < 0.5:
+                image = image.filter(ImageFilter.GaussianBlur(random.uniform(0.3, 1.2)))
+            else:
+                image = image.filter(ImageFilter.UnsharpMask(radius=random.uniform(0.8, 2.0),
+                                                             percent=random.randint(30, 120), threshold=2))
+        if random.random() < self.p_jpeg:
+            image = reencode_jpeg(image, random.randint(*self.quality))
+        return image
+
+
+def train_transform(config: dict, strength: float = 1.0, equalise: bool = False) -> T.Compose:
     """Flip, ±15° rotation, colour jitter, random resized crop, JPEG, blur/downscale, noise.
 
-    `strength` scales every augmentation's probability and range (0 = crop and flip only).
+    `strength` scales every augmentation's probability and range (0 = crop and flip only). With `equalise`,
+    every image first goes through `EqualiseQuality`, which replaces the separate JPEG and blur/downscale steps.
     """
     size = config["input_size"][1]
     jitter = 0.2 * strength
+    degrade = [EqualiseQuality()] if equalise else []
     return T.Compose([
+        *degrade,
         T.RandomResizedCrop(size, scale=(1 - 0.5 * strength, 1.0), ratio=(0.85, 1.18)),
         T.RandomHorizontalFlip(),
         T.RandomApply([T.RandomRotation(15)], p=0.5 * strength),
         T.RandomApply([T.ColorJitter(jitter, jitter, jitter, 0.05 * strength)], p=0.8 * strength),
-        RandomBlurOrDownscale(p=0.3 * strength),
-        RandomJPEG(p=0.5 * strength),
+        *([] if equalise else [RandomBlurOrDownscale(p=0.3 * strength), RandomJPEG(p=0.5 * strength)]),
         T.ToTensor(),
         T.Normalize(config["mean"], config["std"]),
         GaussianNoise(p=0.3 * strength),
@@ -309,24 +344,90 @@ def train_transform(config: dict, strength: float = 1.0) -> T.Compose:
 
 
 def open_rgb(item: dict) -> Image.Image:
-    image = Image.open(io.BytesIO(item["bytes"]) if item.get("bytes") else item["path"])
-    if image.mode in ("RGBA", "LA", "P"):
-        image = image.convert("RGBA")
-        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(background, image)
-    return image.convert("RGB")
+    """A dataset's image cell → upright RGB, converted exactly as the detector converts uploads."""
+    return open_file_rgb(item["bytes"] if item.get("bytes") else item["path"])
 
 
-def attach_transform(dataset: datasets.Dataset, transform) -> datasets.Dataset:
-    """Decode lazily and apply `transform` → {'pixel_values', 'target'} per example."""
+REAL, FAKE = LABEL_NAMES.index("real"), LABEL_NAMES.index("fake")
+
+
+@dataclass(frozen=True)
+class FaceCropView:
+    """With probability `p`, the picture the app and the CLI analyse by default: the face found by the same
+    cascade, cropped as a square with a margin (`detector.faces.crop_box`; the detector's margin is 0.3, here
+    drawn from `margin`). A training set of face crops is already that view; portraits with hair, shoulders
+    and background (studio, stock and press photos) are not, and a model that never saw their face crops
+    calls them fake. Pictures without a face found stay as they are."""
+
+    p: float = 0.5
+    margin: tuple[float, float] = (0.2, 0.45)
+    finder: FaceFinder = LARGE_FACE_FINDER
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        if self.p <= 0 or random.random() >= self.p:
+            return image
+        faces = self.finder(image)
+        if not faces:
+            return image
+        return image.crop(face_crop_box(faces[0], image.size, random.uniform(*self.margin)))
+
+
+@dataclass(frozen=True)
+class PseudoFakes:
+    """Turn a fraction `rate` of the real photos drawn into self-blended fakes (training/self_blend.py)."""
+
+    rate: float
+    blend: SelfBlend = SelfBlend()
+
+    def __call__(self, image: Image.Image, target: int) -> tuple[Image.Image, int]:
+        if target == REAL and self.rate > 0 and random.random() < self.rate:
+            return self.blend(image)[0], FAKE
+        return image, target
+
+
+def attach_transform(dataset: datasets.Dataset, transform, pseudo_fakes: PseudoFakes | None = None,
+                     face_view: FaceCropView | None = None) -> datasets.Dataset:
+    """Decode lazily; for training, take the face-crop view and make pseudo-fakes; apply `transform`
+    → {'pixel_values', 'target'} per example."""
 
     def apply(batch):
-        return {
-            "pixel_values": [transform(open_rgb(item)) for item in batch["image"]],
-            "target": batch["target"],
-        }
+        pixels, targets = [], []
+        for item, target in zip(batch["image"], batch["target"]):
+            image = open_rgb(item)
+            if face_view is not None:
+                image = face_view(image)
+            if pseudo_fakes is not None:
+                image, target = pseudo_fakes(image, target)
+            pixels.append(transform(image))
+            targets.append(target)
+        return {"pixel_values": pixels, "target": targets}
 
     return dataset.with_transform(apply)
+
+
+def balanced_weights(dataset: datasets.Dataset, source_column: str | None, pseudo_fake_rate: float = 0.0,
+                     exponent: float = 0.5) -> np.ndarray:
+    """Per-row sampling weights so that neither a source nor the class balance predicts the label.
+
+    Within each class, a source's share of the draws grows as (its size) ** `exponent` (0: every source
+    equally often, 1: as often as it has images; 0.5 keeps a 80-photo source from being repeated hundreds
+    of times an epoch). Between classes, real photos get the share that leaves labels 50/50 once
+    `pseudo_fake_rate` of them have become pseudo-fakes: real = 0.5 / (1 - rate). Weights sum to 1."""
+    targets = np.array(dataset["target"])
+    sources = np.array(dataset[source_column]).astype(str) if source_column else np.zeros(len(targets)).astype(str)
+    real_share = min(1.0, 0.5 / (1.0 - pseudo_fake_rate)) if pseudo_fake_rate < 1 else 1.0
+    shares = {REAL: real_share, FAKE: 1.0 - real_share}
+    weights = np.zeros(len(targets), dtype=np.float64)
+    for label, share in shares.items():
+        in_class = targets == label
+        names, counts = np.unique(sources[in_class], return_counts=True)
+        if not len(names):
+            continue
+        mass = counts.astype(np.float64) ** exponent
+        mass = share * mass / mass.sum()
+        for name, count, source_mass in zip(names, counts, mass):
+            weights[in_class & (sources == name)] = source_mass / count
+    return weights / weights.sum()
 
 
 def eval_transform(config: dict) -> Preprocessor:

@@ -4,18 +4,13 @@ Each is a pure function PIL image → PIL image; `training.evaluate --robustness
 """
 from __future__ import annotations
 
-import io
-
 from PIL import Image, ImageFilter
+
+from detector.images import reencode_jpeg
 
 
 def jpeg(quality: int):
-    def perturb(image: Image.Image) -> Image.Image:
-        buffer = io.BytesIO()
-        image.save(buffer, "JPEG", quality=quality)
-        return Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
-
-    return perturb
+    return lambda image: reencode_jpeg(image, quality)
 
 
 def downscale(factor: float):

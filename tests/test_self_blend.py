@@ -1,0 +1,152 @@
+"""The generalisation recipe's parts on real photos: self-blended pseudo-fakes, quality equalising, balanced sampling."""
+from __future__ import annotations
+
+import csv
+import random
+
+import datasets
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import EXAMPLES, SHARED_DATA
+from detector.images import open_file_rgb
+from detector.model import LABEL_NAMES
+from training.data import EqualiseQuality, PseudoFakes, attach_transform, balanced_weights, collate, train_transform
+from training.self_blend import SelfBlend, example_sheet, face_mask
+
+REAL, FAKE = LABEL_NAMES.index("real"), LABEL_NAMES.index("fake")
+PORTRAIT = EXAMPLES / "real_pixabay_1.jpg"
+
+
+@pytest.fixture(scope="module")
+def photo() -> Image.Image:
+    return open_file_rgb(PORTRAIT)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_pseudo_fake_changes_the_face_and_nothing_outside_the_mask(photo, seed):
+    """Where the mask is (nearly) 0 the pseudo-fake is the photo (at blending size); inside it differs."""
+    canvas = Image.new("RGB", (photo.width * 2, photo.height * 2), (120, 120, 120))  # room around the face
+    canvas.paste(photo, (photo.width // 2, photo.height // 2))
+    photo = canvas
+    blend = SelfBlend()
+    fake, mask = blend(photo, np.random.default_rng(seed))
+    assert fake.mode == "RGB" and max(fake.size) <= blend.work_side and mask.shape == (fake.height, fake.width)
+    assert 0.0 <= mask.min() and mask.max() <= 1.0 and mask.max() >= 0.25
+    scale = blend.work_side / max(photo.size)
+    small = photo.resize(fake.size, Image.Resampling.BICUBIC, reducing_gap=3.0) if scale < 1 else photo
+    before, after = np.asarray(small, np.int16), np.asarray(fake, np.int16)
+    outside = mask < 0.002
+    assert outside.any(), "the mask must leave the background alone"
+    assert np.abs(after - before)[outside].max() <= 1  # rounding only
+    inside = mask > 0.5 * mask.max()
+    assert np.abs(after - before)[inside].mean() > 1.0, "the face must be altered"
+    soft = ((mask > 0.02) & (mask < 0.98)).mean()
+    assert soft > 0.005, "the edge must be soft, not a hard cut"
+
+
+def test_mask_follows_the_face_box():
+    """The mask's weight lies in and around the face box (shifted towards the chin), not elsewhere in the frame."""
+    box = (120.0, 60.0, 200.0, 140.0)
+    for seed in range(10):
+        mask = face_mask((300, 320), box, np.random.default_rng(seed))
+        ys, xs = np.nonzero(mask > 0.5 * mask.max())
+        assert box[0] - 30 <= xs.mean() <= box[2] + 30 and box[1] - 20 <= ys.mean() <= box[3] + 40
+        assert mask[:, :60].max() == 0 and mask[250:, :].max() == 0  # far from the face: untouched
+
+
+def test_no_face_found_falls_back_to_the_centre():
+    """A picture without a face (flat noise) still gives a pseudo-fake, blended around the centre."""
+    noise = Image.fromarray(np.random.default_rng(0).integers(0, 255, (96, 96, 3), dtype=np.uint8))
+    fake, mask = SelfBlend()(noise, np.random.default_rng(1))
+    ys, xs = np.nonzero(mask > 0.5 * mask.max())
+    assert abs(xs.mean() - 48) < 20 and abs(ys.mean() - 48) < 25
+    assert fake.size == noise.size
+
+
+def test_same_seed_same_pseudo_fake(photo):
+    a, mask_a = SelfBlend()(photo, np.random.default_rng(7))
+    b, mask_b = SelfBlend()(photo, np.random.default_rng(7))
+    c, _ = SelfBlend()(photo, np.random.default_rng(8))
+    assert np.array_equal(np.asarray(a), np.asarray(b)) and np.array_equal(mask_a, mask_b)
+    assert not np.array_equal(np.asarray(a), np.asarray(c))
+
+
+def test_pseudo_fakes_relabel_only_reals(photo):
+    """At rate 1 every real becomes a fake (and changes); fakes are never touched; at rate 0 nothing changes."""
+    always, never = PseudoFakes(1.0), PseudoFakes(0.0)
+    image, target = always(photo, REAL)
+    assert target == FAKE
+    assert image.size != photo.size or not np.array_equal(np.asarray(image), np.asarray(photo))
+    image, target = always(photo, FAKE)
+    assert target == FAKE and image is photo
+    image, target = never(photo, REAL)
+    assert target == REAL and image is photo
+    random.seed(0)
+    made = sum(PseudoFakes(0.3)(photo, REAL)[1] == FAKE for _ in range(200))
+    assert 40 <= made <= 80  # ~60 expected
+
+
+def test_training_batches_carry_pseudo_fake_targets(photo, tmp_path):
+    """Through the dataset transform: real rows come out as fakes at rate 1, tensors of the model's size."""
+    photo.save(tmp_path / "a.jpg")
+    dataset = datasets.Dataset.from_dict({"image": [str(tmp_path / "a.jpg")] * 4, "target": [REAL, REAL, FAKE, FAKE]})
+    dataset = dataset.cast_column("image", datasets.Image(decode=False))
+    config = {"input_size": (3, 48, 48), "mean": (0.5,) * 3, "std": (0.5,) * 3}
+    batch = collate(list(attach_transform(dataset, train_transform(config, equalise=True), PseudoFakes(1.0))))
+    assert batch["target"].tolist() == [FAKE] * 4
+    assert batch["pixel_values"].shape == (4, 3, 48, 48) and batch["pixel_values"].isfinite().all()
+    batch = collate(list(attach_transform(dataset, train_transform(config, equalise=True))))
+    assert batch["target"].tolist() == [REAL, REAL, FAKE, FAKE]
+
+
+def test_equalising_degradation_gives_one_size_distribution_whatever_the_input(photo):
+    """A large and a middling photo come out with the same spread of widths (capped by their own width), as JPEG."""
+    random.seed(0)
+    degrade = EqualiseQuality(width=(64, 288))
+    large = photo.resize((600, 600))
+    middling = photo.resize((300, 300))
+    widths_large = [degrade(large).width for _ in range(200)]
+    widths_middling = [degrade(middling).width for _ in range(200)]
+    assert 64 <= min(widths_large) and max(widths_large) <= 289
+    assert abs(np.median(widths_large) - np.median(widths_middling)) <= 15
+    assert len(set(widths_large)) > 50  # drawn, not fixed
+    small = photo.resize((40, 40))
+    assert {degrade(small).size for _ in range(20)} == {(40, 40)}  # never up-scaled
+
+
+def test_balanced_weights_give_each_class_and_source_its_share():
+    """Per class, sources weigh as size ** exponent; reals get 0.5 / (1 - pseudo-fake rate) of all draws."""
+    sources = ["big"] * 900 + ["small"] * 100 + ["big"] * 400 + ["gan"] * 100
+    targets = [REAL] * 1000 + [FAKE] * 500
+    dataset = datasets.Dataset.from_dict({"source": sources, "target": targets})
+    weights = balanced_weights(dataset, "source", pseudo_fake_rate=0.25, exponent=0.0)
+    assert weights.sum() == pytest.approx(1.0)
+    is_real = np.array(targets) == REAL
+    assert weights[is_real].sum() == pytest.approx(0.5 / 0.75)
+    names = np.array(sources)
+    assert weights[is_real & (names == "big")].sum() == pytest.approx(weights[is_real & (names == "small")].sum())
+    assert weights[~is_real & (names == "big")].sum() == pytest.approx(weights[~is_real & (names == "gan")].sum())
+    sqrt = balanced_weights(dataset, "source", exponent=0.5)
+    ratio = sqrt[is_real & (names == "big")].sum() / sqrt[is_real & (names == "small")].sum()
+    assert ratio == pytest.approx(3.0)  # sqrt(900 / 100)
+    assert sqrt[is_real].sum() == pytest.approx(0.5)
+
+
+def test_example_sheet_is_drawn(tmp_path):
+    out = tmp_path / "sheet.png"
+    example_sheet([PORTRAIT, EXAMPLES / "real_pixabay_2.jpg"], out)
+    with Image.open(out) as sheet:
+        assert sheet.width > 400 and sheet.height > 200
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "manifest.csv").is_file(), reason="needs ../shared/data")
+def test_high_quality_reals_are_in_the_shared_data():
+    """The sources the recipe balances on exist with the sizes SOURCES.md states."""
+    with (SHARED_DATA / "manifest.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    counts = {}
+    for row in rows:
+        counts[(row["source"], row["label"])] = counts.get((row["source"], row["label"]), 0) + 1
+    assert counts[("london_studio", "real")] == 244 and counts[("celebrity_photos", "real")] == 640
