@@ -25,8 +25,8 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import logging
 import math
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -34,19 +34,21 @@ from pathlib import Path
 import numpy as np
 import torch
 from accelerate import Accelerator
+from accelerate.logging import get_logger
 from accelerate.utils import set_seed
 from timm.models import save_for_hf
 from tqdm.auto import tqdm
 
 from detector.detector import native_bf16
-from detector.model import LABEL_NAMES, create_model, load_model
+from detector.model import LABEL_NAMES, create_model, load_model, replace_folder
 from detector.preprocess import data_config
 
-from .data import (add_data_arguments, attach_transform, collate, describe, eval_transform, load_splits,
-                   spec_from_args, train_transform)
+from .data import (FaceCropView, PseudoFakes, add_data_arguments, attach_transform, balanced_weights, collate, describe,
+                   eval_transform, load_splits, spec_from_args, train_transform)
 from .metrics import binary_metrics, plot_training_curves
 
 FAKE = LABEL_NAMES.index("fake")
+logger = get_logger(__name__)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -69,6 +71,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     optim.add_argument("--warmup-epochs", type=float, default=0.0, help="with --scheduler cosine")
     optim.add_argument("--label-smoothing", type=float, default=0.0)
     optim.add_argument("--aug-strength", type=float, default=1.0, help="0 = crop+flip only, 1 = full augmentation")
+    recipe = parser.add_argument_group("generalisation (see model_card.md: what each one changed)")
+    recipe.add_argument("--balance", action="store_true",
+                        help="sample so that neither a source nor the class balance predicts the label "
+                             "(per class, a source's share grows as its size ** --balance-exponent; needs --source-column)")
+    recipe.add_argument("--balance-exponent", type=float, default=0.5)
+    recipe.add_argument("--pseudo-fakes", type=float, default=0.0, metavar="RATE",
+                        help="turn this fraction of the real photos drawn into self-blended fakes (training/self_blend.py)")
+    recipe.add_argument("--face-crops", type=float, default=0.0, metavar="P",
+                        help="with probability P, train on the face crop the app analyses (face found, square with a margin)")
+    recipe.add_argument("--equalise-quality", action="store_true",
+                        help="the same random down-scale, blur/sharpen and JPEG for every image, real or fake")
     optim.add_argument("--patience", type=int, default=0, help="stop after N epochs without a better AUC (0 = never)")
     run = parser.add_argument_group("run")
     run.add_argument("--output-dir", default="runs/detector")
@@ -88,18 +101,22 @@ def make_optimizer(args, params):
     return optimizer(params, lr=args.lr, weight_decay=args.weight_decay)
 
 
-def make_scheduler(args, optimizer, steps_per_epoch: int):
-    if args.scheduler == "plateau":
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.5, patience=2)
+def learning_rate(args, step: int, steps_per_epoch: int) -> float:
+    """The cosine schedule's rate at optimiser step `step` (0-based): linear warm-up, then cosine decay to 0.
+
+    A pure function of the step, as in nanoGPT: every process computes the same rate whatever their number
+    (a scheduler passed to `accelerator.prepare` would be stepped once per process, ending N times early),
+    and a resumed run needs only the step counter."""
     total = max(1, args.epochs * steps_per_epoch)
     warmup = int(args.warmup_epochs * steps_per_epoch)
+    if step < warmup:
+        return args.lr * (step + 1) / warmup
+    return args.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
 
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
 
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+def make_plateau(optimizer):
+    """ReduceLROnPlateau on the validation loss, stepped once per epoch with the loss gathered from all processes."""
+    return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.5, patience=2)
 
 
 @torch.no_grad()
@@ -124,9 +141,7 @@ def save_model_folder(model, folder: Path, extra: dict) -> None:
     save_for_hf(model, staging, model_config={"label_names": list(LABEL_NAMES)}, safe_serialization=True,
                 data_config={"input_size": model.pretrained_cfg["input_size"]})
     (staging / "training.json").write_text(json.dumps(extra, indent=2))
-    if folder.exists():
-        shutil.rmtree(folder)
-    staging.rename(folder)
+    replace_folder(staging, folder)
 
 
 def append_log(output: Path, row: dict) -> None:
@@ -144,6 +159,7 @@ def append_log(output: Path, row: dict) -> None:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     precision = args.mixed_precision
     if precision == "auto":
         precision = "bf16" if native_bf16(torch.device("cuda" if torch.cuda.is_available() else "cpu")) else "no"
@@ -159,42 +175,55 @@ def main(argv=None) -> dict:
     spec = spec_from_args(args)
     with accelerator.main_process_first():
         train_set, val_set = load_splits(spec, check=not args.skip_image_check)
-    accelerator.print(f"train: {len(train_set)} images, validation: {len(val_set)} images")
     data_counts = {"train": describe(train_set, spec.source_column), "validation": describe(val_set, spec.source_column)}
 
     model = create_model(pretrained=args.pretrained, img_size=args.img_size)
     if args.init_from and not args.resume:  # on --resume the checkpoint holds newer weights
         model.load_state_dict(load_model(args.init_from).model.state_dict())
     config = data_config(model)
+    sampler = None
+    if args.balance:
+        if not spec.source_column:
+            raise SystemExit("--balance needs --source-column (the column that names each image's source)")
+        weights = balanced_weights(train_set, spec.source_column, args.pseudo_fakes, args.balance_exponent)
+        sampler = torch.utils.data.WeightedRandomSampler(torch.from_numpy(weights), num_samples=len(train_set),
+                                                         replacement=True)
+    pseudo_fakes = PseudoFakes(args.pseudo_fakes) if args.pseudo_fakes > 0 else None
     train_loader = torch.utils.data.DataLoader(
-        attach_transform(train_set, train_transform(config, args.aug_strength)), batch_size=args.batch_size,
-        shuffle=True, drop_last=len(train_set) > args.batch_size, num_workers=args.workers, collate_fn=collate,
-        persistent_workers=args.workers > 0,
+        attach_transform(train_set, train_transform(config, args.aug_strength, args.equalise_quality), pseudo_fakes,
+                         FaceCropView(args.face_crops) if args.face_crops > 0 else None),
+        batch_size=args.batch_size, shuffle=sampler is None, sampler=sampler, drop_last=len(train_set) > args.batch_size,
+        num_workers=args.workers, collate_fn=collate, persistent_workers=args.workers > 0,
     )
     val_loader = torch.utils.data.DataLoader(
         attach_transform(val_set, eval_transform(config)), batch_size=args.batch_size * 2,
         num_workers=args.workers, collate_fn=collate,
     )
-    steps_per_epoch = len(train_loader) // accelerator.num_processes
-    if args.max_steps_per_epoch:
-        steps_per_epoch = min(steps_per_epoch, args.max_steps_per_epoch)
     model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(args, model.parameters())
-    scheduler = make_scheduler(args, optimizer, steps_per_epoch)
-    model, optimizer, train_loader, val_loader, scheduler = accelerator.prepare(
-        model, optimizer, train_loader, val_loader, scheduler
-    )
+    model, optimizer, train_loader, val_loader = accelerator.prepare(model, optimizer, train_loader, val_loader)
+    steps_per_epoch = len(train_loader)  # per process, once prepared: each process takes its share of the batches
+    if args.max_steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, args.max_steps_per_epoch)
+    plateau = make_plateau(optimizer) if args.scheduler == "plateau" else None
+    if plateau is not None:
+        accelerator.register_for_checkpointing(plateau)  # its patience and best loss travel with last/
 
-    state = {"epoch": 0, "best_auc": -1.0, "step": 0}
+    # Everything a resume needs besides what accelerator.save_state keeps (weights, optimiser, RNG states).
+    state = {"epoch": 0, "step": 0, "best_auc": -1.0, "stale": 0}
     if args.resume:
         accelerator.load_state(str(output / "last"))
-        state = json.loads(state_path.read_text())
-        accelerator.print(f"resumed after epoch {state['epoch']} (best AUC {state['best_auc']:.4f})")
+        state = {**state, **json.loads(state_path.read_text())}
+        logger.info("resumed after epoch %d (step %d, best AUC %.4f, %d epochs without improvement)",
+                    state["epoch"], state["step"], state["best_auc"], state["stale"])
     if accelerator.is_main_process:
         output.mkdir(parents=True, exist_ok=True)
         (output / "args.json").write_text(json.dumps(vars(args), indent=2))
+    logger.info("training: %d images, %d validation; %d process(es) × batch %d = effective batch %d; %d steps per "
+                "epoch, %d epochs (%d steps); %s schedule, peak learning rate %g", len(train_set), len(val_set),
+                accelerator.num_processes, args.batch_size, args.batch_size * accelerator.num_processes,
+                steps_per_epoch, args.epochs, steps_per_epoch * args.epochs, args.scheduler, args.lr)
 
-    stale = 0
     for epoch in range(state["epoch"] + 1, args.epochs + 1):
         model.train()
         total, count, started = 0.0, 0, time.perf_counter()
@@ -202,14 +231,16 @@ def main(argv=None) -> dict:
         for step, batch in enumerate(train_loader):
             if step >= steps_per_epoch:
                 break
+            if plateau is None:
+                for group in optimizer.param_groups:
+                    group["lr"] = learning_rate(args, state["step"], steps_per_epoch)
             pixels = batch["pixel_values"].contiguous(memory_format=torch.channels_last)
             with accelerator.autocast():
                 loss = torch.nn.functional.cross_entropy(model(pixels), batch["target"], label_smoothing=args.label_smoothing)
             accelerator.backward(loss)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-            if args.scheduler == "cosine":
-                scheduler.step()
+            state["step"] += 1
             total += loss.item()
             count += 1
             bar.update()
@@ -218,15 +249,16 @@ def main(argv=None) -> dict:
         images_per_s = count * args.batch_size * accelerator.num_processes / (time.perf_counter() - started)
 
         val_loss, is_fake, p_fake = evaluate(model, val_loader, accelerator)
-        if args.scheduler == "plateau":
-            scheduler.step(val_loss)
+        if plateau is not None:
+            plateau.step(val_loss)
         metrics = binary_metrics(is_fake, p_fake)
         row = {"epoch": epoch, "train_loss": total / max(1, count), "val_loss": val_loss, "train_images_per_s": images_per_s,
                "lr": optimizer.param_groups[0]["lr"], **{f"val_{k}": v for k, v in metrics.items()}}
-        accelerator.print(f"epoch {epoch}: train loss {row['train_loss']:.4f}, val loss {val_loss:.4f}, "
-                          f"AUC {metrics['roc_auc']:.4f}, accuracy {metrics['accuracy']:.4f}")
+        logger.info("epoch %d: train loss %.4f, val loss %.4f, AUC %.4f, accuracy %.4f", epoch, row["train_loss"],
+                    val_loss, metrics["roc_auc"], metrics["accuracy"])
         improved = metrics["roc_auc"] > state["best_auc"]
-        state.update(epoch=epoch, best_auc=max(state["best_auc"], metrics["roc_auc"]))
+        state.update(epoch=epoch, best_auc=max(state["best_auc"], metrics["roc_auc"]),
+                     stale=0 if improved else state["stale"] + 1)
         model.to(memory_format=torch.contiguous_format)  # safetensors stores contiguous tensors only
         if accelerator.is_main_process:
             append_log(output, row)
@@ -240,9 +272,8 @@ def main(argv=None) -> dict:
         model.to(memory_format=torch.channels_last)
         if accelerator.is_main_process:
             state_path.write_text(json.dumps(state))
-        stale = 0 if improved else stale + 1
-        if args.patience and stale >= args.patience:
-            accelerator.print(f"no better AUC for {stale} epochs: stopping")
+        if args.patience and state["stale"] >= args.patience:
+            logger.info("no better AUC for %d epochs: stopping", state["stale"])
             break
     accelerator.end_training()
     return state
