@@ -52,6 +52,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     extra.add_argument("--target-fpr", type=float, default=0.05, help="the threshold calls this fraction of real images fake")
     extra.add_argument("--robustness", action="store_true", help="ROC-AUC under JPEG, resizing, blur and screenshot perturbations")
     run = parser.add_argument_group("run")
+    run.add_argument("--faces", action="store_true",
+                     help="the app's and CLI's default path: find the faces first, the image's score is its most "
+                          "suspicious face's (default: whole images, as the model was trained)")
     run.add_argument("--batch-size", type=int, default=16)
     run.add_argument("--device", help="cuda or cpu (default: cuda when available)")
     return parser.parse_args(argv)
@@ -66,7 +69,7 @@ def load_eval_set(spec: DataSpec, split: str) -> datasets.Dataset:
             raise DataError("--split held-out needs --hold-out-source")
         return held_out_set(spec)
     raw = load_raw(spec)
-    return with_targets(datasets.concatenate_datasets(list(raw.values())), spec)
+    return with_targets(datasets.concatenate_datasets(list(raw.values())), spec, both_classes=False)
 
 
 def decode(item, index: int) -> Image.Image:
@@ -79,10 +82,13 @@ def decode(item, index: int) -> Image.Image:
         raise DataError(f"Unreadable image {item.get('path') or f'row {index}'}: {err}") from err
 
 
-def predict(detector: Detector, dataset: datasets.Dataset, progress: bool = True, perturb=None) -> tuple[np.ndarray, list[str]]:
+def predict(detector: Detector, dataset: datasets.Dataset, progress: bool = True, perturb=None,
+            faces: bool = False) -> tuple[np.ndarray, list[str]]:
     """p(fake) and the file name (when known) of every row, `detector.batch_size` images at a time.
 
-    `perturb` (PIL → PIL) is applied to each image first, for robustness sweeps."""
+    `perturb` (PIL → PIL) is applied to each image first, for robustness sweeps. `faces=True` takes the
+    app's and the CLI's default path: find the faces, judge each, the image's p(fake) is its most
+    suspicious face's (the whole image when none is found)."""
     p_fake: list[float] = []
     names: list[str] = []
     with tqdm(total=len(dataset), desc="evaluate", unit="img", disable=not progress) as bar:
@@ -92,14 +98,15 @@ def predict(detector: Detector, dataset: datasets.Dataset, progress: bool = True
             if perturb:
                 images = [perturb(image) for image in images]
             names.extend((item.get("path") or "") if isinstance(item, dict) else "" for item in cells)
-            p_fake.extend(analysis.p_fake for analysis in detector.analyze_batch(images))
+            p_fake.extend(analysis.p_fake for analysis in detector.analyze_batch(images, faces=faces))
             bar.update(len(images))
     return np.array(p_fake, dtype=float), names
 
 
-def source_metrics(is_fake: np.ndarray, p_fake: np.ndarray) -> dict:
-    """What one source's rows can tell: AUC and AP need both classes, FPR needs reals, recall needs fakes."""
-    full = binary_metrics(is_fake, p_fake)
+def source_metrics(is_fake: np.ndarray, p_fake: np.ndarray, threshold: float = 0.5) -> dict:
+    """What one source's rows can tell: AUC and AP need both classes, FPR needs reals, recall needs fakes.
+    FPR (reals called fake), recall (fakes caught) and accuracy are at `threshold`."""
+    full = binary_metrics(is_fake, p_fake, threshold)
     n_fake = int(is_fake.sum())
     n_real = int(len(is_fake) - n_fake)
     return {
@@ -115,19 +122,23 @@ def source_metrics(is_fake: np.ndarray, p_fake: np.ndarray) -> dict:
 
 
 def evaluate(detector: Detector, dataset: datasets.Dataset, source_column: str | None = None,
-             progress: bool = True) -> dict:
+             progress: bool = True, faces: bool = False) -> dict:
     """Score `dataset` (columns `image`, `target`[, source_column]) → metrics, per-source metrics, predictions.
 
-    The returned `is_fake`/`p_fake`/`files` lists let callers plot or re-threshold without running the model again.
+    `metrics` are at 0.5; `at_threshold` and the per-source rates at the detector's verdict threshold (its
+    stored calibration's, else 0.5), where "reals called fake" is what a user meets. The returned
+    `is_fake`/`p_fake`/`files` lists let callers plot or re-threshold without running the model again.
     """
-    p_fake, files = predict(detector, dataset, progress)
+    p_fake, files = predict(detector, dataset, progress, faces=faces)
     is_fake = np.array(dataset["target"]) == FAKE
-    result = {"metrics": binary_metrics(is_fake, p_fake), "per_source": None,
-              "is_fake": is_fake.tolist(), "p_fake": p_fake.tolist(), "files": files}
+    threshold = detector.threshold if detector.threshold is not None else 0.5
+    result = {"metrics": binary_metrics(is_fake, p_fake), "at_threshold": binary_metrics(is_fake, p_fake, threshold),
+              "per_source": None, "faces": faces, "is_fake": is_fake.tolist(), "p_fake": p_fake.tolist(), "files": files}
     if source_column:
         sources = np.array(dataset[source_column]).astype(str)
         result["per_source"] = {
-            name: source_metrics(is_fake[sources == name], p_fake[sources == name]) for name in sorted(set(sources))
+            name: source_metrics(is_fake[sources == name], p_fake[sources == name], threshold)
+            for name in sorted(set(sources))
         }
     return result
 
@@ -176,7 +187,8 @@ def write_report(result: dict, output: Path, context: dict) -> dict:
     extras = {key: result[key] for key in ("calibration", "robustness") if result.get(key)}
     if "calibration" in extras:
         extras["calibration"] = {k: v for k, v in extras["calibration"].items() if k != "p_fake_calibrated"}
-    report = json_safe({**context, "metrics": result["metrics"], "per_source": result["per_source"], **extras})
+    report = json_safe({**context, "faces": result.get("faces", False), "metrics": result["metrics"],
+                        "at_threshold": result.get("at_threshold"), "per_source": result["per_source"], **extras})
     (output / "metrics.json").write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
     with (output / "predictions.csv").open("w", newline="") as f:
         writer = csv.writer(f)
@@ -199,8 +211,8 @@ def main(argv=None) -> dict:
     spec = spec_from_args(args)
     dataset = load_eval_set(spec, args.split)
     detector = Detector.from_pretrained(args.model, device=args.device, batch_size=args.batch_size)
-    print(f"{detector.name}: scoring {len(dataset)} images ({args.split})")
-    result = evaluate(detector, dataset, args.source_column)
+    print(f"{detector.name}: scoring {len(dataset)} images ({args.split}, {'face search' if args.faces else 'whole images'})")
+    result = evaluate(detector, dataset, args.source_column, faces=args.faces)
     if args.calibrate:
         result["calibration"] = calibrate(result, args.target_fpr)
     if args.robustness:

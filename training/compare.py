@@ -1,0 +1,80 @@
+"""Before/after tables from `training.evaluate` reports: overall and per source, whole images and face search.
+
+    python -m training.compare --output docs/generalisation/compare.md \
+        --report "before, whole=runs/before/val-whole/metrics.json" \
+        --report "before, faces=runs/before/val-faces/metrics.json" \
+        --report "after, whole=runs/after/val-whole/metrics.json" ...
+
+Each report is one column. Rows: overall ROC-AUC, AP, FPR and recall at the model's stored threshold, then
+per source "reals called fake" (sources of real photos) and "fakes caught" (sources of fakes) at that
+threshold, and the source's ROC-AUC where it has both classes. Every number is read from the reports.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from .metrics import fmt
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--report", action="append", required=True, metavar="NAME=METRICS_JSON",
+                        help="a column: its heading and the metrics.json written by training.evaluate")
+    parser.add_argument("--output", required=True, help="Markdown file to write")
+    parser.add_argument("--title", default="")
+    return parser.parse_args(argv)
+
+
+def pct(value) -> str:
+    return "—" if value is None else f"{100 * value:.1f}%"
+
+
+def table(columns: dict[str, dict]) -> str:
+    """One Markdown table, a column per report."""
+    names = list(columns)
+    lines = ["| | " + " | ".join(names) + " |", "| --- |" + " ---: |" * len(names)]
+
+    def row(label: str, values: list[str]) -> None:
+        lines.append(f"| {label} | " + " | ".join(values) + " |")
+
+    def overall(key: str) -> list:
+        return [(report.get("at_threshold") or report["metrics"]).get(key) for report in columns.values()]
+
+    row("images", [fmt(report["metrics"]["n"]) for report in columns.values()])
+    row("threshold (stored)", [fmt(value, 3) for value in overall("threshold")])
+    if any(report["metrics"].get("roc_auc") is not None for report in columns.values()):
+        row("ROC-AUC", [fmt(report["metrics"].get("roc_auc"), 3) for report in columns.values()])
+        row("average precision", [fmt(report["metrics"].get("average_precision"), 3) for report in columns.values()])
+        row("fakes caught (recall)", [pct(value) for value in overall("recall")])
+    row("reals called fake (FPR)", [pct(value) for value in overall("fpr")])
+    sources = sorted({source for report in columns.values() for source in (report.get("per_source") or {})})
+    for source in sources:
+        cells = [(report.get("per_source") or {}).get(source) for report in columns.values()]
+        if any(cell and cell["n_real"] for cell in cells):
+            row(f"`{source}`: reals called fake", [pct(cell["fpr"]) if cell and cell["n_real"] else "—" for cell in cells])
+        if any(cell and cell["n_fake"] for cell in cells):
+            row(f"`{source}`: fakes caught", [pct(cell["recall"]) if cell and cell["n_fake"] else "—" for cell in cells])
+        if any(cell and cell.get("roc_auc") is not None for cell in cells):
+            row(f"`{source}`: ROC-AUC", [fmt(cell.get("roc_auc"), 3) if cell else "—" for cell in cells])
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> str:
+    args = parse_args(argv)
+    columns = {}
+    for item in args.report:
+        name, _, path = item.rpartition("=")
+        if not name:
+            raise SystemExit(f"--report must look like NAME=metrics.json, got {item!r}")
+        columns[name] = json.loads(Path(path).read_text())
+    text = (f"{args.title}\n\n" if args.title else "") + table(columns)
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.output).write_text(text)
+    print(text)
+    return text
+
+
+if __name__ == "__main__":
+    main()
