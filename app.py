@@ -192,6 +192,8 @@ def decision_rule(detector: Detector) -> str:
     """What the threshold means, in photos a person can picture."""
     if detector.threshold is None:
         return "It flags an image when p(fake) is above 50% (this model has no calibrated threshold)."
+    if detector.target_fpr is None:
+        return f"It flags an image when p(fake) ≥ {detector.threshold:.0%} (the threshold stored with the model)."
     return (f"It flags an image when p(fake) ≥ {detector.threshold:.0%}: at that threshold it flags about "
             f"{detector.target_fpr * 100:.0f} of 100 real photos (measured on held-out photos like its training data).")
 

@@ -6,8 +6,11 @@ Weights are read with safetensors only; nothing is ever unpickled.
 """
 from __future__ import annotations
 
+import ctypes
 import json
+import math
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +25,7 @@ LABEL_NAMES = ("real", "fake")
 WEIGHTS_FILE = "model.safetensors"
 HUB_FILES = ["config.json", WEIGHTS_FILE, "README.md"]
 PICKLE_FILES = ("pytorch_model.bin", "model.pth", "model.pt", "model.ckpt")
+STRIDE = 32  # ResNeXt-50's total down-sampling
 BUNDLED_MODEL = Path(__file__).resolve().parent.parent / "models" / "deepfake-detector-resnext50"
 
 
@@ -32,9 +36,52 @@ def create_model(pretrained: bool = False, img_size: int | None = None, **kwargs
                "tag": None, "origin_url": None, "paper_ids": None, "license": None}
     if img_size:
         overlay["input_size"] = (3, img_size, img_size)
+        overlay["pool_size"] = pool_size((3, img_size, img_size))
     return timm.create_model(
         ARCHITECTURE, pretrained=pretrained, num_classes=len(LABEL_NAMES), pretrained_cfg_overlay=overlay, **kwargs
     )
+
+
+def replace_folder(staging: Path, target: Path) -> None:
+    """Put the finished folder `staging` at `target`, replacing what was there, so that `target` is never missing
+    nor half-written: on Linux the two are swapped in one step (renameat2 RENAME_EXCHANGE) and the old one is then
+    deleted; elsewhere the old folder is moved aside first, and `restore_folder` brings it back after a crash.
+    Training's best/ and published model folders both go through here."""
+    staging, target = Path(staging), Path(target)
+    aside = target.with_name(f".{target.name}-old")
+    if aside.exists():
+        shutil.rmtree(aside)
+    if not target.exists():
+        staging.rename(target)
+    elif _exchange(staging, target):  # staging now holds the old folder
+        shutil.rmtree(staging)
+    else:
+        target.rename(aside)
+        staging.rename(target)
+        shutil.rmtree(aside)
+
+
+def restore_folder(target: Path) -> None:
+    """After a crash inside `replace_folder`'s fallback: the folder moved aside goes back where it was."""
+    target = Path(target)
+    aside = target.with_name(f".{target.name}-old")
+    if aside.is_dir() and not target.exists():
+        aside.rename(target)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically (Linux renameat2 with RENAME_EXCHANGE); False where that is not available."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+
+
+def pool_size(input_size) -> tuple[int, int]:
+    """The last feature map's size (ResNeXt-50 downsamples by 32): timm's `pool_size`, and the Grad-CAM grid."""
+    return (max(1, math.ceil(input_size[-2] / STRIDE)), max(1, math.ceil(input_size[-1] / STRIDE)))
 
 
 @dataclass(frozen=True)
@@ -55,8 +102,16 @@ def default_source() -> str:
 
 
 def resolve_folder(source: str) -> Path:
-    """Turn a local folder, `hf-hub:owner/name` or `owner/name` into a local Hub-layout folder."""
+    """Turn a local folder (`local-dir:path` or a plain path), `hf-hub:owner/name` or `owner/name` into a local
+    Hub-layout folder. The prefixes are timm's: `timm.create_model(source, pretrained=True)` reads the same names."""
+    if source.startswith("local-dir:"):
+        path = Path(source.removeprefix("local-dir:")).expanduser()
+        restore_folder(path)
+        if not path.is_dir():
+            raise DetectorError(f"Model folder not found: {path}. Pass a folder with config.json and {WEIGHTS_FILE}.")
+        return path
     path = Path(source).expanduser()
+    restore_folder(path)  # a replacement that crashed half-way leaves the old folder beside it
     if path.is_dir():
         return path
     repo_id = source.removeprefix("hf-hub:")
@@ -99,7 +154,28 @@ def read_config(folder: Path) -> dict:
         if not isinstance(config.get(key, {}), dict):
             raise DetectorError(f"{config_path}: {key} must be a JSON object, found {config[key]!r}.")
     _check_data_config(config_path, config.get("pretrained_cfg", {}))
+    _check_calibration(config_path, config.get("calibration"))
     return config
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_calibration(config_path: Path, calibration) -> None:
+    """The block training.evaluate --calibrate fits: temperature > 0, threshold and target_fpr in (0, 1) or absent."""
+    if calibration is None:
+        return
+    if not isinstance(calibration, dict):
+        raise DetectorError(f"{config_path}: calibration must be a JSON object, found {calibration!r}. "
+                            "Remove it or re-run training.evaluate --calibrate and training.publish.")
+    temperature = calibration.get("temperature", 1.0)
+    if not _number(temperature) or temperature <= 0:
+        raise DetectorError(f"{config_path}: calibration.temperature must be a number above 0, found {temperature!r}.")
+    for key in ("threshold", "target_fpr"):
+        value = calibration.get(key)
+        if value is not None and (not _number(value) or not 0 < value < 1):
+            raise DetectorError(f"{config_path}: calibration.{key} must be a number between 0 and 1, found {value!r}.")
 
 
 def _check_data_config(config_path: Path, cfg: dict) -> None:

@@ -44,6 +44,13 @@ CASES = [
     ("two mean values", with_preprocessing(mean=[0.5, 0.5]), "pretrained_cfg.mean must be 3 numbers"),
     ("a zero std", with_preprocessing(std=[0.0, 0.2, 0.2]), "pretrained_cfg.std must be 3 numbers"),
     ("a negative crop_pct", with_preprocessing(crop_pct=-1), "crop_pct must be a number in (0, 2]"),
+    ("calibration not an object", lambda c: {**c, "calibration": [0.5]}, "calibration must be a JSON object"),
+    ("temperature as text", lambda c: {**c, "calibration": {"temperature": "1.2"}}, "calibration.temperature must be"),
+    ("temperature of zero", lambda c: {**c, "calibration": {"temperature": 0}}, "calibration.temperature must be"),
+    ("threshold above 1", lambda c: {**c, "calibration": {"threshold": 7}}, "calibration.threshold must be"),
+    ("threshold as a list", lambda c: {**c, "calibration": {"threshold": [0.5]}}, "calibration.threshold must be"),
+    ("target_fpr of NaN", lambda c: {**c, "calibration": {"threshold": 0.6, "target_fpr": float("nan")}},
+     "calibration.target_fpr must be"),
 ]
 
 
@@ -76,3 +83,26 @@ def test_unreadable_config_is_refused(model_dir, tmp_path, text, message):
 def test_the_untouched_config_loads(model_dir, tmp_path):
     folder = model_copy(model_dir, tmp_path / "model", (model_dir / "config.json").read_text())
     assert Detector.from_pretrained(folder).labels == ["real", "fake"]
+
+
+def test_calibration_without_target_fpr_serves_and_the_app_states_the_rule(model_dir, tmp_path):
+    """A threshold alone (no target_fpr) is valid: the detector applies it and the app's reading says so."""
+    import app
+
+    config = json.loads((model_dir / "config.json").read_text())
+    config["calibration"] = {"temperature": 1.5, "threshold": 0.6}
+    detector = Detector.from_pretrained(model_copy(model_dir, tmp_path / "model", json.dumps(config)))
+    assert (detector.temperature, detector.threshold, detector.target_fpr) == (1.5, 0.6, None)
+    rule = app.decision_rule(detector)
+    assert "60%" in rule and "of 100" not in rule
+
+
+def test_pool_size_matches_the_input_size(model_dir):
+    """config.json's pool_size is the CAM grid the model really has at its input size (64 px → 2×2), not timm's 7×7."""
+    import torch
+
+    config = json.loads((model_dir / "config.json").read_text())
+    size = config["pretrained_cfg"]["input_size"]
+    detector = Detector.from_pretrained(model_dir, precision="fp32")
+    features = detector.model.forward_features(torch.zeros(1, *size))
+    assert list(features.shape[-2:]) == config["pretrained_cfg"]["pool_size"] == [2, 2]

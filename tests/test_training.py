@@ -185,3 +185,72 @@ def test_csv_group_split_keeps_groups_apart(tmp_path):
     assert not grouped(train_set) & grouped(val_set)
     for dataset in (train_set, val_set):
         assert set(dataset["target"]) == {REAL, FAKE}
+
+
+def last_weights(output: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(output / "last" / "model.safetensors"))
+
+
+@pytest.mark.slow
+def test_interrupted_and_resumed_run_ends_with_the_same_weights(tmp_path, reals, fakes, monkeypatch):
+    """2 epochs straight vs 1 epoch, a crash, then --resume: the same weights, step counter and patience counter."""
+    data = image_folder(tmp_path / "faces", {"real": reals[:5], "fake": fakes[:5]})
+    common = ["--epochs", "2", "--scheduler", "cosine", "--warmup-epochs", "0.5", "--lr", "1e-3", "--patience", "5"]
+    straight = run(data, tmp_path / "straight", *common)
+
+    real_append = train.append_log
+
+    def crash_in_epoch_two(output, row):
+        if row["epoch"] == 2:
+            raise KeyboardInterrupt("simulated stop")
+        real_append(output, row)
+
+    monkeypatch.setattr(train, "append_log", crash_in_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        run(data, tmp_path / "resumed", *common)
+    monkeypatch.undo()
+    saved = json.loads((tmp_path / "resumed" / "last" / "trainer_state.json").read_text())
+    assert saved["epoch"] == 1 and saved["step"] == 2 and "stale" in saved
+    resumed = run(data, tmp_path / "resumed", *common, "--resume")
+    assert resumed == straight and straight["step"] == 4
+    a, b = last_weights(tmp_path / "straight"), last_weights(tmp_path / "resumed")
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.allclose(a[name], b[name], atol=1e-6), name
+
+
+def test_learning_rate_is_a_function_of_the_step():
+    args = train.parse_args(["--dataset", "x", "--lr", "0.01", "--epochs", "4", "--warmup-epochs", "1",
+                             "--scheduler", "cosine"])
+    rates = [train.learning_rate(args, step, 10) for step in range(40)]
+    assert rates[0] == pytest.approx(0.001) and rates[9] == pytest.approx(0.01)  # warm-up over the first epoch
+    assert rates[10] == pytest.approx(0.01) and rates[25] == pytest.approx(0.005, rel=0.05)
+    assert rates[-1] < 1e-4 and all(a >= b for a, b in zip(rates[9:], rates[10:]))
+
+
+@pytest.mark.slow
+def test_two_processes_follow_the_one_process_schedule(tmp_path, reals, fakes):
+    """`accelerate launch --cpu --num_processes 2` (gloo): the learning rate at the end of each epoch equals the
+    1-process run's; a scheduler stepped once per process would have run through the schedule twice as fast."""
+    import os
+    import subprocess
+    import sys
+
+    data = image_folder(tmp_path / "faces", {"real": photos("utkface_adults", "real", 12),
+                                             "fake": photos("sdfd_diffusion", "fake", 12)})
+    args = ["--dataset", str(data), *SMOKE, "--epochs", "3", "--scheduler", "cosine", "--lr", "1e-3", "--skip-image-check"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
+    for processes, name in ((1, "one"), (2, "two")):
+        command = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", str(processes),
+                   "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                   "-m", "training.train", *args, "--output-dir", str(tmp_path / name)]
+        done = subprocess.run(command, cwd=Path(__file__).resolve().parent.parent, env=env, capture_output=True,
+                              text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+    logs = {name: [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+            for name in ("one", "two")}
+    assert [row["lr"] for row in logs["two"]] == pytest.approx([row["lr"] for row in logs["one"]])
+    assert logs["one"][0]["lr"] > logs["one"][1]["lr"] > logs["one"][2]["lr"] >= 0
+    assert json.loads((tmp_path / "two" / "last" / "trainer_state.json").read_text())["step"] == 6

@@ -23,9 +23,9 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from safetensors.torch import load_file, save_file
 
 from detector.errors import DetectorError
-from detector.model import HUB_FILES, WEIGHTS_FILE, load_model, read_config
+from detector.model import HUB_FILES, WEIGHTS_FILE, load_model, pool_size, read_config, replace_folder
 
-from .data import train_transform
+from .data import EqualiseQuality, train_transform
 from .leave_one_out import table as leave_one_out_table
 from .metrics import fmt
 
@@ -98,9 +98,30 @@ def recipe_rows(training: dict) -> list[tuple[str, str]]:
         ("epochs", f"{args['epochs']} planned; these weights are from epoch {training['epoch']} (best validation ROC-AUC)"),
         ("loss", f"cross-entropy, label smoothing {args['label_smoothing']}"),
         ("augmentation", f"{augment}; strength {args['aug_strength']} (0 = crop and flip only, 1 = full)"),
+        *generalisation_rows(args),
         ("mixed precision", str(args["mixed_precision"])),
         ("seed", str(args["seed"])),
     ]
+
+
+def generalisation_rows(args: dict) -> list[tuple[str, str]]:
+    """The parts of the recipe meant to stop source and quality cues from predicting the label (training.data)."""
+    rows = []
+    if args.get("balance"):
+        rows.append(("sampling", "balanced: within each class a source is drawn in proportion to (its size) ** "
+                     f"{args['balance_exponent']}, and real photos get the share that leaves labels 50/50 once "
+                     "pseudo-fakes are made (with replacement, one epoch = as many draws as training images)"))
+    if args.get("face_crops"):
+        rows.append(("face-crop view", f"with probability {args['face_crops']}, the face the app's face search finds, "
+                     "cropped square with a margin drawn from 0.2-0.45 of its side (the app uses 0.3)"))
+    if args.get("pseudo_fakes"):
+        rows.append(("self-blended pseudo-fakes", f"{args['pseudo_fakes']:.0%} of the real photos drawn become fakes: a "
+                     "slightly altered copy of the photo blended into it inside a soft, deformed face mask "
+                     "(training/self_blend.py)"))
+    if args.get("equalise_quality"):
+        first = " ".join(EqualiseQuality.__doc__.split(":", 1)[1].split(".")[0].split())
+        rows.append(("quality equalising", f"every image, real or fake: {first}"))
+    return rows
 
 
 def split_text(args: dict) -> str:
@@ -157,7 +178,8 @@ def eval_results(evaluation: dict, dataset_name: str) -> list[EvalResult]:
 
 def render_card(config: dict, evaluation: dict, training: dict | None, *, model_name: str, repo_id: str | None,
                 dtype: str, data_description: str | None, license: str, license_name: str, notes: str | None = None,
-                dataset_name: str | None = None, leave_one_out: dict | None = None, template: Path = TEMPLATE) -> ModelCard:
+                dataset_name: str | None = None, leave_one_out: dict | None = None, template: Path = TEMPLATE,
+                local_ref: str | None = None) -> ModelCard:
     """README.md: front matter (library, task, licence, model-index) + the template filled from the files."""
     dataset = evaluation.get("dataset", "unknown")
     card_data = ModelCardData(
@@ -173,7 +195,7 @@ def render_card(config: dict, evaluation: dict, training: dict | None, *, model_
         card_data,
         template_path=str(template),
         model_name=model_name,
-        repo_id=repo_id or f"OWNER/{model_name}",
+        model_ref=f"hf-hub:{repo_id}" if repo_id else f"local-dir:{local_ref or model_name}",
         img_size=size,
         label_names=config["label_names"],
         dtype=dtype,
@@ -204,16 +226,12 @@ def render_card(config: dict, evaluation: dict, training: dict | None, *, model_
 # --- the folder ---------------------------------------------------------------------------------
 
 
-def replace_folder(staging: Path, output: Path) -> None:
-    """Move the finished staging folder to `output`, replacing what was there only once the new one is whole."""
-    old = output.with_name(f".{output.name}-old")
-    if old.exists():
-        shutil.rmtree(old)
-    if output.exists():
-        output.rename(old)
-    staging.rename(output)
-    if old.exists():
-        shutil.rmtree(old)
+def with_pool_size(config: dict) -> dict:
+    """config.json with `pool_size` true to its input size (runs made before create_model set it say timm's 7×7)."""
+    cfg = config.get("pretrained_cfg") or {}
+    if "input_size" not in cfg:
+        return config
+    return {**config, "pretrained_cfg": {**cfg, "pool_size": list(pool_size(cfg["input_size"]))}}
 
 
 def with_calibration(config: dict, evaluation: dict) -> dict:
@@ -248,12 +266,12 @@ def build_folder(model: Path, metrics: Path, output: Path, *, fp16: bool = False
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}-staging-"))
     try:
-        (staging / "config.json").write_text(json.dumps(with_calibration(config, evaluation), indent=2) + "\n")
+        (staging / "config.json").write_text(json.dumps(with_calibration(with_pool_size(config), evaluation), indent=2) + "\n")
         dtype = write_weights(model / WEIGHTS_FILE, staging / WEIGHTS_FILE, fp16)
         card = render_card(config, evaluation, training, model_name=model_name or output.name, repo_id=repo_id,
                            dtype=dtype, data_description=description, license=license, license_name=license_name,
                            notes=notes_text, leave_one_out=cross_source,
-                           dataset_name=dataset_name, template=Path(template))
+                           dataset_name=dataset_name, template=Path(template), local_ref=str(output))
         card.save(staging / "README.md")
         load_model(staging)  # what we publish must load in the detector as it is
         for path in staging.iterdir():  # mkdtemp and save_file create owner-only modes
