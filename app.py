@@ -12,8 +12,10 @@ import argparse
 import base64
 import collections
 import csv
+import functools
 import html
 import io
+import logging
 import os
 import tempfile
 import threading
@@ -27,14 +29,17 @@ from gradio.utils import get_upload_folder, is_in_or_equal
 from PIL import Image
 
 from detector import Analysis, Detector, DetectorError
-from detector.images import MAX_BYTES
+from detector.images import FORMAT_NAMES, MAX_BYTES
 from detector.report import result_row, video_row
-from detector.video import DEFAULT_FRAMES, MAX_DURATION_S, MAX_VIDEO_BYTES, VideoAnalysis, analyze_video
+from detector.video import (DEFAULT_FRAMES, FORMAT_NAMES as VIDEO_FORMAT_NAMES, MAX_DURATION_S, MAX_VIDEO_BYTES,
+                            VIDEO_EXTENSIONS, VideoAnalysis, analyze_video)
 
 EXAMPLES = sorted((Path(__file__).resolve().parent / "examples").glob("*.jpg"))
 MAX_FILE_SIZE = f"{MAX_BYTES // 1024 // 1024}mb"
 MAX_BATCH = 64
-VIDEO_TYPES = [".mp4", ".webm", ".mov"]
+VIDEO_TYPES = list(VIDEO_EXTENSIONS)
+logger = logging.getLogger("app")
+OVERLAY_SIDE = 1024  # /analyze's optional overlay picture: long side at most this many pixels
 VIDEO_LIMIT_MB = min(MAX_BYTES, MAX_VIDEO_BYTES) // 1024 // 1024  # the server's upload limit applies to videos too
 TOP_FRAMES = 4
 QUEUE_SIZE = 32  # requests waiting at most; one more gets Gradio's "Queue is full" answer at once
@@ -225,13 +230,33 @@ def gallery_html(items: list[tuple[str, Analysis]]) -> str:
 # --- what the events call -----------------------------------------------------------------------
 
 
+def logged(handler):
+    """An event handler whose unexpected errors are logged on the server with their traceback, while the person
+    sees a plain message (errors they caused already arrive as gr.Error with the reason)."""
+
+    @functools.wraps(handler)
+    def wrapper(*args, **kwargs):
+        try:
+            return handler(*args, **kwargs)
+        except gr.Error:
+            raise
+        except Exception:
+            logger.exception("unexpected error in %s", handler.__name__)
+            raise gr.Error("Something went wrong on the server while analysing this file; the error was logged. "
+                           "Please try again, or try another file.", print_exception=False) from None
+
+    return wrapper
+
+
+
 def analyze_file(detector: Detector, path: str | None, whole_image: bool = False) -> tuple[Analysis, str]:
     """Faces found and judged one by one (the verdict is the most suspicious face), or the whole image."""
     if not path:
-        raise DetectorError("No image received: upload a JPEG, PNG or WebP photo.")
+        raise DetectorError(f"No image received: upload a {FORMAT_NAMES} photo.")
     return detector.analyze(consume_upload(path), faces=not whole_image), display_name(path)
 
 
+@logged
 def analyze_for_page(detector: Detector, path: str | None, whole_image: bool = False):
     """Single tab: label, three pictures and the reading; an error becomes the reading."""
     try:
@@ -246,22 +271,31 @@ def page_result(analysis: Analysis, detector: Detector):
     return analysis.probabilities, views_html(analysis), reading(analysis, detector)
 
 
-def analyze_for_api(detector: Detector, path: str | None, whole_image: bool = False) -> dict:
-    """JSON result for one image, with the CAMs (per face too); a bad image raises a gr.Error with the reason."""
+@logged
+def analyze_for_api(detector: Detector, path: str | None, whole_image: bool = False, overlay: bool = False) -> dict:
+    """JSON result for one image, with the CAMs (per face too) and, when asked, the overlay picture as a PNG data
+    URI; a bad image raises a gr.Error with the reason."""
     try:
         analysis, name = analyze_file(detector, path, whole_image)
     except DetectorError as err:
         raise gr.Error(str(err), print_exception=False) from None
-    return result_row(name, analysis, cams=True)
+    row = result_row(name, analysis, cams=True)
+    if overlay:
+        row["overlay"] = data_uri(analysis.render(max_side=OVERLAY_SIDE)[2], "PNG")
+    return row
 
 
-def analyze_many(detector: Detector, paths: list[str] | None, whole_image: bool = False) -> list[tuple[str, Analysis | None, str | None]]:
-    """(name, analysis, error) per file, in order; one bad file does not stop the others."""
+def analyze_many(detector: Detector, paths: list[str] | None, whole_image: bool = False,
+                 progress=None) -> list[tuple[str, Analysis | None, str | None]]:
+    """(name, analysis, error) per file, in order; one bad file does not stop the others.
+    `progress(done, total)` is called after each file."""
     paths = list(paths or [])
     if len(paths) > MAX_BATCH:
         raise gr.Error(f"{len(paths)} files: at most {MAX_BATCH} at once.", print_exception=False)
     results = []
-    for path in paths:
+    for done, path in enumerate(paths, 1):
+        if progress:
+            progress(done - 1, len(paths))
         try:
             analysis, name = analyze_file(detector, path, whole_image)
             results.append((name, analysis, None))
@@ -270,17 +304,21 @@ def analyze_many(detector: Detector, paths: list[str] | None, whole_image: bool 
     return results
 
 
+@logged
 def analyze_for_page_example(detector: Detector, index: int, whole_image: bool = False):
     """Examples are repository files: read them directly (they are not uploads, so never deleted)."""
     return page_result(detector.analyze(EXAMPLES[index], faces=not whole_image), detector)
 
 
+@logged
 def batch_for_api(detector: Detector, paths: list[str] | None, whole_image: bool = False) -> list[dict]:
     return [result_row(name, analysis, error) for name, analysis, error in analyze_many(detector, paths, whole_image)]
 
 
-def batch_for_page(detector: Detector, paths: list[str] | None, whole_image: bool = False):
-    results = analyze_many(detector, paths, whole_image)
+@logged
+def batch_for_page(detector: Detector, paths: list[str] | None, whole_image: bool = False, progress=None):
+    report = (lambda done, total: progress((done, total), desc="Analysing photos", unit="photos")) if progress else None
+    results = analyze_many(detector, paths, whole_image, report)
     rows = [result_row(name, analysis, error) for name, analysis, error in results]
     table = [[r["file"], r["label"] or "error", "" if r["error"] else round(r["probabilities"]["fake"], 4), r["error"] or ""]
              for r in rows]
@@ -298,12 +336,13 @@ def analyze_video_file(detector: Detector, path: str | None, frames: int | float
                        every_second: bool = False, whole_image: bool = False, progress=None) -> tuple[VideoAnalysis, str]:
     """The upload is read into memory and deleted before decoding; only the sampled frames are decoded."""
     if not path:
-        raise DetectorError("No video received: upload an MP4, WebM or MOV file.")
+        raise DetectorError(f"No video received: upload an {VIDEO_FORMAT_NAMES} file.")
     data = consume_upload(path)
     return analyze_video(detector, data, frames=int(frames or DEFAULT_FRAMES), every_seconds=1.0 if every_second else None,
                          faces=not whole_image, keep=TOP_FRAMES, progress=progress), display_name(path)
 
 
+@logged
 def video_for_api(detector: Detector, path: str | None, frames=DEFAULT_FRAMES, every_second=False, whole_image=False) -> dict:
     """JSON result for one video (verdict, rule, every sampled frame); a bad video raises a gr.Error with the reason."""
     try:
@@ -313,6 +352,7 @@ def video_for_api(detector: Detector, path: str | None, frames=DEFAULT_FRAMES, e
     return video_row(name, video)
 
 
+@logged
 def video_for_page(detector: Detector, path, frames, every_second, whole_image, progress=None):
     """Video tab: label, the reading with the rule, the timeline and the most suspicious frames; an error becomes the reading."""
     report = (lambda done, total: progress((done, total), desc="Analysing frames", unit="frames")) if progress else None
@@ -382,7 +422,7 @@ def build_demo(detector: Detector) -> gr.Blocks:
         with gr.Tab("Single image"):
             with gr.Row():
                 with gr.Column(scale=1):
-                    upload = gr.File(label="Face photo (JPEG, PNG or WebP, up to 10 MB)", file_count="single")
+                    upload = gr.File(label=f"Face photo ({FORMAT_NAMES}, up to {MAX_BYTES // 1024 // 1024} MB)", file_count="single")
                     whole = gr.Checkbox(label="Whole image: no face search (applies to the next upload or example)")
                     examples = gr.Dataset(
                         label="Or try an example", components=[gr.Image(visible=False)],
@@ -403,7 +443,7 @@ def build_demo(detector: Detector) -> gr.Blocks:
             with gr.Row():
                 with gr.Column(scale=1):
                     video_upload = gr.File(
-                        label=f"Video (MP4, WebM or MOV; up to {VIDEO_LIMIT_MB} MB and {MAX_DURATION_S // 60} minutes, "
+                        label=f"Video ({VIDEO_FORMAT_NAMES}; up to {VIDEO_LIMIT_MB} MB and {MAX_DURATION_S // 60} minutes, "
                               "frames up to 4K)", file_count="single", file_types=VIDEO_TYPES)
                     video_frames = gr.Slider(4, 128, value=DEFAULT_FRAMES, step=1, label="Frames to sample, spread evenly")
                     video_every_second = gr.Checkbox(label="One frame per second instead")
@@ -420,22 +460,41 @@ def build_demo(detector: Detector) -> gr.Blocks:
         upload.upload(lambda path, whole_image: analyze_for_page(detector, path, whole_image), [upload, whole], **page)
         examples.click(lambda index, whole_image: analyze_for_page_example(detector, index, whole_image), [examples, whole],
                        **page)
-        batch_button.click(lambda paths, whole_image: batch_for_page(detector, paths, whole_image), [uploads, batch_whole],
-                           [gallery, table, download], api_visibility="private", concurrency_id="model")
+        def on_batch(paths, whole_image, progress=gr.Progress()):
+            return batch_for_page(detector, paths, whole_image, progress)
+
+        batch_button.click(on_batch, [uploads, batch_whole], [gallery, table, download], api_visibility="private",
+                           concurrency_id="model")
 
         # Named endpoints for gradio_client: JSON in, JSON out, on components the page never shows.
         api_file, api_files, api_result = gr.File(visible=False), gr.File(file_count="multiple", visible=False), gr.JSON(visible=False)
         api_single, api_batch = gr.Button(visible=False), gr.Button(visible=False)
         api_whole = gr.Checkbox(False, label="whole_image", visible=False)  # optional: True skips the face search
-        api_single.click(lambda path, whole_image: analyze_for_api(detector, path, whole_image), [api_file, api_whole],
-                         api_result, api_name="analyze", concurrency_id="model")
-        api_batch.click(lambda paths, whole_image: batch_for_api(detector, paths, whole_image), [api_files, api_whole],
-                        api_result, api_name="analyze_batch", concurrency_id="model")
+        api_overlay = gr.Checkbox(False, label="overlay", visible=False)  # optional: True adds the overlay picture
+
+        def analyze(path, whole_image=False, overlay=False):
+            """Is the face in this photo real or generated? Finds the faces (unless whole_image), judges each, and
+            returns the verdict of the most suspicious one: label, calibrated probabilities, and each face's box and
+            Grad-CAM grid; with overlay=True also the heat-map overlay as a PNG data URI. A file that is not a
+            readable JPEG, PNG, WebP or GIF photo (up to 10 MB) raises an error that says why."""
+            return analyze_for_api(detector, path, whole_image, overlay)
+
+        def analyze_batch(paths, whole_image=False):
+            """Many photos at once: one result per file, in order. A bad file gets its reason in `error` and the
+            others are still analysed."""
+            return batch_for_api(detector, paths, whole_image)
+
+        def analyze_video(path, frames=DEFAULT_FRAMES, every_second=False, whole_image=False):
+            """A video (MP4, WebM or MOV): `frames` frames spread evenly (or one per second), each judged by its
+            most suspicious face; the verdict, the rule that made it, and every sampled frame's result."""
+            return video_for_api(detector, path, frames, every_second, whole_image)
+
+        api_single.click(analyze, [api_file, api_whole, api_overlay], api_result, api_name="analyze", concurrency_id="model")
+        api_batch.click(analyze_batch, [api_files, api_whole], api_result, api_name="analyze_batch", concurrency_id="model")
         api_video, api_frames = gr.File(visible=False), gr.Number(DEFAULT_FRAMES, precision=0, visible=False)
         api_every_second, api_video_button = gr.Checkbox(False, visible=False), gr.Button(visible=False)
-        api_video_button.click(
-            lambda path, frames, every_second, whole_image: video_for_api(detector, path, frames, every_second, whole_image),
-            [api_video, api_frames, api_every_second, api_whole], api_result, api_name="analyze_video", concurrency_id="model")
+        api_video_button.click(analyze_video, [api_video, api_frames, api_every_second, api_whole], api_result,
+                               api_name="analyze_video", concurrency_id="model")
 
         def on_video(path, frames, every_second, whole_image, progress=gr.Progress()):
             return video_for_page(detector, path, frames, every_second, whole_image, progress)
@@ -458,6 +517,7 @@ def main(argv=None) -> None:
     parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
     args = parser.parse_args(argv)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     try:
         detector = Detector.from_pretrained(args.model)
     except DetectorError as err:

@@ -31,9 +31,9 @@ from .errors import DetectorError
 from .images import load_image
 from .model import LABEL_NAMES, default_source
 from .report import result_row, video_row
+from .images import EXTENSIONS
 from .video import DEFAULT_FRAMES, VIDEO_EXTENSIONS, analyze_video
 
-EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".gif"}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -73,7 +73,7 @@ def expand(arguments: Iterable[str]) -> Iterator[tuple[str, str | None]]:
     for argument in arguments:
         path = Path(argument)
         if path.is_dir():
-            files, missing = _images_in(path), "No images (.jpg, .jpeg, .png, .webp, .gif) in this folder."
+            files, missing = _images_in(path), f"No images ({', '.join(EXTENSIONS)}) in this folder."
         elif path.exists():
             files, missing = [argument], ""
         else:

@@ -23,6 +23,7 @@ MIN_SIDE = 16
 ORIENTATION = 0x0112  # the EXIF tag
 FORMATS = ("JPEG", "PNG", "WEBP", "GIF")  # Pillow's JPEG opener also reads MPO, the variant many phones write
 FORMAT_NAMES = "JPEG, PNG, WebP or GIF"
+EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif")  # what folders are searched for (CLI) and the page names
 SNIFFED = (  # other files people upload by mistake, named so the message is specific
     (b"%PDF", "a PDF document"),
     (b"<svg", "an SVG vector drawing"),

@@ -44,8 +44,8 @@ MAX_FRAME_PIXELS = 3840 * 2160  # 4K UHD
 DEFAULT_FRAMES = 32
 MAX_SAMPLES = 600  # one per second over the longest video allowed
 GRAB_GAP = 48  # a sample at most this many frames ahead is reached by grabbing forward, not by seeking
-VIDEO_EXTENSIONS = {".mp4", ".m4v", ".webm", ".mov"}
-FORMAT_NAMES = "MP4, WebM or MOV"
+VIDEO_EXTENSIONS = (".mp4", ".m4v", ".webm", ".mov")
+FORMAT_NAMES = "MP4 (.mp4, .m4v), WebM or MOV"
 
 
 def rule_text(threshold: float = 0.5) -> str:

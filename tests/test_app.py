@@ -35,9 +35,29 @@ def noise_png(path: Path, seed: int, size=(96, 80)) -> bytes:
     return path.read_bytes()
 
 
-def test_named_endpoints_are_exposed(client):
+def test_named_endpoints_are_exposed_with_descriptions(client):
+    """The "Use via API" page describes each endpoint and names its parameters as the README uses them."""
     endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
-    assert {"/analyze", "/analyze_batch"} <= set(endpoints)
+    assert {"/analyze", "/analyze_batch", "/analyze_video"} <= set(endpoints)
+    for name, words in (("/analyze", "real or generated"), ("/analyze_batch", "one result per file"),
+                        ("/analyze_video", "frames spread evenly")):
+        assert words in endpoints[name]["description"], name
+    names = [parameter["parameter_name"] for parameter in endpoints["/analyze"]["parameters"]]
+    assert names == ["path", "whole_image", "overlay"]
+    assert [p["parameter_name"] for p in endpoints["/analyze_video"]["parameters"]] == [
+        "path", "frames", "every_second", "whole_image"]
+
+
+def test_analyze_can_return_the_overlay_picture(client, face_paths, detector):
+    import base64
+    import io
+
+    result = client.predict(handle_file(str(face_paths[0])), overlay=True, api_name="/analyze")
+    head, _, payload = result["overlay"].partition(",")
+    assert head == "data:image/png;base64"
+    picture = Image.open(io.BytesIO(base64.b64decode(payload)))
+    assert picture.format == "PNG" and picture.size == Image.open(face_paths[0]).size
+    assert "overlay" not in client.predict(handle_file(str(face_paths[0])), api_name="/analyze")
 
 
 def test_analyze_returns_json_result_for_a_real_face(client, face_paths, detector):

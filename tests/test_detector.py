@@ -11,6 +11,7 @@ from PIL import Image
 
 from detector import Detector, DetectorError, load_image
 from detector.explain import normalise, predict_with_cam
+from detector.model import load_model
 from conftest import SHARED_DATA
 
 
@@ -173,3 +174,14 @@ def test_the_bundled_model_tells_held_out_gan_faces_from_real_photos():
     detector = Detector.from_pretrained()
     scores = [a.p_fake for source in picks for a in detector.analyze_batch(picks[source])]
     assert roc_auc_score([1] * 24 + [0] * 24, scores) >= 0.9
+
+
+def test_a_model_handed_in_is_not_changed(model_dir):
+    """Detector folds BatchNorms and casts weights in its own copy: the caller's model keeps its layers and values."""
+    loaded = load_model(model_dir)
+    before = {name: value.clone() for name, value in loaded.model.state_dict().items()}
+    Detector(loaded, device="cpu", precision="bf16")
+    assert any(isinstance(module, torch.nn.BatchNorm2d) for module in loaded.model.modules())
+    after = loaded.model.state_dict()
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[name], after[name]) for name in before)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import logging
 import math
 from dataclasses import asdict
 from pathlib import Path
@@ -35,6 +36,7 @@ from .metrics import (apply_temperature, binary_metrics, expected_calibration_er
 from .robustness import PERTURBATIONS
 
 FAKE = LABEL_NAMES.index("fake")
+logger = logging.getLogger(__name__)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -208,10 +210,12 @@ def write_report(result: dict, output: Path, context: dict) -> dict:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     spec = spec_from_args(args)
     dataset = load_eval_set(spec, args.split)
     detector = Detector.from_pretrained(args.model, device=args.device, batch_size=args.batch_size)
-    print(f"{detector.name}: scoring {len(dataset)} images ({args.split}, {'face search' if args.faces else 'whole images'})")
+    logger.info("%s: scoring %d images (%s, %s)", detector.name, len(dataset), args.split,
+                "face search" if args.faces else "whole images")
     result = evaluate(detector, dataset, args.source_column, faces=args.faces)
     if args.calibrate:
         result["calibration"] = calibrate(result, args.target_fpr)
@@ -221,8 +225,8 @@ def main(argv=None) -> dict:
     report = write_report(result, Path(args.output_dir), context)
     m = report["metrics"]
     auc = "n/a (one class)" if m["roc_auc"] is None else f"{m['roc_auc']:.4f}"
-    print(f"n={m['n']} accuracy={m['accuracy']:.4f} ROC-AUC={auc} F1={m['f1']:.4f} FPR={m['fpr']:.4f}")
-    print(f"wrote {args.output_dir}/metrics.json, roc.png, confusion_matrix.png, predictions.csv")
+    logger.info("n=%d accuracy=%.4f ROC-AUC=%s F1=%.4f FPR=%.4f", m["n"], m["accuracy"], auc, m["f1"], m["fpr"])
+    logger.info("wrote %s/metrics.json, roc.png, confusion_matrix.png, predictions.csv", args.output_dir)
     return report
 
 

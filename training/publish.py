@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -40,6 +41,7 @@ CARD_METRICS = {
     "fpr": ("fpr", "False-positive rate (real called fake)"),
 }
 PICKLE_SUFFIXES = (".bin", ".pth", ".pt", ".pkl", ".pickle", ".ckpt")
+logger = logging.getLogger(__name__)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -308,6 +310,7 @@ def push(folder: Path, repo_id: str, api=None, private: bool = False) -> str:
 
 def main(argv=None) -> Path:
     args = parse_args(argv)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     folder = build_folder(
         Path(args.model), Path(args.metrics), Path(args.output_dir), fp16=args.fp16,
         data_description=Path(args.data_description) if args.data_description else None,
@@ -317,9 +320,9 @@ def main(argv=None) -> Path:
         license=args.license, license_name=args.license_name,
         template=Path(args.template),
     )
-    print(f"wrote {folder}: {', '.join(sorted(path.name for path in folder.iterdir()))}")
+    logger.info("wrote %s: %s", folder, ", ".join(sorted(path.name for path in folder.iterdir())))
     if args.push:
-        print(f"pushed to {args.push}: {push(folder, args.push, private=args.private)}")
+        logger.info("pushed to %s: %s", args.push, push(folder, args.push, private=args.private))
     return folder
 
 
