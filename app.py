@@ -198,9 +198,21 @@ def decision_rule(detector: Detector) -> str:
     if detector.threshold is None:
         return "It flags an image when p(fake) is above 50% (this model has no calibrated threshold)."
     if detector.target_fpr is None:
-        return f"It flags an image when p(fake) ≥ {detector.threshold:.0%} (the threshold stored with the model)."
-    return (f"It flags an image when p(fake) ≥ {detector.threshold:.0%}: at that threshold it flags about "
-            f"{detector.target_fpr * 100:.0f} of 100 real photos (measured on held-out photos like its training data).")
+        rule = f"It flags an image when p(fake) ≥ {detector.threshold:.0%} (the threshold stored with the model)."
+    else:
+        rule = (f"It flags an image when p(fake) ≥ {detector.threshold:.0%}: at that threshold it flags about "
+                f"{detector.target_fpr * 100:.0f} of 100 real photos (measured on held-out photos like its training data).")
+    return rule + good_photos(detector)
+
+
+def good_photos(detector: Detector) -> str:
+    """What the model does on good real photos of kinds it never trained on, as measured (nothing when not measured)."""
+    if not detector.unseen_reals:
+        return ""
+    parts = [f"{rate * 100:.0f} of 100 {name}" for name, rate in detector.unseen_reals.items()]
+    listed = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+    return (f" On good real photos of kinds it was never trained on, it flagged {listed} (leave-one-source-out "
+            "test); a real photo unlike any of those can be flagged more often.")
 
 
 def faces_line(analysis: Analysis) -> str:

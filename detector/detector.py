@@ -164,6 +164,8 @@ class Detector:
         self.temperature = float(calibration.get("temperature", 1.0))
         self.threshold: float | None = calibration.get("threshold")  # p_fake at or above → fake; None: argmax
         self.target_fpr: float | None = calibration.get("target_fpr")
+        # Measured by leave-one-source-out (training.publish --leave-one-out): kind of real photo → share called fake.
+        self.unseen_reals: dict[str, float] = dict(loaded.config.get("unseen_reals_called_fake") or {})
         logger.info("model %s from %s: %s weights on %s, input %s px, threshold %s", loaded.source, loaded.folder,
                     str(self.dtype).removeprefix("torch."), self.device, self.preprocess.size[0],
                     "argmax" if self.threshold is None else f"{self.threshold:.4f}")

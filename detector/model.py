@@ -155,7 +155,17 @@ def read_config(folder: Path) -> dict:
             raise DetectorError(f"{config_path}: {key} must be a JSON object, found {config[key]!r}.")
     _check_data_config(config_path, config.get("pretrained_cfg", {}))
     _check_calibration(config_path, config.get("calibration"))
+    _check_unseen_reals(config_path, config.get("unseen_reals_called_fake"))
     return config
+
+
+def _check_unseen_reals(config_path: Path, rates) -> None:
+    """{"studio portraits": 0.04, ...}: kinds of real photos a model never trained on, and the share it called fake."""
+    if rates is None:
+        return
+    if not isinstance(rates, dict) or not all(isinstance(k, str) and _number(v) and 0 <= v <= 1 for k, v in rates.items()):
+        raise DetectorError(f"{config_path}: unseen_reals_called_fake must map names to shares between 0 and 1, "
+                            f"found {rates!r}.")
 
 
 def _number(value) -> bool:

@@ -51,6 +51,9 @@ CASES = [
     ("threshold as a list", lambda c: {**c, "calibration": {"threshold": [0.5]}}, "calibration.threshold must be"),
     ("target_fpr of NaN", lambda c: {**c, "calibration": {"threshold": 0.6, "target_fpr": float("nan")}},
      "calibration.target_fpr must be"),
+    ("unseen reals as a list", lambda c: {**c, "unseen_reals_called_fake": [0.1]}, "unseen_reals_called_fake must map"),
+    ("unseen reals above 1", lambda c: {**c, "unseen_reals_called_fake": {"studio portraits": 4}},
+     "unseen_reals_called_fake must map"),
 ]
 
 
@@ -106,3 +109,17 @@ def test_pool_size_matches_the_input_size(model_dir):
     detector = Detector.from_pretrained(model_dir, precision="fp32")
     features = detector.model.forward_features(torch.zeros(1, *size))
     assert list(features.shape[-2:]) == config["pretrained_cfg"]["pool_size"] == [2, 2]
+
+
+def test_the_app_says_what_the_model_does_on_unseen_good_photos(model_dir, tmp_path):
+    """The measured shares travel in config.json; the reading quotes them, and says nothing when none were measured."""
+    import app
+
+    config = json.loads((model_dir / "config.json").read_text())
+    config["calibration"] = {"temperature": 1.0, "threshold": 0.6, "target_fpr": 0.05}
+    config["unseen_reals_called_fake"] = {"studio portraits": 0.041, "press photos": 0.12}
+    detector = Detector.from_pretrained(model_copy(model_dir, tmp_path / "model", json.dumps(config)))
+    rule = app.decision_rule(detector)
+    assert "about 5 of 100 real photos" in rule
+    assert "never trained on, it flagged 4 of 100 studio portraits and 12 of 100 press photos" in rule
+    assert "never trained on" not in app.decision_rule(Detector.from_pretrained(model_dir))

@@ -76,7 +76,15 @@ LEAVE_ONE_OUT = {  # the shape training.leave_one_out writes (its own test runs 
     "train_arguments": ["--img-size", "96", "--epochs", "4"],
     "rows": {"lfw_faceswap": {"in_domain_validation": {"roc_auc": 0.81},
                               "metrics": {"confusion_matrix": [[5, 1], [4, 2]], "roc_auc": 0.55, "average_precision": 0.6,
-                                          "accuracy": 0.5833, "recall": 0.3333, "fpr": 0.1667}}},
+                                          "accuracy": 0.5833, "recall": 0.3333, "fpr": 0.1667}},
+             "london_studio": {"in_domain_validation": {"roc_auc": 0.9},
+                               "metrics": {"confusion_matrix": [[90, 10], [30, 70]], "roc_auc": 0.8, "average_precision": 0.8,
+                                           "accuracy": 0.8, "recall": 0.7, "fpr": 0.1},
+                               "at_threshold": {"confusion_matrix": [[95, 5], [40, 60]], "roc_auc": 0.8,
+                                                "average_precision": 0.8, "threshold": 0.7, "recall": 0.6, "fpr": 0.05},
+                               "face_search": {"at_threshold": {"roc_auc": 0.78, "recall": 0.55, "fpr": 0.07},
+                                               "per_source": {"london_studio": {"n": 80, "n_real": 80, "n_fake": 0,
+                                                                                "fpr": 0.0375, "recall": None}}}}},
 }
 
 
@@ -132,7 +140,9 @@ def test_published_folder_and_card(published, report_dir, run_folder):
     assert sorted(path.name for path in published.iterdir()) == ["README.md", "config.json", "model.safetensors"]
     assert not [path for path in published.parent.iterdir() if path.name.startswith(".")]  # no staging left
     config = json.loads((published / "config.json").read_text())
-    assert {k: v for k, v in config.items() if k != "calibration"} == json.loads((run_folder / "config.json").read_text())
+    assert config["unseen_reals_called_fake"] == {"studio portraits": 0.0375}  # from the table's face-search column
+    assert {k: v for k, v in config.items() if k not in ("calibration", "unseen_reals_called_fake")} == json.loads(
+        (run_folder / "config.json").read_text())
 
     card = ModelCard.load(published / "README.md")
     metrics = json.loads((report_dir / "metrics.json").read_text())["metrics"]
@@ -146,7 +156,8 @@ def test_published_folder_and_card(published, report_dir, run_folder):
                      "adamw, learning rate 0.0015", "from scratch",
                      "strength 0.7", "`lfw_faceswap`", "training images included", "non-commercial research only",
                      "Same training for every row: `--img-size 96 --epochs 4`",
-                     "| `lfw_faceswap` | 6 | 6 | 0.810 | 0.550 | 0.600 | 0.500 | 0.333 | 0.167 | — | — | — |"):
+                     "| `lfw_faceswap` | 6 | 6 | 0.810 | 0.550 | 0.600 | 0.500 | 0.333 | 0.167 | — | — | — |",
+                     "| `london_studio` | 100 | 100 | 0.900 | 0.800 | 0.800 | 0.700 | 0.600 | 0.050 | 0.780 | 0.550 | 0.070 |"):
         assert expected in text
     assert args["dataset"] in text
     assert "{{" not in text and "{%" not in text
@@ -316,3 +327,19 @@ def test_card_code_runs_and_agrees_with_the_detector(tmp_path, run_folder, repor
     reference = Detector.from_pretrained(folder, precision="fp32").analyze(tmp_path / "face.jpg")
     assert plain["p_fake"] == pytest.approx(reference.p_fake, abs=0.02)
     assert library["analysis"].p_fake == pytest.approx(reference.p_fake, abs=0.02)
+
+
+def test_card_metadata_names_what_the_hub_can_link(run_folder, report_dir):
+    """base_model and datasets appear when they are Hub repos (never a local path); AP is in model-index."""
+    config = json.loads((run_folder / "config.json").read_text())
+    evaluation = json.loads((report_dir / "metrics.json").read_text())
+    training = json.loads((run_folder / "training.json").read_text())
+    hub_training = {**training, "args": {**training["args"], "dataset": "someone/faces", "init_from": "hf-hub:someone/detector"}}
+    common = dict(model_name="m", repo_id="someone/m", dtype="float16", data_description=None, license="other",
+                  license_name="research-only-non-commercial")
+    card = publish.render_card(config, evaluation, hub_training, **common)
+    assert card.data.base_model == "someone/detector" and card.data.datasets == ["someone/faces"]
+    assert "average_precision" in {result.metric_type for result in card.data.eval_results}
+    local = publish.render_card(config, evaluation, training, **common)
+    assert local.data.base_model is None and local.data.datasets is None
+    assert 'timm.create_model("hf-hub:someone/m", pretrained=True)' in local.text

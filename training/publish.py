@@ -24,7 +24,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from safetensors.torch import load_file, save_file
 
 from detector.errors import DetectorError
-from detector.model import HUB_FILES, WEIGHTS_FILE, load_model, pool_size, read_config, replace_folder
+from detector.model import ARCHITECTURE, HUB_FILES, WEIGHTS_FILE, load_model, pool_size, read_config, replace_folder
 
 from .data import EqualiseQuality, train_transform
 from .leave_one_out import table as leave_one_out_table
@@ -38,6 +38,7 @@ CARD_METRICS = {
     "recall": ("recall", "Recall (fake caught)"),
     "f1": ("f1", "F1 (fake)"),
     "roc_auc": ("roc_auc", "ROC-AUC"),
+    "average_precision": ("average_precision", "Average precision (fake)"),
     "fpr": ("fpr", "False-positive rate (real called fake)"),
 }
 PICKLE_SUFFIXES = (".bin", ".pth", ".pt", ".pkl", ".pickle", ".ckpt")
@@ -164,6 +165,23 @@ def same_split(evaluation: dict, training: dict | None) -> bool:
     return data.get("source") == args["dataset"] and all(data.get(key) == args.get(key) for key in keys)
 
 
+def hub_id(name: str | None) -> bool:
+    """Whether `name` names a Hub repo (owner/name) rather than a local file or folder."""
+    return bool(name) and name.removeprefix("hf-hub:").count("/") == 1 and not Path(name).exists() \
+        and not name.startswith((".", "/", "local-dir:"))
+
+
+def base_model(args: dict) -> str | None:
+    """The Hub model these weights were trained from, if any: --init-from a Hub id, or timm's ImageNet weights."""
+    if args.get("init_from") and hub_id(args["init_from"]):
+        return args["init_from"].removeprefix("hf-hub:")
+    if args.get("pretrained"):
+        import timm
+
+        return timm.models.get_pretrained_cfg(ARCHITECTURE).hf_hub_id
+    return None
+
+
 def eval_results(evaluation: dict, dataset_name: str) -> list[EvalResult]:
     """model-index entries: the measured values exactly as metrics.json holds them."""
     metrics, dataset = evaluation["metrics"], evaluation.get("dataset", "unknown")
@@ -184,9 +202,11 @@ def render_card(config: dict, evaluation: dict, training: dict | None, *, model_
                 local_ref: str | None = None) -> ModelCard:
     """README.md: front matter (library, task, licence, model-index) + the template filled from the files."""
     dataset = evaluation.get("dataset", "unknown")
+    args = (training or {}).get("args") or {}
     card_data = ModelCardData(
         model_name=model_name, library_name="timm", pipeline_tag="image-classification",
         license=license, license_name=license_name if license == "other" else None,
+        base_model=base_model(args), datasets=[args["dataset"]] if hub_id(args.get("dataset")) else None,
         tags=["image-classification", "timm", "deepfake-detection", "faces"],
         metrics=[metric_type for metric_type, _ in CARD_METRICS.values()],
         eval_results=eval_results(evaluation, dataset_name=dataset_name or Path(dataset).name or dataset),
@@ -236,6 +256,25 @@ def with_pool_size(config: dict) -> dict:
     return {**config, "pretrained_cfg": {**cfg, "pool_size": list(pool_size(cfg["input_size"]))}}
 
 
+# How people would call the shared data's sources of good real photos (the app quotes these names).
+REAL_SOURCE_NAMES = {"london_studio": "studio portraits", "celebrity_photos": "press photos",
+                     "ffhq_sample": "FFHQ photographs", "pixabay_portraits": "stock portraits"}
+
+
+def with_unseen_reals(config: dict, leave_one_out: dict | None) -> dict:
+    """config.json plus, from a leave-one-source-out table, the share of each held-out source of real photos that
+    its row's model called fake with face search at its own threshold: what the app tells people about good photos
+    of kinds a model never saw."""
+    rates = {}
+    for source, report in ((leave_one_out or {}).get("rows") or {}).items():
+        cell = ((report.get("face_search") or {}).get("per_source") or {}).get(source)
+        if cell and cell.get("n_fake") == 0 and cell.get("fpr") is not None:
+            rates[REAL_SOURCE_NAMES.get(source, source)] = cell["fpr"]
+    if not rates:
+        return config
+    return {**config, "unseen_reals_called_fake": rates}
+
+
 def with_calibration(config: dict, evaluation: dict) -> dict:
     """config.json plus the temperature and threshold training.evaluate --calibrate fitted, which the detector applies."""
     fitted = evaluation.get("calibration")
@@ -268,7 +307,8 @@ def build_folder(model: Path, metrics: Path, output: Path, *, fp16: bool = False
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}-staging-"))
     try:
-        (staging / "config.json").write_text(json.dumps(with_calibration(with_pool_size(config), evaluation), indent=2) + "\n")
+        config = with_unseen_reals(with_calibration(with_pool_size(config), evaluation), cross_source)
+        (staging / "config.json").write_text(json.dumps(config, indent=2) + "\n")
         dtype = write_weights(model / WEIGHTS_FILE, staging / WEIGHTS_FILE, fp16)
         card = render_card(config, evaluation, training, model_name=model_name or output.name, repo_id=repo_id,
                            dtype=dtype, data_description=description, license=license, license_name=license_name,
