@@ -488,7 +488,7 @@ def build_demo(detector: Detector) -> gr.Blocks:
             """Is the face in this photo real or generated? Finds the faces (unless whole_image), judges each, and
             returns the verdict of the most suspicious one: label, calibrated probabilities, and each face's box and
             Grad-CAM grid; with overlay=True also the heat-map overlay as a PNG data URI. A file that is not a
-            readable JPEG, PNG, WebP or GIF photo (up to 10 MB) raises an error that says why."""
+            readable JPEG, PNG, WebP, GIF or HEIC photo (up to 10 MB) raises an error that says why."""
             return analyze_for_api(detector, path, whole_image, overlay)
 
         def analyze_batch(paths, whole_image=False):

@@ -17,13 +17,21 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import DetectorError
 
+try:  # HEIC/HEIF, the format iPhones and many Android phones save photos in
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+    HEIF = ("HEIF",)
+except ImportError:  # an install without pillow-heif still serves every other format
+    HEIF = ()
+
 MAX_BYTES = 10 * 1024 * 1024
 MAX_PIXELS = 50_000_000  # a 50 MP photo decodes to 150 MB of RGB; larger is a bomb or not a portrait
 MIN_SIDE = 16
 ORIENTATION = 0x0112  # the EXIF tag
-FORMATS = ("JPEG", "PNG", "WEBP", "GIF")  # Pillow's JPEG opener also reads MPO, the variant many phones write
-FORMAT_NAMES = "JPEG, PNG, WebP or GIF"
-EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif")  # what folders are searched for (CLI) and the page names
+FORMATS = ("JPEG", "PNG", "WEBP", "GIF", *HEIF)  # Pillow's JPEG opener also reads MPO, the variant many phones write
+FORMAT_NAMES = "JPEG, PNG, WebP, GIF or HEIC" if HEIF else "JPEG, PNG, WebP or GIF"
+EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif", *((".heic", ".heif") if HEIF else ()))  # what folders are searched for
 SNIFFED = (  # other files people upload by mistake, named so the message is specific
     (b"%PDF", "a PDF document"),
     (b"<svg", "an SVG vector drawing"),

@@ -210,7 +210,7 @@ ENTRIES = [
     Entry("1x1 image", lambda: encode(Image.new("RGB", (1, 1)), "PNG"), error=("1×1", "too small"), kinds=DECODED),
     Entry("20000x50 extreme aspect ratio", extreme_aspect, kinds=DECODED,
           check=colour_at(((100, 25), (255, 0, 0)), ((19900, 25), (0, 0, 255)), atol=0, size=(20000, 50))),
-    Entry("TIFF", lambda: encode(noise(), "TIFF"), ".tif", error=("not a readable image", "JPEG, PNG, WebP or GIF")),
+    Entry("TIFF", lambda: encode(noise(), "TIFF"), ".tif", error=("not a readable image", "JPEG, PNG, WebP, GIF or HEIC")),
     Entry("PDF", lambda: b"%PDF-1.4\n1 0 obj\n<< /Type /Catalog >>\nendobj\n%%EOF\n", ".pdf", error=("PDF",)),
     Entry("SVG", lambda: b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"/>', ".svg", error=("SVG",)),
     Entry("SVG with XML prolog", lambda: b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg"/>', error=("SVG",)),

@@ -63,3 +63,22 @@ def test_loading_a_loaded_image_does_not_rotate_it_again(orientation):
     """Detector.analyze_batch passes already loaded images through load_image again."""
     once = load_image(with_orientation(quadrants(), "PNG", orientation))
     assert np.array_equal(np.asarray(load_image(once)), np.asarray(once))
+
+
+def test_heic_photo_from_a_phone_is_read_upright(tmp_path):
+    """HEIC (iPhones, many Android phones) through pillow-heif: decoded to RGB, its EXIF orientation applied."""
+    from detector.images import EXTENSIONS, FORMAT_NAMES
+
+    photo = quadrants((64, 48))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise to display
+    buffer = io.BytesIO()
+    photo.save(buffer, "HEIF", quality=95, exif=exif.tobytes())
+    data = buffer.getvalue()
+    assert data[4:12] in (b"ftypheic", b"ftypmif1", b"ftypheix")
+    image = load_image(data)
+    assert image.mode == "RGB" and image.size == (48, 64)
+    expected = np.asarray(photo.transpose(Image.Transpose.ROTATE_270))
+    assert np.abs(np.asarray(image, dtype=int) - expected.astype(int)).mean() < 12  # lossy, but the same picture
+    assert "HEIC" in FORMAT_NAMES and ".heic" in EXTENSIONS
+
