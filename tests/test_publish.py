@@ -96,8 +96,10 @@ def published(tmp_path_factory, run_folder, report_dir) -> Path:
     notes.write_text("The schedule was shortened from 20 to 12 epochs at epoch 6.\n")
     cross_source = description.with_name("leave_one_out.json")
     cross_source.write_text(json.dumps(LEAVE_ONE_OUT))
+    compared = description.with_name("compare.md")
+    compared.write_text("| | before | after |\n| --- | ---: | ---: |\n| `london_studio`: reals called fake | 93.4% | 4.1% |\n")
     return publish.main(["--model", str(run_folder), "--metrics", str(report_dir / "metrics.json"), "--notes", str(notes),
-                         "--leave-one-out", str(cross_source),
+                         "--leave-one-out", str(cross_source), "--generalisation", str(compared),
                          "--output-dir", str(tmp_path_factory.mktemp("models") / "detector"),
                          "--data-description", str(description), "--model-name", "deepfake-detector-test",
                          "--repo-id", OWNER_NAME])
@@ -157,7 +159,9 @@ def test_published_folder_and_card(published, report_dir, run_folder):
                      "strength 0.7", "`lfw_faceswap`", "training images included", "non-commercial research only",
                      "Same training for every row: `--img-size 96 --epochs 4`",
                      "| `lfw_faceswap` | 6 | 6 | 0.810 | 0.550 | 0.600 | 0.500 | 0.333 | 0.167 | — | — | — |",
-                     "| `london_studio` | 100 | 100 | 0.900 | 0.800 | 0.800 | 0.700 | 0.600 | 0.050 | 0.780 | 0.550 | 0.070 |"):
+                     "| `london_studio` | 100 | 100 | 0.900 | 0.800 | 0.800 | 0.700 | 0.600 | 0.050 | 0.780 | 0.550 | 0.070 |",
+                     "### Good real photos and unseen sources, before and after",
+                     "| `london_studio`: reals called fake | 93.4% | 4.1% |"):
         assert expected in text
     assert args["dataset"] in text
     assert "{{" not in text and "{%" not in text

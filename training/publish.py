@@ -54,6 +54,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--data-description", help="markdown file describing the training data, inserted into the card")
     parser.add_argument("--leave-one-out", metavar="JSON",
                         help="leave_one_out.json written by training.leave_one_out: its table goes into the card")
+    parser.add_argument("--generalisation", metavar="MD",
+                        help="before/after tables written by training.compare (from measured reports), inserted into the card")
     parser.add_argument("--notes", help="markdown file with notes on the training run (history, choices), inserted into the card")
     parser.add_argument("--model-name", help="title of the card (default: the output folder's name)")
     parser.add_argument("--dataset-name", help="the evaluation data's name in model-index (default: from metrics.json)")
@@ -199,7 +201,7 @@ def eval_results(evaluation: dict, dataset_name: str) -> list[EvalResult]:
 def render_card(config: dict, evaluation: dict, training: dict | None, *, model_name: str, repo_id: str | None,
                 dtype: str, data_description: str | None, license: str, license_name: str, notes: str | None = None,
                 dataset_name: str | None = None, leave_one_out: dict | None = None, template: Path = TEMPLATE,
-                local_ref: str | None = None) -> ModelCard:
+                local_ref: str | None = None, generalisation: str | None = None) -> ModelCard:
     """README.md: front matter (library, task, licence, model-index) + the template filled from the files."""
     dataset = evaluation.get("dataset", "unknown")
     args = (training or {}).get("args") or {}
@@ -224,6 +226,7 @@ def render_card(config: dict, evaluation: dict, training: dict | None, *, model_
         preprocessing=config["pretrained_cfg"],
         data_description=(data_description or "").strip() or None,
         notes=(notes or "").strip() or None,
+        generalisation=(generalisation or "").strip() or None,
         training_args=(training or {}).get("args"),
         split_text=split_text(training["args"]) if training else None,
         count_rows=count_rows(training["data"]) if training and training.get("data") else None,
@@ -285,7 +288,7 @@ def with_calibration(config: dict, evaluation: dict) -> dict:
 
 
 def build_folder(model: Path, metrics: Path, output: Path, *, fp16: bool = False, data_description: Path | None = None,
-                 notes: Path | None = None, leave_one_out: Path | None = None,
+                 notes: Path | None = None, leave_one_out: Path | None = None, generalisation: Path | None = None,
                  model_name: str | None = None, dataset_name: str | None = None, repo_id: str | None = None,
                  license: str = "other",
                  license_name: str = "research-only-non-commercial", template: Path = TEMPLATE) -> Path:
@@ -313,7 +316,8 @@ def build_folder(model: Path, metrics: Path, output: Path, *, fp16: bool = False
         card = render_card(config, evaluation, training, model_name=model_name or output.name, repo_id=repo_id,
                            dtype=dtype, data_description=description, license=license, license_name=license_name,
                            notes=notes_text, leave_one_out=cross_source,
-                           dataset_name=dataset_name, template=Path(template), local_ref=str(output))
+                           dataset_name=dataset_name, template=Path(template), local_ref=str(output),
+                           generalisation=Path(generalisation).read_text() if generalisation else None)
         card.save(staging / "README.md")
         load_model(staging)  # what we publish must load in the detector as it is
         for path in staging.iterdir():  # mkdtemp and save_file create owner-only modes
@@ -356,6 +360,7 @@ def main(argv=None) -> Path:
         data_description=Path(args.data_description) if args.data_description else None,
         notes=Path(args.notes) if args.notes else None,
         leave_one_out=Path(args.leave_one_out) if args.leave_one_out else None,
+        generalisation=Path(args.generalisation) if args.generalisation else None,
         model_name=args.model_name, dataset_name=args.dataset_name, repo_id=args.repo_id or args.push,
         license=args.license, license_name=args.license_name,
         template=Path(args.template),
