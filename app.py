@@ -211,8 +211,8 @@ def good_photos(detector: Detector) -> str:
         return ""
     parts = [f"{rate * 100:.0f} of 100 {name}" for name, rate in detector.unseen_reals.items()]
     listed = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
-    return (f" On good real photos of kinds it was never trained on, it flagged {listed} (leave-one-source-out "
-            "test); a real photo unlike any of those can be flagged more often.")
+    return (f" Good real photos unlike its training data can be called fake: trained the same way without them, it "
+            f"flagged {listed} (leave-one-source-out test, face search).")
 
 
 def faces_line(analysis: Analysis) -> str:

@@ -162,6 +162,7 @@ class Detector:
         self.face_margin = face_margin
         calibration = loaded.config.get("calibration") or {}  # fitted by training.evaluate --calibrate
         self.temperature = float(calibration.get("temperature", 1.0))
+        self.bias = float(calibration.get("bias", 0.0))  # added to the fake logit after the temperature
         self.threshold: float | None = calibration.get("threshold")  # p_fake at or above → fake; None: argmax
         self.target_fpr: float | None = calibration.get("target_fpr")
         # Measured by leave-one-source-out (training.publish --leave-one-out): kind of real photo → share called fake.
@@ -232,6 +233,13 @@ class Detector:
             raise DetectorError(f"Unknown class {target!r}; choose one of {self.labels}.")
         return self.labels.index(target)
 
+    def _logit_bias(self) -> torch.Tensor | None:
+        if not self.bias:
+            return None
+        bias = torch.zeros(len(self.labels))
+        bias[self.labels.index("fake")] = self.bias
+        return bias
+
     def decide(self, probabilities: torch.Tensor) -> torch.Tensor:
         """The verdict per row: fake when p_fake reaches the calibrated threshold, else the most probable class."""
         if self.threshold is None:
@@ -243,7 +251,8 @@ class Detector:
         images = list(images)
         pixels = torch.stack([self.preprocess(image) for image in images]).to(self.device)
         probabilities, cams, explained = explain.predict_with_cam(
-            self.model, pixels, class_index, temperature=self.temperature, decide=self.decide)
+            self.model, pixels, class_index, temperature=self.temperature, decide=self.decide,
+            logit_bias=self._logit_bias())
         verdicts = self.decide(probabilities).tolist()
         probabilities, cams = probabilities.cpu().numpy(), cams.cpu().numpy()
         return [

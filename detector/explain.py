@@ -19,10 +19,12 @@ from PIL import Image
 def predict_with_cam(
     model: torch.nn.Module, pixels: torch.Tensor, class_index: int | None = None,
     temperature: float = 1.0, decide: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    logit_bias: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(probabilities [N, C], raw CAMs [N, h, w] ≥ 0, explained class [N]) for a batch of pixels.
 
-    Probabilities are softmax(logits / temperature). The CAM explains `class_index`, else the class
+    Probabilities are softmax(logits / temperature + logit_bias) (the calibration; the CAM explains the raw
+    class score, which the calibration does not change). The CAM explains `class_index`, else the class
     `decide(probabilities)` picks (default: the most probable one). The backbone runs in its weights'
     dtype (bf16 for the fast path); the head and the gradients are computed in fp32."""
     with torch.no_grad():
@@ -30,7 +32,8 @@ def predict_with_cam(
     features = features.detach().float().requires_grad_(True)
     with torch.enable_grad():
         logits = model.forward_head(features)
-        probabilities = (logits.detach() / temperature).softmax(dim=1)
+        scaled = logits.detach() / temperature
+        probabilities = (scaled if logit_bias is None else scaled + logit_bias.to(scaled)).softmax(dim=1)
         if class_index is not None:
             explained = torch.full((len(logits),), class_index, device=logits.device)
         else:

@@ -173,7 +173,8 @@ def _number(value) -> bool:
 
 
 def _check_calibration(config_path: Path, calibration) -> None:
-    """The block training.evaluate --calibrate fits: temperature > 0, threshold and target_fpr in (0, 1) or absent."""
+    """The block training.evaluate --calibrate fits: temperature > 0, a finite bias, threshold and target_fpr in (0, 1)
+    or absent."""
     if calibration is None:
         return
     if not isinstance(calibration, dict):
@@ -182,6 +183,9 @@ def _check_calibration(config_path: Path, calibration) -> None:
     temperature = calibration.get("temperature", 1.0)
     if not _number(temperature) or temperature <= 0:
         raise DetectorError(f"{config_path}: calibration.temperature must be a number above 0, found {temperature!r}.")
+    bias = calibration.get("bias", 0.0)
+    if not _number(bias) or abs(bias) > 50:
+        raise DetectorError(f"{config_path}: calibration.bias must be a number (a logit, |bias| ≤ 50), found {bias!r}.")
     for key in ("threshold", "target_fpr"):
         value = calibration.get(key)
         if value is not None and (not _number(value) or not 0 < value < 1):

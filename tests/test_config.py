@@ -51,6 +51,8 @@ CASES = [
     ("threshold as a list", lambda c: {**c, "calibration": {"threshold": [0.5]}}, "calibration.threshold must be"),
     ("target_fpr of NaN", lambda c: {**c, "calibration": {"threshold": 0.6, "target_fpr": float("nan")}},
      "calibration.target_fpr must be"),
+    ("bias as text", lambda c: {**c, "calibration": {"bias": "0.3"}}, "calibration.bias must be a number"),
+    ("an infinite bias", lambda c: {**c, "calibration": {"bias": float("inf")}}, "calibration.bias must be a number"),
     ("unseen reals as a list", lambda c: {**c, "unseen_reals_called_fake": [0.1]}, "unseen_reals_called_fake must map"),
     ("unseen reals above 1", lambda c: {**c, "unseen_reals_called_fake": {"studio portraits": 4}},
      "unseen_reals_called_fake must map"),
@@ -121,5 +123,22 @@ def test_the_app_says_what_the_model_does_on_unseen_good_photos(model_dir, tmp_p
     detector = Detector.from_pretrained(model_copy(model_dir, tmp_path / "model", json.dumps(config)))
     rule = app.decision_rule(detector)
     assert "about 5 of 100 real photos" in rule
-    assert "never trained on, it flagged 4 of 100 studio portraits and 12 of 100 press photos" in rule
-    assert "never trained on" not in app.decision_rule(Detector.from_pretrained(model_dir))
+    assert "trained the same way without them, it flagged 4 of 100 studio portraits and 12 of 100 press photos" in rule
+    assert "without them" not in app.decision_rule(Detector.from_pretrained(model_dir))
+
+
+def test_calibration_bias_shifts_the_fake_logit(model_dir, tmp_path):
+    """p_fake with {temperature T, bias b} = sigmoid((fake logit - real logit) / T + b), computed from the raw logits."""
+    import torch
+
+    from detector.model import load_model
+
+    config = json.loads((model_dir / "config.json").read_text())
+    config["calibration"] = {"temperature": 0.7, "bias": -0.8}
+    detector = Detector.from_pretrained(model_copy(model_dir, tmp_path / "model", json.dumps(config)), precision="fp32")
+    photo = Path(__file__).resolve().parent.parent / "examples" / "real_pixabay_1.jpg"
+    raw = load_model(model_dir).model.eval()
+    with torch.no_grad():
+        logits = raw(detector.preprocess(detector.analyze(photo).image)[None])[0]
+    expected = torch.sigmoid((logits[1] - logits[0]) / 0.7 - 0.8).item()
+    assert detector.analyze(photo).p_fake == pytest.approx(expected, abs=1e-4)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from training.metrics import (apply_temperature, binary_metrics, expected_calibration_error, fit_temperature,
-                              threshold_for_fpr)
+                              fit_temperature_and_bias, threshold_for_fpr)
 
 
 @pytest.fixture
@@ -41,3 +41,17 @@ def test_threshold_flags_at_most_the_target_share_of_real_images(overconfident, 
     threshold = threshold_for_fpr(is_fake, p_fake, target)
     fpr = binary_metrics(is_fake, p_fake, threshold)["fpr"]
     assert target - 0.002 <= fpr <= target  # as many as allowed, never more
+
+
+def test_bias_corrects_a_shifted_prior_that_temperature_cannot():
+    """Scores 2× too confident and shifted by +1 in logit (a model trained on balanced classes, tested where fakes
+    are rarer): temperature and bias recover both, and the ECE falls below what temperature alone reaches."""
+    rng = np.random.default_rng(1)
+    logit = rng.normal(-0.5, 1.5, 6000)
+    is_fake = rng.random(len(logit)) < 1 / (1 + np.exp(-logit))
+    p_fake = 1 / (1 + np.exp(-(2 * logit + 1)))  # true logit = (model logit - 1) / 2
+    temperature, bias = fit_temperature_and_bias(is_fake, p_fake)
+    assert temperature == pytest.approx(2.0, rel=0.1) and bias == pytest.approx(-0.5, abs=0.1)
+    both = expected_calibration_error(is_fake, apply_temperature(p_fake, temperature, bias))
+    alone = expected_calibration_error(is_fake, apply_temperature(p_fake, fit_temperature(is_fake, p_fake)))
+    assert both < 0.02 < alone

@@ -31,7 +31,7 @@ from detector.model import LABEL_NAMES
 
 from .data import (DataError, DataSpec, add_data_arguments, held_out_set, load_raw, load_splits, open_rgb, spec_from_args,
                    with_targets)
-from .metrics import (apply_temperature, binary_metrics, expected_calibration_error, fit_temperature, plot_confusion,
+from .metrics import (apply_temperature, binary_metrics, expected_calibration_error, fit_temperature_and_bias, plot_confusion,
                       plot_reliability, plot_robustness, plot_roc, threshold_for_fpr)
 from .robustness import PERTURBATIONS
 
@@ -146,13 +146,15 @@ def evaluate(detector: Detector, dataset: datasets.Dataset, source_column: str |
 
 
 def calibrate(result: dict, target_fpr: float) -> dict:
-    """Temperature and decision threshold fitted on these predictions, with the metrics they give."""
+    """Temperature, fake-logit bias and decision threshold fitted on these predictions, with the metrics they give.
+    (The threshold keeps the same images on each side whatever the temperature and bias: both are monotonic.)"""
     is_fake, p_fake = np.array(result["is_fake"]), np.array(result["p_fake"])
-    temperature = fit_temperature(is_fake, p_fake)
-    calibrated = apply_temperature(p_fake, temperature)
+    temperature, bias = fit_temperature_and_bias(is_fake, p_fake)
+    calibrated = apply_temperature(p_fake, temperature, bias)
     threshold = threshold_for_fpr(is_fake, calibrated, target_fpr)
     return {
         "temperature": temperature,
+        "bias": bias,
         "threshold": threshold,
         "target_fpr": target_fpr,
         "ece_before": expected_calibration_error(is_fake, p_fake),
@@ -201,7 +203,7 @@ def write_report(result: dict, output: Path, context: dict) -> dict:
         plot_roc(result["is_fake"], result["p_fake"], output / "roc.png", title=f"ROC ({context.get('split', '')})")
     plot_confusion(result["metrics"]["confusion_matrix"], output / "confusion_matrix.png", labels=LABEL_NAMES)
     if result.get("calibration"):
-        curves = {"raw": np.array(result["p_fake"]), "temperature-scaled": np.array(result["calibration"]["p_fake_calibrated"])}
+        curves = {"raw": np.array(result["p_fake"]), "calibrated": np.array(result["calibration"]["p_fake_calibrated"])}
         plot_reliability(np.array(result["is_fake"]), curves, output / "reliability.png")
     if result.get("robustness"):
         plot_robustness(result["robustness"], output / "robustness.png")

@@ -102,8 +102,10 @@ def _logit(p_fake: np.ndarray) -> np.ndarray:
     return np.log(p / (1 - p))
 
 
-def apply_temperature(p_fake: np.ndarray, temperature: float) -> np.ndarray:
-    return 1 / (1 + np.exp(-_logit(p_fake) / temperature))
+def apply_temperature(p_fake: np.ndarray, temperature: float, bias: float = 0.0) -> np.ndarray:
+    """p_fake after calibration: sigmoid(logit / temperature + bias), i.e. softmax(logits / T) with `bias` added to
+    the fake logit (the detector applies the same, detector/explain.py)."""
+    return 1 / (1 + np.exp(-(_logit(p_fake) / temperature + bias)))
 
 
 def fit_temperature(is_fake: np.ndarray, p_fake: np.ndarray) -> float:
@@ -117,6 +119,24 @@ def fit_temperature(is_fake: np.ndarray, p_fake: np.ndarray) -> float:
         return float(-np.mean(y * np.log(q) + (1 - y) * np.log(1 - q)))
 
     return float(np.exp(minimize_scalar(nll, bounds=(-4, 4), method="bounded").x))
+
+
+def fit_temperature_and_bias(is_fake: np.ndarray, p_fake: np.ndarray) -> tuple[float, float]:
+    """Temperature and fake-logit bias minimising the negative log-likelihood (Platt scaling on the logit). The bias
+    corrects what temperature alone cannot: a model trained on balanced classes (and pseudo-fakes) scored on data
+    whose share of fakes differs."""
+    from scipy.optimize import minimize
+
+    z, y = _logit(p_fake), np.asarray(is_fake, dtype=float)
+
+    def nll(params: np.ndarray) -> float:
+        log_t, bias = params
+        q = np.clip(1 / (1 + np.exp(-(z / np.exp(log_t) + bias))), 1e-12, 1 - 1e-12)
+        return float(-np.mean(y * np.log(q) + (1 - y) * np.log(1 - q)))
+
+    start = np.array([np.log(fit_temperature(is_fake, p_fake)), 0.0])
+    log_t, bias = minimize(nll, start, method="Nelder-Mead", options={"xatol": 1e-6, "fatol": 1e-9}).x
+    return float(np.exp(np.clip(log_t, -4, 4))), float(bias)
 
 
 def threshold_for_fpr(is_fake: np.ndarray, p_fake: np.ndarray, target_fpr: float) -> float:

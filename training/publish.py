@@ -283,8 +283,8 @@ def with_calibration(config: dict, evaluation: dict) -> dict:
     fitted = evaluation.get("calibration")
     if not fitted:
         return config
-    keys = ("temperature", "threshold", "target_fpr")
-    return {**config, "calibration": {key: fitted[key] for key in keys}}
+    keys = ("temperature", "bias", "threshold", "target_fpr")
+    return {**config, "calibration": {key: fitted[key] for key in keys if key in fitted}}
 
 
 def build_folder(model: Path, metrics: Path, output: Path, *, fp16: bool = False, data_description: Path | None = None,
