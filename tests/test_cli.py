@@ -112,7 +112,7 @@ def test_expand_folders_globs_and_missing_paths(inputs, monkeypatch):
         ("photos/sub/copy.JPEG", None),  # given twice: listed once
         ("more/*.PNG", "No such file, and no images match it as a pattern."),  # glob matches are case-sensitive
         ("nothing*", "No such file, and no images match it as a pattern."),
-        ("empty", "No images (.jpg, .jpeg, .png, .webp, .gif) in this folder."),
+        ("empty", "No images (.jpg, .jpeg, .png, .webp, .gif, .heic, .heif) in this folder."),
         ("photos/notes.txt", None),  # a file named explicitly is tried (and load_image says what is wrong)
     ]
 

@@ -248,10 +248,10 @@ def test_api_reads_and_deletes_nothing_outside_the_cache(served, app_temp, face_
     secret = tmp_path / "secret.png"
     secret.write_bytes(encode(noise(seed=99), "PNG"))
     for path in (str(secret), f"{get_upload_folder()}/../../{secret.relative_to(app_temp.parent)}", "/etc/hostname"):
-        kind, output = call_api(served, "analyze", [server_file(path), WHOLE_IMAGE])
+        kind, output = call_api(served, "analyze", [server_file(path), WHOLE_IMAGE, False])
         assert kind == "error"
     assert secret.exists()
-    kind, output = call_api(served, "analyze", [server_file(str(app_module.EXAMPLES[0])), WHOLE_IMAGE])
+    kind, output = call_api(served, "analyze", [server_file(str(app_module.EXAMPLES[0])), WHOLE_IMAGE, False])
     assert kind == "complete" and output[0]["label"] in ("real", "fake")
     assert app_module.EXAMPLES[0].exists()
 

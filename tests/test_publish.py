@@ -293,7 +293,7 @@ def test_calibration_and_robustness_are_measured_and_published(report_dir, publi
     assert report["robustness"]["clean"] == report["metrics"]["roc_auc"]
     assert (report_dir / "reliability.png").stat().st_size > 0 and (report_dir / "robustness.png").stat().st_size > 0
     config = json.loads((published / "config.json").read_text())
-    assert config["calibration"] == {key: fitted[key] for key in ("temperature", "threshold", "target_fpr")}
+    assert config["calibration"] == {key: fitted[key] for key in ("temperature", "bias", "threshold", "target_fpr")}
     card = (published / "README.md").read_text()
     assert "Calibration and decision threshold" in card and "jpeg_q75" in card
     assert "Notes from the training run" in card and "shortened from 20 to 12 epochs" in card
