@@ -102,7 +102,8 @@ def recipe_rows(training: dict) -> list[tuple[str, str]]:
         ("batch size", str(args["batch_size"])),
         ("epochs", f"{args['epochs']} planned; these weights are from epoch {training['epoch']} (best validation ROC-AUC)"),
         ("loss", f"cross-entropy, label smoothing {args['label_smoothing']}"),
-        ("augmentation", f"{augment}; strength {args['aug_strength']} (0 = crop and flip only, 1 = full)"),
+        ("augmentation", f"{augment}; strength {args['aug_strength']} (0 = crop and flip only, 1 = full)"
+         + ("; the JPEG and blur/downscale steps replaced by quality equalising (below)" if args.get("equalise_quality") else "")),
         *generalisation_rows(args),
         ("mixed precision", str(args["mixed_precision"])),
         ("seed", str(args["seed"])),
