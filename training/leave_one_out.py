@@ -62,10 +62,10 @@ def run_row(source: str, train_argv: list[str], output: Path) -> dict:
     train.main(argv)
     spec = spec_from_args(train.parse_args(argv))
     detector = Detector.from_pretrained(output / "best")
-    # The row's own threshold, fitted as the bundled model's is: temperature + 5% FPR on its in-domain validation
+    # The row's own calibration, fitted as the bundled model's is: temperature, bias and 5% FPR on its in-domain validation
     # split, through face search (the path the app and the CLI take).
     fitted = calibrate(evaluate(detector, load_splits(spec, check=False)[1], progress=False, faces=True), TARGET_FPR)
-    detector.temperature, detector.threshold = fitted["temperature"], fitted["threshold"]
+    detector.temperature, detector.bias, detector.threshold = fitted["temperature"], fitted["bias"], fitted["threshold"]
     held = held_out_set(spec)
     result = evaluate(detector, held, spec.source_column)
     # The app's and the CLI's default path too: find the faces, judge the most suspicious one.
@@ -73,7 +73,7 @@ def run_row(source: str, train_argv: list[str], output: Path) -> dict:
     trained = json.loads((output / "best" / "training.json").read_text())
     context = {"model": str(output / "best"), "split": "held-out", "hold_out_source": source, "data": asdict(spec),
                "in_domain_validation": trained["validation"], "train_arguments": train_argv,
-               "threshold": {key: fitted[key] for key in ("temperature", "threshold", "target_fpr")},
+               "threshold": {key: fitted[key] for key in ("temperature", "bias", "threshold", "target_fpr")},
                "face_search": json_safe({key: searched[key] for key in ("metrics", "at_threshold", "per_source")})}
     return write_report(result, output / "eval", context)
 
@@ -82,7 +82,7 @@ def table(reports: dict[str, dict], train_argv: list[str]) -> str:
     """The Markdown table, with the training arguments every row shared."""
     lines = [
         "Leave-one-source-out: each row trains without one source, then tests on it. Fakes caught and reals "
-        "called fake are at the row's own threshold (temperature + 5% FPR fitted with face search on its in-domain "
+        "called fake are at the row's own threshold (temperature, bias and 5% FPR fitted with face search on its in-domain "
         "validation split, as the bundled model's), or at 0.5 for rows measured before thresholds were fitted.",
         "",
         f"Same training for every row: `{shlex.join(train_argv)}`",
