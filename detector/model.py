@@ -101,21 +101,26 @@ def default_source() -> str:
     return os.environ.get("DETECTOR_MODEL") or str(BUNDLED_MODEL)
 
 
+def is_hub_id(name: str | None) -> bool:
+    """The Hub-id/folder rule: `hf-hub:owner/name`, or an `owner/name` that is no local path (nor `./`, `/`, `local-dir:`)."""
+    if not name:
+        return False
+    if name.startswith("hf-hub:"):
+        return True
+    return name.count("/") == 1 and not Path(name).expanduser().exists() and not name.startswith((".", "/", "local-dir:"))
+
+
 def resolve_folder(source: str) -> Path:
     """Turn a local folder (`local-dir:path` or a plain path), `hf-hub:owner/name` or `owner/name` into a local
     Hub-layout folder. The prefixes are timm's: `timm.create_model(source, pretrained=True)` reads the same names."""
-    if source.startswith("local-dir:"):
-        path = Path(source.removeprefix("local-dir:")).expanduser()
-        restore_folder(path)
-        if not path.is_dir():
-            raise DetectorError(f"Model folder not found: {path}. Pass a folder with config.json and {WEIGHTS_FILE}.")
-        return path
-    path = Path(source).expanduser()
+    path = Path(source.removeprefix("local-dir:")).expanduser()
     restore_folder(path)  # a replacement that crashed half-way leaves the old folder beside it
     if path.is_dir():
         return path
+    if source.startswith("local-dir:"):
+        raise DetectorError(f"Model folder not found: {path}. Pass a folder with config.json and {WEIGHTS_FILE}.")
     repo_id = source.removeprefix("hf-hub:")
-    if source.startswith("hf-hub:") or (repo_id.count("/") == 1 and not path.exists() and not source.startswith((".", "/"))):
+    if is_hub_id(source):
         from huggingface_hub import snapshot_download
         from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 

@@ -24,7 +24,9 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from safetensors.torch import load_file, save_file
 
 from detector.errors import DetectorError
-from detector.model import ARCHITECTURE, HUB_FILES, WEIGHTS_FILE, load_model, pool_size, read_config, replace_folder
+from detector.logs import configure_logging
+from detector.model import (ARCHITECTURE, HUB_FILES, WEIGHTS_FILE, is_hub_id, load_model, pool_size, read_config,
+                            replace_folder)
 
 from .data import EqualiseQuality, train_transform
 from .leave_one_out import table as leave_one_out_table
@@ -168,15 +170,9 @@ def same_split(evaluation: dict, training: dict | None) -> bool:
     return data.get("source") == args["dataset"] and all(data.get(key) == args.get(key) for key in keys)
 
 
-def hub_id(name: str | None) -> bool:
-    """Whether `name` names a Hub repo (owner/name) rather than a local file or folder."""
-    return bool(name) and name.removeprefix("hf-hub:").count("/") == 1 and not Path(name).exists() \
-        and not name.startswith((".", "/", "local-dir:"))
-
-
 def base_model(args: dict) -> str | None:
     """The Hub model these weights were trained from, if any: --init-from a Hub id, or timm's ImageNet weights."""
-    if args.get("init_from") and hub_id(args["init_from"]):
+    if is_hub_id(args.get("init_from")):
         return args["init_from"].removeprefix("hf-hub:")
     if args.get("pretrained"):
         import timm
@@ -188,10 +184,9 @@ def base_model(args: dict) -> str | None:
 def eval_results(evaluation: dict, dataset_name: str) -> list[EvalResult]:
     """model-index entries: the measured values exactly as metrics.json holds them."""
     metrics, dataset = evaluation["metrics"], evaluation.get("dataset", "unknown")
-    hub_id = dataset.count("/") == 1 and not Path(dataset).exists()
     return [
         EvalResult(task_type="image-classification", task_name="Deepfake face detection",
-                   dataset_type=dataset if hub_id else "custom", dataset_name=dataset_name,
+                   dataset_type=dataset if is_hub_id(dataset) else "custom", dataset_name=dataset_name,
                    dataset_split=evaluation.get("split"), metric_type=metric_type, metric_name=name,
                    metric_value=metrics[key])
         for key, (metric_type, name) in CARD_METRICS.items()
@@ -209,7 +204,7 @@ def render_card(config: dict, evaluation: dict, training: dict | None, *, model_
     card_data = ModelCardData(
         model_name=model_name, library_name="timm", pipeline_tag="image-classification",
         license=license, license_name=license_name if license == "other" else None,
-        base_model=base_model(args), datasets=[args["dataset"]] if hub_id(args.get("dataset")) else None,
+        base_model=base_model(args), datasets=[args["dataset"]] if is_hub_id(args.get("dataset")) else None,
         tags=["image-classification", "timm", "deepfake-detection", "faces"],
         metrics=[metric_type for metric_type, _ in CARD_METRICS.values()],
         eval_results=eval_results(evaluation, dataset_name=dataset_name or Path(dataset).name or dataset),
@@ -355,7 +350,7 @@ def push(folder: Path, repo_id: str, api=None, private: bool = False) -> str:
 
 def main(argv=None) -> Path:
     args = parse_args(argv)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    configure_logging()
     folder = build_folder(
         Path(args.model), Path(args.metrics), Path(args.output_dir), fp16=args.fp16,
         data_description=Path(args.data_description) if args.data_description else None,
