@@ -30,6 +30,7 @@ from PIL import Image
 
 from detector import Analysis, Detector, DetectorError
 from detector.images import FORMAT_NAMES, MAX_BYTES
+from detector.logs import configure_logging
 from detector.report import result_row, video_row
 from detector.video import (DEFAULT_FRAMES, FORMAT_NAMES as VIDEO_FORMAT_NAMES, MAX_DURATION_S, MAX_VIDEO_BYTES,
                             VIDEO_EXTENSIONS, VideoAnalysis, analyze_video)
@@ -260,7 +261,6 @@ def logged(handler):
     return wrapper
 
 
-
 def analyze_file(detector: Detector, path: str | None, whole_image: bool = False) -> tuple[Analysis, str]:
     """Faces found and judged one by one (the verdict is the most suspicious face), or the whole image."""
     if not path:
@@ -300,14 +300,14 @@ def analyze_for_api(detector: Detector, path: str | None, whole_image: bool = Fa
 def analyze_many(detector: Detector, paths: list[str] | None, whole_image: bool = False,
                  progress=None) -> list[tuple[str, Analysis | None, str | None]]:
     """(name, analysis, error) per file, in order; one bad file does not stop the others.
-    `progress(done, total)` is called after each file."""
+    `progress(done, total)` is called before each file."""
     paths = list(paths or [])
     if len(paths) > MAX_BATCH:
         raise gr.Error(f"{len(paths)} files: at most {MAX_BATCH} at once.", print_exception=False)
     results = []
-    for done, path in enumerate(paths, 1):
+    for done, path in enumerate(paths):
         if progress:
-            progress(done - 1, len(paths))
+            progress(done, len(paths))
         try:
             analysis, name = analyze_file(detector, path, whole_image)
             results.append((name, analysis, None))
@@ -529,7 +529,7 @@ def main(argv=None) -> None:
     parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
     args = parser.parse_args(argv)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    configure_logging()
     try:
         detector = Detector.from_pretrained(args.model)
     except DetectorError as err:

@@ -27,6 +27,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from detector import Detector
+from detector.logs import configure_logging
 from detector.model import LABEL_NAMES
 
 from .data import (DataError, DataSpec, add_data_arguments, held_out_set, load_raw, load_splits, open_rgb, spec_from_args,
@@ -212,7 +213,7 @@ def write_report(result: dict, output: Path, context: dict) -> dict:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    configure_logging()
     spec = spec_from_args(args)
     dataset = load_eval_set(spec, args.split)
     detector = Detector.from_pretrained(args.model, device=args.device, batch_size=args.batch_size)

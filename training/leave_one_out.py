@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from detector import Detector
+from detector.logs import configure_logging
 from detector.model import LABEL_NAMES
 
 from . import train
@@ -107,7 +108,7 @@ def table(reports: dict[str, dict], train_argv: list[str]) -> str:
 
 def main(argv=None) -> dict[str, dict]:
     args, train_argv = parse_args(argv)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    configure_logging()
     output = Path(args.output_dir)
     spec = spec_from_args(train.parse_args([*train_argv, "--output-dir", str(output)]))
     if not spec.source_column:

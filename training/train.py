@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import logging
 import math
 import tempfile
 import time
@@ -40,6 +39,7 @@ from timm.models import save_for_hf
 from tqdm.auto import tqdm
 
 from detector.detector import native_bf16
+from detector.logs import configure_logging
 from detector.model import LABEL_NAMES, create_model, load_model, replace_folder
 from detector.preprocess import data_config
 
@@ -159,7 +159,7 @@ def append_log(output: Path, row: dict) -> None:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    configure_logging()
     precision = args.mixed_precision
     if precision == "auto":
         precision = "bf16" if native_bf16(torch.device("cuda" if torch.cuda.is_available() else "cpu")) else "no"
