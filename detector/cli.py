@@ -28,12 +28,10 @@ from tqdm import tqdm
 
 from .detector import Analysis, Detector
 from .errors import DetectorError
-from .images import load_image
+from .images import EXTENSIONS, load_image
 from .model import LABEL_NAMES, default_source
 from .report import result_row, video_row
-from .images import EXTENSIONS
 from .video import DEFAULT_FRAMES, VIDEO_EXTENSIONS, analyze_video
-
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -79,9 +79,7 @@ def face_mask(shape: tuple[int, int], box: tuple[float, float, float, float], rn
     centre = ((left + right) / 2 + rng.uniform(-0.05, 0.05) * side,
               (top + bottom) / 2 + rng.uniform(0.0, 0.12) * side)
     axes = ((right - left) / 2 * rng.uniform(0.75, 1.05), (bottom - top) / 2 * rng.uniform(0.95, 1.3))
-    mask = np.zeros((height, width), np.float32)
-    cv2.ellipse(mask, (round(centre[0]), round(centre[1])), (max(2, round(axes[0])), max(2, round(axes[1]))),
-                float(rng.uniform(-12, 12)), 0, 360, 1.0, thickness=-1, lineType=cv2.LINE_AA)
+    mask = ellipse(shape, centre, axes, float(rng.uniform(-12, 12)))
     # Smooth random deformation: a coarse displacement field, interpolated up to the picture.
     amplitude = deform * side
     grid = rng.uniform(-amplitude, amplitude, size=(2, 5, 5)).astype(np.float32)
@@ -96,12 +94,18 @@ def face_mask(shape: tuple[int, int], box: tuple[float, float, float, float], rn
     mask = cv2.GaussianBlur(mask, (0, 0), sigmaX=max(0.5, sigma))
     peak = float(mask.max())
     if peak <= 1e-6:  # deformed out of the picture: fall back to the plain ellipse, blurred
-        mask = np.zeros((height, width), np.float32)
-        cv2.ellipse(mask, (round(centre[0]), round(centre[1])), (max(2, round(axes[0])), max(2, round(axes[1]))),
-                    0.0, 0, 360, 1.0, thickness=-1)
-        mask = cv2.GaussianBlur(mask, (0, 0), sigmaX=max(0.5, sigma))
+        mask = cv2.GaussianBlur(ellipse(shape, centre, axes, 0.0, cv2.LINE_8), (0, 0), sigmaX=max(0.5, sigma))
         peak = max(float(mask.max()), 1e-6)
     return np.clip(mask / peak, 0.0, 1.0) * float(rng.choice(BLEND_RATIOS))
+
+
+def ellipse(shape: tuple[int, int], centre: tuple[float, float], axes: tuple[float, float], angle: float,
+            line_type: int = cv2.LINE_AA) -> np.ndarray:
+    """A filled ellipse of 1.0 on an HxW float32 canvas of 0.0 (half-axes of at least 2 pixels)."""
+    mask = np.zeros(shape, np.float32)
+    cv2.ellipse(mask, (round(centre[0]), round(centre[1])), (max(2, round(axes[0])), max(2, round(axes[1]))),
+                angle, 0, 360, 1.0, thickness=-1, lineType=line_type)
+    return mask
 
 
 def alter(photo: np.ndarray, box: tuple[float, float, float, float], rng: np.random.Generator,
