@@ -435,6 +435,8 @@ def build_demo(detector: Detector) -> gr.Blocks:
             with gr.Row():
                 with gr.Column(scale=1):
                     upload = gr.File(label=f"Face photo ({FORMAT_NAMES}, up to {MAX_BYTES // 1024 // 1024} MB)", file_count="single")
+                    camera = gr.Image(label="Or take a photo with the camera, or paste one (Ctrl+V)", type="filepath",
+                                      sources=["webcam", "clipboard"], image_mode=None, elem_id="camera")
                     whole = gr.Checkbox(label="Whole image: no face search (applies to the next upload or example)")
                     examples = gr.Dataset(
                         label="Or try an example", components=[gr.Image(visible=False)],
@@ -470,6 +472,14 @@ def build_demo(detector: Detector) -> gr.Blocks:
 
         page = dict(outputs=[label, views, verdict], api_visibility="private", concurrency_id="model")
         upload.upload(lambda path, whole_image: analyze_for_page(detector, path, whole_image), [upload, whole], **page)
+
+        def on_camera(path, whole_image):
+            """A webcam snapshot or a pasted picture: analysed like an upload (and deleted the same way)."""
+            if not path:  # the picture was cleared
+                return gr.skip(), gr.skip(), gr.skip()
+            return analyze_for_page(detector, path, whole_image)
+
+        camera.input(on_camera, [camera, whole], **page)
         examples.click(lambda index, whole_image: analyze_for_page_example(detector, index, whole_image), [examples, whole],
                        **page)
         def on_batch(paths, whole_image, progress=gr.Progress()):

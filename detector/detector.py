@@ -15,7 +15,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from . import explain
 from .errors import DetectorError
-from .faces import Box, FaceFinder, crop_box as face_crop_box
+from .faces import DEFAULT_MARGIN, Box, FaceFinder, crop_box as face_crop_box
 from .images import ImageSource, load_image
 from .model import BUNDLED_MODEL, LoadedModel, load_model
 from .preprocess import Preprocessor, crop_box, data_config
@@ -139,9 +139,12 @@ class Detector:
     """Real-or-fake classifier with Grad-CAM. Build it with `Detector.from_pretrained(source)`."""
 
     def __init__(self, loaded: LoadedModel, device: str | None = None, batch_size: int = 16,
-                 face_finder: FaceFinder | None = None, face_margin: float = 0.3, precision: str = "auto",
-                 copy_model: bool = True):
-        """`copy_model=False` lets the detector fold, cast and move `loaded.model` itself instead of a copy
+                 face_finder: FaceFinder | None = None, face_margin: float | None = None, precision: str = "auto",
+                 copy_model: bool = True, cam_stage: int = -1):
+        """`face_margin`: the margin round each face found, as a fraction of its side (default: the one the stored
+        threshold was fitted with, `calibration.face_margin`, else `faces.DEFAULT_MARGIN`).
+        `cam_stage`: -1 explains the last feature map (4×4 at 128 px), -2 the stage before it (8×8, finer).
+        `copy_model=False` lets the detector fold, cast and move `loaded.model` itself instead of a copy
         (`from_pretrained` does: nobody else holds that model); a model handed in is never changed."""
         self.loaded = loaded
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -158,9 +161,13 @@ class Detector:
         self.labels = loaded.label_names
         self.preprocess = Preprocessor(data_config(self.model))
         self.batch_size = batch_size
+        if cam_stage not in explain.CAM_STAGES:
+            raise DetectorError(f"cam_stage must be one of {explain.CAM_STAGES} (-1: last feature map, -2: the finer one "
+                                f"before it), not {cam_stage!r}")
+        self.cam_stage = cam_stage
         self.find_faces = face_finder or FaceFinder()
-        self.face_margin = face_margin
         calibration = loaded.config.get("calibration") or {}  # fitted by training.evaluate --calibrate
+        self.face_margin = float(calibration.get("face_margin", DEFAULT_MARGIN) if face_margin is None else face_margin)
         self.temperature = float(calibration.get("temperature", 1.0))
         self.bias = float(calibration.get("bias", 0.0))  # added to the fake logit after the temperature
         self.threshold: float | None = calibration.get("threshold")  # p_fake at or above → fake; None: argmax
@@ -252,7 +259,7 @@ class Detector:
         pixels = torch.stack([self.preprocess(image) for image in images]).to(self.device)
         probabilities, cams, explained = explain.predict_with_cam(
             self.model, pixels, class_index, temperature=self.temperature, decide=self.decide,
-            logit_bias=self._logit_bias())
+            logit_bias=self._logit_bias(), stage=self.cam_stage)
         verdicts = self.decide(probabilities).tolist()
         probabilities, cams = probabilities.cpu().numpy(), cams.cpu().numpy()
         return [

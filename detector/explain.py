@@ -1,10 +1,15 @@
-"""Grad-CAM at the last feature map from a single forward, and its rendering.
+"""Grad-CAM from a single forward, and its rendering.
 
 For a timm classifier whose head is pooling + linear, the gradient of a class score with respect
 to the final feature map needs no backward pass through the backbone: run `forward_features`
 once without gradients, then `forward_head` with gradients on the detached features. The
 probabilities and the CAM come from the same forward; the result equals textbook Grad-CAM
 (hooks + full backward on the last block), which tests/test_explain.py checks.
+
+`stage=-2` explains the stage before the last instead (ResNeXt: stride 16, an 8×8 grid at 128 px
+instead of 4×4): the backbone runs without gradients up to that stage, the last stage and the head
+with them, and the gradient flows back through the last stage only. Still one forward; equal to
+textbook Grad-CAM on that stage's last block (also checked).
 """
 from __future__ import annotations
 
@@ -19,19 +24,32 @@ from PIL import Image
 def predict_with_cam(
     model: torch.nn.Module, pixels: torch.Tensor, class_index: int | None = None,
     temperature: float = 1.0, decide: Callable[[torch.Tensor], torch.Tensor] | None = None,
-    logit_bias: torch.Tensor | None = None,
+    logit_bias: torch.Tensor | None = None, stage: int = -1,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(probabilities [N, C], raw CAMs [N, h, w] ≥ 0, explained class [N]) for a batch of pixels.
 
     Probabilities are softmax(logits / temperature + logit_bias) (the calibration; the CAM explains the raw
     class score, which the calibration does not change). The CAM explains `class_index`, else the class
     `decide(probabilities)` picks (default: the most probable one). The backbone runs in its weights'
-    dtype (bf16 for the fast path); the head and the gradients are computed in fp32."""
+    dtype (bf16 for the fast path); the head and the gradients are computed in fp32. `stage`: -1 explains the
+    last feature map, -2 the one before (finer; the last stage then runs with gradients, in its weights' dtype)."""
+    if stage not in CAM_STAGES:
+        raise ValueError(f"stage must be one of {CAM_STAGES}, not {stage!r}")
     with torch.no_grad():
-        features = model.forward_features(pixels.to(next(model.parameters()).dtype))
-    features = features.detach().float().requires_grad_(True)
+        pixels = pixels.to(next(model.parameters()).dtype)
+        if stage == -1:
+            features = model.forward_features(pixels)
+        else:  # timm's feature_info: the stem, then each stage; the last stage's input is the map explained
+            features = model.forward_intermediates(pixels, indices=[len(model.feature_info) - 2], stop_early=True,
+                                                   intermediates_only=True)[0]
+    # Stage -2: the last stage runs in its weights' dtype (bf16 on the fast path), with gradients.
+    features = (features.detach().float() if stage == -1 else features.detach()).requires_grad_(True)
     with torch.enable_grad():
-        logits = model.forward_head(features)
+        if stage == -1:
+            logits = model.forward_head(features)
+        else:
+            last = model.get_submodule(model.feature_info[-1]["module"])
+            logits = model.forward_head(last(features).float())
         scaled = logits.detach() / temperature
         probabilities = (scaled if logit_bias is None else scaled + logit_bias.to(scaled)).softmax(dim=1)
         if class_index is not None:
@@ -40,9 +58,12 @@ def predict_with_cam(
             explained = decide(probabilities) if decide else probabilities.argmax(dim=1)
         score = logits.gather(1, explained[:, None]).sum()
         (gradients,) = torch.autograd.grad(score, features)
-    weights = gradients.mean(dim=(2, 3), keepdim=True)
-    cams = (weights * features).sum(dim=1).clamp(min=0)
+    weights = gradients.float().mean(dim=(2, 3), keepdim=True)
+    cams = (weights * features.detach().float()).sum(dim=1).clamp(min=0)
     return probabilities, cams.detach(), explained
+
+
+CAM_STAGES = (-1, -2)  # the last feature map (stride 32), or the one before it (stride 16)
 
 
 def normalise(cam: np.ndarray) -> np.ndarray:

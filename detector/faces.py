@@ -128,7 +128,13 @@ def merge(found: list[tuple[Box, int]], extra_neighbors: int = 6, min_relative: 
     return sorted(kept, key=_area, reverse=True)
 
 
-def crop_box(face: Box, size: tuple[int, int], margin: float = 0.3) -> Box:
+# The margin added round a face before it is judged, as a fraction of its side, for a model whose calibration does
+# not name one (config.json's calibration.face_margin, written by training.evaluate --faces --calibrate).
+DEFAULT_MARGIN = 0.3
+MAX_MARGIN = 3.0
+
+
+def crop_box(face: Box, size: tuple[int, int], margin: float = DEFAULT_MARGIN) -> Box:
     """A square around `face` grown by `margin` of its side on every side, moved inside the image, clipped to it."""
     width, height = size
     left, top, right, bottom = face

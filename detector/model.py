@@ -19,11 +19,13 @@ import torch
 from safetensors.torch import load_file
 
 from .errors import DetectorError
+from .faces import DEFAULT_MARGIN, MAX_MARGIN
 
 ARCHITECTURE = "resnext50_32x4d"
 LABEL_NAMES = ("real", "fake")
 WEIGHTS_FILE = "model.safetensors"
 HUB_FILES = ["config.json", WEIGHTS_FILE, "README.md"]
+LICENSE_FILE = "LICENSE.md"  # published next to them when the licence is "other" (the card's license_link names it)
 PICKLE_FILES = ("pytorch_model.bin", "model.pth", "model.pt", "model.ckpt")
 STRIDE = 32  # ResNeXt-50's total down-sampling
 BUNDLED_MODEL = Path(__file__).resolve().parent.parent / "models" / "deepfake-detector-resnext50"
@@ -178,8 +180,8 @@ def _number(value) -> bool:
 
 
 def _check_calibration(config_path: Path, calibration) -> None:
-    """The block training.evaluate --calibrate fits: temperature > 0, a finite bias, threshold and target_fpr in (0, 1)
-    or absent."""
+    """The block training.evaluate --calibrate fits: temperature > 0, a finite bias, threshold and target_fpr in (0, 1),
+    the face margin the threshold was fitted with in [0, MAX_MARGIN], each or absent."""
     if calibration is None:
         return
     if not isinstance(calibration, dict):
@@ -191,6 +193,10 @@ def _check_calibration(config_path: Path, calibration) -> None:
     bias = calibration.get("bias", 0.0)
     if not _number(bias) or abs(bias) > 50:
         raise DetectorError(f"{config_path}: calibration.bias must be a number (a logit, |bias| ≤ 50), found {bias!r}.")
+    margin = calibration.get("face_margin", DEFAULT_MARGIN)
+    if not _number(margin) or not 0 <= margin <= MAX_MARGIN:
+        raise DetectorError(f"{config_path}: calibration.face_margin must be a number from 0 to {MAX_MARGIN} (a fraction of "
+                            f"the face's side), found {margin!r}.")
     for key in ("threshold", "target_fpr"):
         value = calibration.get(key)
         if value is not None and (not _number(value) or not 0 < value < 1):

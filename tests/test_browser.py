@@ -1,17 +1,26 @@
 """A person's view: headless Chromium (Debian's package) opens the running app and uploads a face."""
 from __future__ import annotations
 
+import base64
+import io
 import os
 import shutil
+from pathlib import Path
 
 import pytest
+
+from gradio.utils import get_upload_folder
+from PIL import Image
 
 from conftest import serve
 
 pytestmark = pytest.mark.browser
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
+                 "--disable-sync", "--no-first-run",
+                 # Chromium's built-in test camera (a moving colour pattern), allowed without a prompt
+                 "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]
+READING = "probability that this face is fake"
 
 
 @pytest.fixture(scope="module")
@@ -56,3 +65,41 @@ def test_bad_file_shows_a_message_not_a_traceback(browser, page_url, tmp_path):
     page.get_by_text("could not be analysed").wait_for(timeout=60_000)
     assert "Traceback" not in page.inner_text("body")
     page.close()
+
+
+def cache_files() -> set[Path]:
+    return {path for path in Path(get_upload_folder()).rglob("*") if path.is_file()}
+
+
+def test_a_pasted_picture_is_analysed_and_not_kept(browser, page_url, face_paths):
+    """Ctrl+C on a picture elsewhere, then the page's paste button: analysed like an upload, deleted like one."""
+    buffer = io.BytesIO()
+    Image.open(face_paths[0]).convert("RGB").save(buffer, "PNG")
+    before = cache_files()
+    context = browser.new_context(permissions=["clipboard-read", "clipboard-write"])
+    page = context.new_page()
+    page.goto(page_url)
+    page.evaluate("""async (data) => {
+        const bytes = Uint8Array.from(atob(data), c => c.charCodeAt(0));
+        await navigator.clipboard.write([new ClipboardItem({"image/png": new Blob([bytes], {type: "image/png"})})]);
+    }""", base64.b64encode(buffer.getvalue()).decode())
+    page.locator("#camera button[aria-label='Paste from clipboard']").click()
+    page.get_by_text(READING).wait_for(timeout=60_000)
+    assert page.locator("img#overlay").evaluate("img => img.complete && img.naturalWidth > 0")
+    assert "One face was found" in page.inner_text("body")
+    assert cache_files() - before == set()  # the pasted picture was uploaded, read, and deleted
+    context.close()
+
+
+def test_a_webcam_snapshot_is_analysed(browser, page_url):
+    """The camera source: Chromium's test camera shows a colour pattern, so no face is found and the page says so."""
+    context = browser.new_context(permissions=["camera"])
+    page = context.new_page()
+    page.goto(page_url)
+    page.locator("#camera button", has_text="Click to Access Webcam").click()
+    page.wait_for_function("() => { const v = document.querySelector('#camera video');"
+                           " return v && v.readyState >= 2 && v.videoWidth > 0; }", timeout=30_000)  # frames arrive
+    page.locator("#camera button[aria-label='capture photo']").click()
+    page.get_by_text(READING).wait_for(timeout=60_000)
+    assert "No face found: whole image analysed" in page.inner_text("body")
+    context.close()

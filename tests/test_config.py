@@ -53,6 +53,8 @@ CASES = [
      "calibration.target_fpr must be"),
     ("bias as text", lambda c: {**c, "calibration": {"bias": "0.3"}}, "calibration.bias must be a number"),
     ("an infinite bias", lambda c: {**c, "calibration": {"bias": float("inf")}}, "calibration.bias must be a number"),
+    ("a negative face margin", lambda c: {**c, "calibration": {"face_margin": -0.1}}, "calibration.face_margin must be"),
+    ("a face margin as text", lambda c: {**c, "calibration": {"face_margin": "0.6"}}, "calibration.face_margin must be"),
     ("unseen reals as a list", lambda c: {**c, "unseen_reals_called_fake": [0.1]}, "unseen_reals_called_fake must map"),
     ("unseen reals above 1", lambda c: {**c, "unseen_reals_called_fake": {"studio portraits": 4}},
      "unseen_reals_called_fake must map"),
@@ -142,3 +144,21 @@ def test_calibration_bias_shifts_the_fake_logit(model_dir, tmp_path):
         logits = raw(detector.preprocess(detector.analyze(photo).image)[None])[0]
     expected = torch.sigmoid((logits[1] - logits[0]) / 0.7 - 0.8).item()
     assert detector.analyze(photo).p_fake == pytest.approx(expected, abs=1e-4)
+
+
+def test_the_face_margin_the_threshold_was_fitted_with_is_the_one_served(model_dir, tmp_path, face_paths):
+    """calibration.face_margin (written by evaluate --faces --calibrate) sets the crop round each face; an explicit
+    face_margin wins; a model without it keeps the margin models were calibrated with before (0.3)."""
+    from detector.faces import DEFAULT_MARGIN, crop_box
+    from detector.images import load_image
+
+    config = json.loads((model_dir / "config.json").read_text())
+    config["calibration"] = {"temperature": 1.0, "threshold": 0.6, "face_margin": 0.6}
+    folder = model_copy(model_dir, tmp_path / "model", json.dumps(config))
+    image = load_image(face_paths[0])
+    for detector, margin in ((Detector.from_pretrained(folder), 0.6), (Detector.from_pretrained(folder, face_margin=0.1), 0.1),
+                             (Detector.from_pretrained(model_dir), DEFAULT_MARGIN)):
+        assert detector.face_margin == margin
+        face = detector.analyze(image, faces=True).faces[0]
+        assert face.crop == crop_box(face.box, image.size, margin)
+    assert DEFAULT_MARGIN == 0.3

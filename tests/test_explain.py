@@ -31,9 +31,9 @@ def pixels(model, face_paths):
     return torch.stack([preprocess(load_image(path)) for path in (face_paths[0], face_paths[-1])])
 
 
-def textbook_gradcam(model: torch.nn.Module, pixels: torch.Tensor, classes: list[int]) -> torch.Tensor:
-    """Grad-CAM as the paper defines it: hooks on the last block, a full backward through the whole model."""
-    layer, store = model.layer4[-1], {}
+def textbook_gradcam(model: torch.nn.Module, pixels: torch.Tensor, classes: list[int], layer=None) -> torch.Tensor:
+    """Grad-CAM as the paper defines it: hooks on a block (default the last), a full backward through the whole model."""
+    layer, store = model.layer4[-1] if layer is None else layer, {}
 
     def keep(module, inputs, output):
         store["activations"] = output
@@ -66,6 +66,19 @@ def test_single_forward_cam_equals_textbook_gradcam(model, pixels, target):
     expected_classes = predicted.tolist() if target is None else [target] * len(pixels)
     assert explained.tolist() == expected_classes
     assert_close_to_max(cams, textbook_gradcam(model, pixels, expected_classes))
+
+
+@pytest.mark.parametrize("target", [None, 1], ids=["predicted class", "class 1"])
+def test_finer_cam_equals_textbook_gradcam_on_the_stage_before(model, pixels, target):
+    """stage=-2: still one forward, an 8×8 grid at 128 px (stride 16), equal to Grad-CAM hooked on layer3."""
+    probabilities, cams, explained = predict_with_cam(model, pixels, target, stage=-2)
+    expected_classes = explained.tolist()
+    assert cams.shape[-2:] == (pixels.shape[-2] // 16, pixels.shape[-1] // 16)
+    assert_close_to_max(cams, textbook_gradcam(model, pixels, expected_classes, layer=model.layer3[-1]))
+    coarse, _, _ = predict_with_cam(model, pixels, target)
+    assert torch.allclose(probabilities, coarse, atol=1e-6)  # the same forward, the same probabilities
+    with pytest.raises(ValueError, match="stage"):
+        predict_with_cam(model, pixels, target, stage=-3)
 
 
 def test_each_class_gets_its_own_non_trivial_cam(model, pixels):

@@ -81,3 +81,10 @@ def test_every_fake_source_gets_a_row_and_a_rerun_keeps_finished_rows(manifest, 
     before = weights.stat().st_mtime_ns
     assert leave_one_out.main(argv) == reports
     assert weights.stat().st_mtime_ns == before
+    assert "a margin of 0.3 of its side" in table
+
+    # --rescore: the trained rows scored again, here with a wider face margin, without training again
+    wider = leave_one_out.main([*argv, "--sources", "sdfd_diffusion", "--face-margin", "0.6", "--rescore"])
+    assert weights.stat().st_mtime_ns == before
+    assert wider["sdfd_diffusion"]["face_margin"] == 0.6 and reports["sdfd_diffusion"]["face_margin"] == 0.3
+    assert "a margin of 0.6 of its side" in (tmp_path / "leave_one_out.md").read_text()

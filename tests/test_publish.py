@@ -13,7 +13,7 @@ import torch
 from huggingface_hub import ModelCard
 from safetensors.torch import load_file
 
-from conftest import SHARED_DATA, write_model_folder
+from conftest import ROOT, SHARED_DATA, write_model_folder
 from detector import Detector, DetectorError
 from detector.model import load_model
 from training import evaluate, publish
@@ -26,6 +26,7 @@ pytestmark = pytest.mark.skipif(not (SHARED_DATA / "manifest.csv").is_file(), re
 # source → how many of its (real, fake) images go into the test CSV: one mixed source, two one-class ones
 PICK = {"lfw_faceswap": (3, 3), "utkface_adults": (3, 0), "sdfd_diffusion": (0, 3)}
 OWNER_NAME = "someone/deepfake-detector-test"
+LICENSE = ["--license-file", str(ROOT / "LICENSE.md")]  # the default licence is "other": its text goes along
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +99,7 @@ def published(tmp_path_factory, run_folder, report_dir) -> Path:
     cross_source.write_text(json.dumps(LEAVE_ONE_OUT))
     compared = description.with_name("compare.md")
     compared.write_text("| | before | after |\n| --- | ---: | ---: |\n| `london_studio`: reals called fake | 93.4% | 4.1% |\n")
-    return publish.main(["--model", str(run_folder), "--metrics", str(report_dir / "metrics.json"), "--notes", str(notes),
+    return publish.main([*LICENSE, "--model", str(run_folder), "--metrics", str(report_dir / "metrics.json"), "--notes", str(notes),
                          "--leave-one-out", str(cross_source), "--generalisation", str(compared),
                          "--output-dir", str(tmp_path_factory.mktemp("models") / "detector"),
                          "--data-description", str(description), "--model-name", "deepfake-detector-test",
@@ -139,7 +140,9 @@ def test_evaluate_scores_what_the_detector_serves(run_folder, faces_csv):
 
 
 def test_published_folder_and_card(published, report_dir, run_folder):
-    assert sorted(path.name for path in published.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    assert sorted(path.name for path in published.iterdir()) == ["LICENSE.md", "README.md", "config.json",
+                                                                  "model.safetensors"]
+    assert (published / "LICENSE.md").read_text() == (ROOT / "LICENSE.md").read_text()
     assert not [path for path in published.parent.iterdir() if path.name.startswith(".")]  # no staging left
     config = json.loads((published / "config.json").read_text())
     assert config["unseen_reals_called_fake"] == {"studio portraits": 0.0375}  # from the table's face-search column
@@ -150,6 +153,7 @@ def test_published_folder_and_card(published, report_dir, run_folder):
     metrics = json.loads((report_dir / "metrics.json").read_text())["metrics"]
     assert card.data.library_name == "timm" and card.data.pipeline_tag == "image-classification"
     assert card.data.license == "other" and "non-commercial" in card.data.license_name
+    assert card.data.license_link == "LICENSE.md" and "[LICENSE.md](LICENSE.md)" in card.text  # the Hub links it
     measured = {result.metric_type: result.metric_value for result in card.data.eval_results}
     assert measured == {key: metrics[key] for key in publish.CARD_METRICS}  # exact, not rounded
     text = card.text
@@ -179,7 +183,7 @@ def test_card_claims_the_training_split_only_when_rebuilt(change, same):
 
 
 def test_fp16_folder_serves_the_same_model(tmp_path, run_folder, report_dir, published, face_paths):
-    half = publish.main(["--model", str(run_folder), "--metrics", str(report_dir / "metrics.json"),
+    half = publish.main([*LICENSE, "--model", str(run_folder), "--metrics", str(report_dir / "metrics.json"),
                          "--output-dir", str(tmp_path / "half"), "--fp16"])
     tensors = load_file(str(half / "model.safetensors"))
     assert {t.dtype for t in tensors.values() if t.is_floating_point()} == {torch.float16}
@@ -189,6 +193,18 @@ def test_fp16_folder_serves_the_same_model(tmp_path, run_folder, report_dir, pub
     np.testing.assert_allclose(probabilities(half, face_paths), probabilities(published, face_paths), atol=1e-2)
 
 
+def test_a_licence_of_other_needs_its_text(tmp_path, run_folder, report_dir):
+    """The Hub shows a licence of "other" by its name and a link to its text: publishing without the text is refused
+    with the remedy, and a Hub licence id needs none."""
+    argv = ["--model", str(run_folder), "--metrics", str(report_dir / "metrics.json")]
+    with pytest.raises(DetectorError, match="--license-file"):
+        publish.main([*argv, "--output-dir", str(tmp_path / "other")])
+    assert not (tmp_path / "other").exists()
+    folder = publish.main([*argv, "--output-dir", str(tmp_path / "mit"), "--license", "mit"])
+    card = ModelCard.load(folder / "README.md")
+    assert card.data.license == "mit" and card.data.license_link is None and not (folder / "LICENSE.md").exists()
+
+
 def test_failed_publish_keeps_the_previous_folder(tmp_path, run_folder, report_dir, published):
     target = tmp_path / "models" / "detector"
     shutil.copytree(published, target)
@@ -196,12 +212,12 @@ def test_failed_publish_keeps_the_previous_folder(tmp_path, run_folder, report_d
     broken = tmp_path / "broken.md"
     broken.write_text("---\n{{ card_data }}\n---\n{% for x in %}")
     with pytest.raises(Exception):
-        publish.main(["--model", str(run_folder), "--metrics", str(report_dir / "metrics.json"),
+        publish.main([*LICENSE, "--model", str(run_folder), "--metrics", str(report_dir / "metrics.json"),
                       "--output-dir", str(target), "--template", str(broken)])
     assert {path.name: path.read_bytes() for path in target.iterdir()} == before
     assert [path.name for path in target.parent.iterdir()] == ["detector"]
     with pytest.raises(DetectorError, match="training.evaluate"):
-        publish.main(["--model", str(run_folder), "--metrics", str(tmp_path / "missing.json"),
+        publish.main([*LICENSE, "--model", str(run_folder), "--metrics", str(tmp_path / "missing.json"),
                       "--output-dir", str(tmp_path / "other")])
     assert not (tmp_path / "other").exists()
 
@@ -226,7 +242,7 @@ def test_push_uploads_only_safe_files(published, tmp_path):
     (create, repo, create_kwargs), (upload, repo2, upload_kwargs) = api.calls
     assert (create, repo, create_kwargs["exist_ok"]) == ("create_repo", OWNER_NAME, True)
     assert (upload, repo2, Path(upload_kwargs["folder_path"])) == ("upload_folder", OWNER_NAME, published)
-    assert set(upload_kwargs["allow_patterns"]) == {"config.json", "model.safetensors", "README.md"}
+    assert set(upload_kwargs["allow_patterns"]) == {"config.json", "model.safetensors", "README.md", "LICENSE.md"}
     assert not [p for p in published.iterdir() if p.suffix in (".bin", ".pth", ".pkl", ".pt")]
 
     unsafe = tmp_path / "unsafe"
@@ -281,7 +297,7 @@ def test_pickle_only_folder_is_refused(tmp_path, published):
     with pytest.raises(DetectorError, match="pytorch_model.bin, a pickle file"):
         Detector.from_pretrained(folder)
     with pytest.raises(DetectorError, match="no model.safetensors"):
-        publish.main(["--model", str(folder), "--metrics", str(tmp_path / "m.json"), "--output-dir", str(tmp_path / "x")])
+        publish.main([*LICENSE, "--model", str(folder), "--metrics", str(tmp_path / "m.json"), "--output-dir", str(tmp_path / "x")])
 
 
 def test_calibration_and_robustness_are_measured_and_published(report_dir, published):
@@ -312,7 +328,7 @@ def test_card_code_runs_and_agrees_with_the_detector(tmp_path, run_folder, repor
     loads the published weights (not a random network), applies the stored calibration and agrees with Detector."""
     import re
 
-    folder = publish.main(["--model", str(run_folder), "--metrics", str(report_dir / "metrics.json"),
+    folder = publish.main([*LICENSE, "--model", str(run_folder), "--metrics", str(report_dir / "metrics.json"),
                            "--output-dir", str(tmp_path / "card-model")])
     text = (folder / "README.md").read_text()
     assert "OWNER" not in text and f'"local-dir:{folder}"' in text
@@ -347,3 +363,18 @@ def test_card_metadata_names_what_the_hub_can_link(run_folder, report_dir):
     local = publish.render_card(config, evaluation, training, **common)
     assert local.data.base_model is None and local.data.datasets is None
     assert 'timm.create_model("hf-hub:someone/m", pretrained=True)' in local.text
+
+
+def test_the_face_margin_travels_from_evaluate_to_the_served_detector(tmp_path, run_folder, faces_csv):
+    """evaluate --faces --face-margin M --calibrate stores M with the threshold; publish puts it in config.json; the
+    detector crops faces with it, so the threshold meets the crops it was fitted on; the card says which."""
+    out = tmp_path / "eval"
+    report = evaluate.main(["--model", str(run_folder), "--dataset", str(faces_csv), "--image-column", "file",
+                            "--split", "all", "--output-dir", str(out), "--batch-size", "8", "--faces",
+                            "--face-margin", "0.6", "--calibrate"])
+    assert report["face_margin"] == 0.6 and report["calibration"]["face_margin"] == 0.6
+    folder = publish.main([*LICENSE, "--model", str(run_folder), "--metrics", str(out / "metrics.json"),
+                           "--output-dir", str(tmp_path / "model")])
+    assert json.loads((folder / "config.json").read_text())["calibration"]["face_margin"] == 0.6
+    assert Detector.from_pretrained(folder).face_margin == 0.6
+    assert "cropped with a margin of 0.6 of its side" in " ".join((folder / "README.md").read_text().split())

@@ -7,6 +7,7 @@ import subprocess
 import yaml
 
 from conftest import ROOT
+from detector.model import is_hub_id
 
 # The fields of a Space's README front matter (Spaces configuration reference) plus the repo card fields.
 SPACE_FIELDS = {"title", "emoji", "colorFrom", "colorTo", "sdk", "sdk_version", "python_version", "app_file", "app_port",
@@ -33,6 +34,9 @@ def test_front_matter_holds_only_fields_spaces_read_and_the_ones_they_need():
     assert meta["license"] == "other" and meta["license_name"] and (ROOT / meta["license_link"]).is_file()
     assert meta["suggested_hardware"] in {"cpu-basic", "cpu-upgrade", "t4-small", "t4-medium", "l4x1", "a10g-small"}
     assert isinstance(meta["tags"], list) and "deepfake-detection" in meta["tags"]
+    # `models:` links the Space to the Hub models it pulls: only Hub ids, never the bundled folder's path
+    assert all(is_hub_id(name) and "/" in name and not name.startswith("hf-hub:") for name in meta.get("models", []))
+    assert "`models: [owner/name]`" in (ROOT / "README.md").read_text()  # how to fill it when DETECTOR_MODEL names one
 
 
 def lfs_patterns() -> list[str]:

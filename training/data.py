@@ -351,16 +351,19 @@ def open_rgb(item: dict) -> Image.Image:
 REAL, FAKE = LABEL_NAMES.index("real"), LABEL_NAMES.index("fake")
 
 
+FACE_CROP_MARGIN = (0.2, 0.45)  # the face-crop view's default margin range, as a fraction of the face's side
+
+
 @dataclass(frozen=True)
 class FaceCropView:
     """With probability `p`, the picture the app and the CLI analyse by default: the face found by the same
-    cascade, cropped as a square with a margin (`detector.faces.crop_box`; the detector's margin is 0.3, here
-    drawn from `margin`). A training set of face crops is already that view; portraits with hair, shoulders
+    cascade, cropped as a square with a margin (`detector.faces.crop_box`; the detector uses its model's
+    `calibration.face_margin`, here it is drawn from `margin`). A training set of face crops is already that view; portraits with hair, shoulders
     and background (studio, stock and press photos) are not, and a model that never saw their face crops
     calls them fake. Pictures without a face found stay as they are."""
 
     p: float = 0.5
-    margin: tuple[float, float] = (0.2, 0.45)
+    margin: tuple[float, float] = FACE_CROP_MARGIN
     finder: FaceFinder = LARGE_FACE_FINDER
 
     def __call__(self, image: Image.Image) -> Image.Image:

@@ -55,6 +55,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     extra.add_argument("--target-fpr", type=float, default=0.05, help="the threshold calls this fraction of real images fake")
     extra.add_argument("--robustness", action="store_true", help="ROC-AUC under JPEG, resizing, blur and screenshot perturbations")
     run = parser.add_argument_group("run")
+    run.add_argument("--face-margin", type=float, default=None,
+                     help="with --faces: the margin round each face, as a fraction of its side (default: the one the "
+                          "model's threshold was fitted with); --calibrate stores it with the threshold")
     run.add_argument("--faces", action="store_true",
                      help="the app's and CLI's default path: find the faces first, the image's score is its most "
                           "suspicious face's (default: whole images, as the model was trained)")
@@ -146,9 +149,11 @@ def evaluate(detector: Detector, dataset: datasets.Dataset, source_column: str |
     return result
 
 
-def calibrate(result: dict, target_fpr: float) -> dict:
+def calibrate(result: dict, target_fpr: float, face_margin: float | None = None) -> dict:
     """Temperature, fake-logit bias and decision threshold fitted on these predictions, with the metrics they give.
-    (The threshold keeps the same images on each side whatever the temperature and bias: both are monotonic.)"""
+    (The threshold keeps the same images on each side whatever the temperature and bias: both are monotonic.)
+    `face_margin`: the margin round each face the predictions were made with, when they came from face search; the
+    detector then crops with it, so the threshold meets the crops it was fitted on."""
     is_fake, p_fake = np.array(result["is_fake"]), np.array(result["p_fake"])
     temperature, bias = fit_temperature_and_bias(is_fake, p_fake)
     calibrated = apply_temperature(p_fake, temperature, bias)
@@ -158,6 +163,7 @@ def calibrate(result: dict, target_fpr: float) -> dict:
         "bias": bias,
         "threshold": threshold,
         "target_fpr": target_fpr,
+        **({} if face_margin is None else {"face_margin": face_margin}),
         "ece_before": expected_calibration_error(is_fake, p_fake),
         "ece_after": expected_calibration_error(is_fake, calibrated),
         "metrics_at_threshold": binary_metrics(is_fake, calibrated, threshold),
@@ -216,15 +222,17 @@ def main(argv=None) -> dict:
     configure_logging()
     spec = spec_from_args(args)
     dataset = load_eval_set(spec, args.split)
-    detector = Detector.from_pretrained(args.model, device=args.device, batch_size=args.batch_size)
+    detector = Detector.from_pretrained(args.model, device=args.device, batch_size=args.batch_size,
+                                        face_margin=args.face_margin)
     logger.info("%s: scoring %d images (%s, %s)", detector.name, len(dataset), args.split,
-                "face search" if args.faces else "whole images")
+                f"face search, margin {detector.face_margin:g}" if args.faces else "whole images")
     result = evaluate(detector, dataset, args.source_column, faces=args.faces)
     if args.calibrate:
-        result["calibration"] = calibrate(result, args.target_fpr)
+        result["calibration"] = calibrate(result, args.target_fpr, detector.face_margin if args.faces else None)
     if args.robustness:
         result["robustness"] = robustness(detector, dataset, result)
-    context = {"model": args.model, "dataset": args.dataset, "split": args.split, "data": asdict(spec)}
+    context = {"model": args.model, "dataset": args.dataset, "split": args.split, "data": asdict(spec),
+               **({"face_margin": detector.face_margin} if args.faces else {})}
     report = write_report(result, Path(args.output_dir), context)
     m = report["metrics"]
     auc = "n/a (one class)" if m["roc_auc"] is None else f"{m['roc_auc']:.4f}"

@@ -24,11 +24,12 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from safetensors.torch import load_file, save_file
 
 from detector.errors import DetectorError
+from detector.faces import DEFAULT_MARGIN
 from detector.logs import configure_logging
-from detector.model import (ARCHITECTURE, HUB_FILES, WEIGHTS_FILE, is_hub_id, load_model, pool_size, read_config,
+from detector.model import (ARCHITECTURE, HUB_FILES, LICENSE_FILE, WEIGHTS_FILE, is_hub_id, load_model, pool_size, read_config,
                             replace_folder)
 
-from .data import EqualiseQuality, train_transform
+from .data import FACE_CROP_MARGIN, EqualiseQuality, train_transform
 from .leave_one_out import table as leave_one_out_table
 from .metrics import fmt
 
@@ -63,6 +64,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--dataset-name", help="the evaluation data's name in model-index (default: from metrics.json)")
     parser.add_argument("--license", default="other", help="Hub licence id (default 'other': see --license-name)")
     parser.add_argument("--license-name", default="research-only-non-commercial")
+    parser.add_argument("--license-file", metavar="MD",
+                        help=f"the licence's text, published as {LICENSE_FILE} and linked from the card (license_link); "
+                             "required with --license other")
     parser.add_argument("--template", default=str(TEMPLATE), help="Jinja model card template")
     parser.add_argument("--push", metavar="OWNER/NAME", help="create (if needed) and upload to this Hub repo; token from HF_TOKEN")
     parser.add_argument("--repo-id", help="the Hub id the card's usage examples name (default: --push's)")
@@ -121,7 +125,8 @@ def generalisation_rows(args: dict) -> list[tuple[str, str]]:
                      "pseudo-fakes are made (with replacement, one epoch = as many draws as training images)"))
     if args.get("face_crops"):
         rows.append(("face-crop view", f"with probability {args['face_crops']}, the face the app's face search finds, "
-                     "cropped square with a margin drawn from 0.2-0.45 of its side (the app uses 0.3)"))
+                     "cropped square with a margin drawn from {:g}-{:g} of its side".format(
+                         *args.get("face_crop_margin") or FACE_CROP_MARGIN)))
     if args.get("pseudo_fakes"):
         rows.append(("self-blended pseudo-fakes", f"{args['pseudo_fakes']:.0%} of the real photos drawn become fakes: a "
                      "slightly altered copy of the photo blended into it inside a soft, deformed face mask "
@@ -196,6 +201,7 @@ def eval_results(evaluation: dict, dataset_name: str) -> list[EvalResult]:
 
 def render_card(config: dict, evaluation: dict, training: dict | None, *, model_name: str, repo_id: str | None,
                 dtype: str, data_description: str | None, license: str, license_name: str, notes: str | None = None,
+                license_link: str | None = None,
                 dataset_name: str | None = None, leave_one_out: dict | None = None, template: Path = TEMPLATE,
                 local_ref: str | None = None, generalisation: str | None = None) -> ModelCard:
     """README.md: front matter (library, task, licence, model-index) + the template filled from the files."""
@@ -204,6 +210,7 @@ def render_card(config: dict, evaluation: dict, training: dict | None, *, model_
     card_data = ModelCardData(
         model_name=model_name, library_name="timm", pipeline_tag="image-classification",
         license=license, license_name=license_name if license == "other" else None,
+        license_link=license_link if license == "other" else None,
         base_model=base_model(args), datasets=[args["dataset"]] if is_hub_id(args.get("dataset")) else None,
         tags=["image-classification", "timm", "deepfake-detection", "faces"],
         metrics=[metric_type for metric_type, _ in CARD_METRICS.values()],
@@ -241,6 +248,8 @@ def render_card(config: dict, evaluation: dict, training: dict | None, *, model_
         leave_one_out=leave_one_out_table(leave_one_out["rows"], leave_one_out["train_arguments"]) if leave_one_out else None,
         license_id=license,
         license_title=license_name if license == "other" else license,
+        license_link=license_link,
+        default_face_margin=DEFAULT_MARGIN,
     )
 
 
@@ -279,16 +288,17 @@ def with_calibration(config: dict, evaluation: dict) -> dict:
     fitted = evaluation.get("calibration")
     if not fitted:
         return config
-    keys = ("temperature", "bias", "threshold", "target_fpr")
+    keys = ("temperature", "bias", "threshold", "target_fpr", "face_margin")
     return {**config, "calibration": {key: fitted[key] for key in keys if key in fitted}}
 
 
 def build_folder(model: Path, metrics: Path, output: Path, *, fp16: bool = False, data_description: Path | None = None,
                  notes: Path | None = None, leave_one_out: Path | None = None, generalisation: Path | None = None,
                  model_name: str | None = None, dataset_name: str | None = None, repo_id: str | None = None,
-                 license: str = "other",
-                 license_name: str = "research-only-non-commercial", template: Path = TEMPLATE) -> Path:
-    """Write config.json, model.safetensors and README.md to `output`, atomically; check the result loads."""
+                 license: str = "other", license_name: str = "research-only-non-commercial",
+                 license_file: Path | None = None, template: Path = TEMPLATE) -> Path:
+    """Write config.json, model.safetensors and README.md (and LICENSE.md) to `output`, atomically; check the result
+    loads. A licence of "other" needs `license_file`: the Hub shows license_name with a link to its text."""
     model, output = Path(model), Path(output)
     config = read_config(model)  # refuses folders the detector could not serve
     if not (model / WEIGHTS_FILE).is_file():
@@ -302,6 +312,10 @@ def build_folder(model: Path, metrics: Path, output: Path, *, fp16: bool = False
     cross_source = read_json(leave_one_out) if leave_one_out else None
     if leave_one_out and cross_source is None:
         raise DetectorError(f"{leave_one_out} not found: run training.leave_one_out first.")
+    if license == "other" and not (license_file and Path(license_file).is_file()):
+        raise DetectorError(f"A licence of 'other' needs its text: pass --license-file (a Markdown file, published as "
+                            f"{LICENSE_FILE}){f'; {license_file} was not found' if license_file else ''}, or name a Hub "
+                            "licence id with --license.")
 
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}-staging-"))
@@ -309,9 +323,11 @@ def build_folder(model: Path, metrics: Path, output: Path, *, fp16: bool = False
         config = with_unseen_reals(with_calibration(with_pool_size(config), evaluation), cross_source)
         (staging / "config.json").write_text(json.dumps(config, indent=2) + "\n")
         dtype = write_weights(model / WEIGHTS_FILE, staging / WEIGHTS_FILE, fp16)
+        if license == "other":
+            shutil.copyfile(license_file, staging / LICENSE_FILE)
         card = render_card(config, evaluation, training, model_name=model_name or output.name, repo_id=repo_id,
                            dtype=dtype, data_description=description, license=license, license_name=license_name,
-                           notes=notes_text, leave_one_out=cross_source,
+                           license_link=LICENSE_FILE if license == "other" else None, notes=notes_text, leave_one_out=cross_source,
                            dataset_name=dataset_name, template=Path(template), local_ref=str(output),
                            generalisation=Path(generalisation).read_text() if generalisation else None)
         card.save(staging / "README.md")
@@ -343,7 +359,8 @@ def push(folder: Path, repo_id: str, api=None, private: bool = False) -> str:
 
         api = HfApi(token=os.environ.get("HF_TOKEN"))
     api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
-    commit = api.upload_folder(repo_id=repo_id, repo_type="model", folder_path=str(folder), allow_patterns=HUB_FILES,
+    commit = api.upload_folder(repo_id=repo_id, repo_type="model", folder_path=str(folder),
+                               allow_patterns=[*HUB_FILES, LICENSE_FILE],
                                commit_message="Upload deepfake detector (safetensors, config, model card)")
     return str(getattr(commit, "commit_url", commit))
 
@@ -359,7 +376,7 @@ def main(argv=None) -> Path:
         generalisation=Path(args.generalisation) if args.generalisation else None,
         model_name=args.model_name, dataset_name=args.dataset_name, repo_id=args.repo_id or args.push,
         license=args.license, license_name=args.license_name,
-        template=Path(args.template),
+        license_file=Path(args.license_file) if args.license_file else None, template=Path(args.template),
     )
     logger.info("wrote %s: %s", folder, ", ".join(sorted(path.name for path in folder.iterdir())))
     if args.push:

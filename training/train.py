@@ -43,7 +43,7 @@ from detector.logs import configure_logging
 from detector.model import LABEL_NAMES, create_model, load_model, replace_folder
 from detector.preprocess import data_config
 
-from .data import (FaceCropView, PseudoFakes, add_data_arguments, attach_transform, balanced_weights, collate, describe,
+from .data import (FACE_CROP_MARGIN, FaceCropView, PseudoFakes, add_data_arguments, attach_transform, balanced_weights, collate, describe,
                    eval_transform, load_splits, spec_from_args, train_transform)
 from .metrics import binary_metrics, plot_training_curves
 
@@ -80,6 +80,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="turn this fraction of the real photos drawn into self-blended fakes (training/self_blend.py)")
     recipe.add_argument("--face-crops", type=float, default=0.0, metavar="P",
                         help="with probability P, train on the face crop the app analyses (face found, square with a margin)")
+    recipe.add_argument("--face-crop-margin", type=float, nargs=2, default=list(FACE_CROP_MARGIN), metavar=("LOW", "HIGH"),
+                        help="the face-crop view's margin round the face, drawn uniformly from LOW-HIGH of its side "
+                             "(default: %(default)s; serve with a margin inside it: evaluate --faces --face-margin)")
     recipe.add_argument("--equalise-quality", action="store_true",
                         help="the same random down-scale, blur/sharpen and JPEG for every image, real or fake")
     optim.add_argument("--patience", type=int, default=0, help="stop after N epochs without a better AUC (0 = never)")
@@ -191,7 +194,7 @@ def main(argv=None) -> dict:
     pseudo_fakes = PseudoFakes(args.pseudo_fakes) if args.pseudo_fakes > 0 else None
     train_loader = torch.utils.data.DataLoader(
         attach_transform(train_set, train_transform(config, args.aug_strength, args.equalise_quality), pseudo_fakes,
-                         FaceCropView(args.face_crops) if args.face_crops > 0 else None),
+                         FaceCropView(args.face_crops, tuple(args.face_crop_margin)) if args.face_crops > 0 else None),
         batch_size=args.batch_size, shuffle=sampler is None, sampler=sampler, drop_last=len(train_set) > args.batch_size,
         num_workers=args.workers, collate_fn=collate, persistent_workers=args.workers > 0,
     )
