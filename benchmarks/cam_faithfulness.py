@@ -73,7 +73,8 @@ def delete_top(pixels: torch.Tensor, blurred: torch.Tensor, ranking: torch.Tenso
 
 def class_probability(model: torch.nn.Module, pixels: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
-        logits = model(pixels.to(next(model.parameters()).dtype)).float()
+        features = model.forward_features(pixels.to(next(model.parameters()).dtype))
+        logits = model.forward_head(features.float())  # the detector keeps the head in fp32
     return logits.softmax(dim=1).gather(1, classes[:, None])[:, 0]
 
 

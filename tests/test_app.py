@@ -15,6 +15,7 @@ from PIL import Image
 
 import app as app_module
 from conftest import serve
+from detector import Detector
 
 
 @pytest.fixture(scope="module")
@@ -253,3 +254,12 @@ def test_video_page_shows_the_rule_the_timeline_and_the_most_suspicious_frames(d
     assert steps[0] == (0, 8) and steps[-1] == (8, 8)
     label, text, html = app_module.video_for_page(detector, None, 8, False, False)
     assert label is None and "could not be analysed" in text and html == ""
+
+
+def test_the_app_serves_the_finer_heat_map(model_dir, face_paths):
+    """The page's map is the stage before the last: twice the grid of the library's default, same probabilities."""
+    served = app_module.load_detector(str(model_dir))
+    assert served.cam_stage == -2
+    fine, coarse = served.analyze(face_paths[0]), Detector.from_pretrained(model_dir).analyze(face_paths[0])
+    assert fine.cam.shape == (2 * coarse.cam.shape[0], 2 * coarse.cam.shape[1])
+    assert fine.probabilities == pytest.approx(coarse.probabilities, abs=0.01)
