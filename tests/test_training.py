@@ -232,8 +232,9 @@ def test_learning_rate_is_a_function_of_the_step():
 
 @pytest.mark.slow
 def test_two_processes_follow_the_one_process_schedule(tmp_path, reals, fakes):
-    """`accelerate launch --cpu --num_processes 2` (gloo): the learning rate at the end of each epoch equals the
-    1-process run's; a scheduler stepped once per process would have run through the schedule twice as fast."""
+    """Two CPU processes (gloo; `accelerate launch --multi_gpu` with ACCELERATE_USE_CPU, since `--cpu --num_processes 2`
+    alone starts one process): the learning rate at the end of each epoch equals the 1-process run's; a scheduler
+    stepped once per process would have run through the schedule twice as fast."""
     import os
     import subprocess
     import sys
@@ -243,7 +244,8 @@ def test_two_processes_follow_the_one_process_schedule(tmp_path, reals, fakes):
     args = ["--dataset", str(data), *SMOKE, "--epochs", "3", "--scheduler", "cosine", "--lr", "1e-3", "--skip-image-check"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
     for processes, name in ((1, "one"), (2, "two")):
-        command = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", str(processes),
+        command = [sys.executable, "-m", "accelerate.commands.launch", *(["--multi_gpu"] if processes > 1 else ["--cpu"]),
+                   "--num_processes", str(processes),
                    "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                    "-m", "training.train", *args, "--output-dir", str(tmp_path / name)]
         done = subprocess.run(command, cwd=Path(__file__).resolve().parent.parent, env=env, capture_output=True,
@@ -251,6 +253,7 @@ def test_two_processes_follow_the_one_process_schedule(tmp_path, reals, fakes):
         assert done.returncode == 0, done.stderr[-3000:]
     logs = {name: [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
             for name in ("one", "two")}
+    assert {row["processes"] for row in logs["one"]} == {1} and {row["processes"] for row in logs["two"]} == {2}
     assert [row["lr"] for row in logs["two"]] == pytest.approx([row["lr"] for row in logs["one"]])
     assert logs["one"][0]["lr"] > logs["one"][1]["lr"] > logs["one"][2]["lr"] >= 0
     assert json.loads((tmp_path / "two" / "last" / "trainer_state.json").read_text())["step"] == 6

@@ -256,7 +256,8 @@ def main(argv=None) -> dict:
             plateau.step(val_loss)
         metrics = binary_metrics(is_fake, p_fake)
         row = {"epoch": epoch, "train_loss": total / max(1, count), "val_loss": val_loss, "train_images_per_s": images_per_s,
-               "lr": optimizer.param_groups[0]["lr"], **{f"val_{k}": v for k, v in metrics.items()}}
+               "lr": optimizer.param_groups[0]["lr"], "processes": accelerator.num_processes,
+               **{f"val_{k}": v for k, v in metrics.items()}}
         logger.info("epoch %d: train loss %.4f, val loss %.4f, AUC %.4f, accuracy %.4f", epoch, row["train_loss"],
                     val_loss, metrics["roc_auc"], metrics["accuracy"])
         improved = metrics["roc_auc"] > state["best_auc"]

@@ -1,0 +1,257 @@
+"""`python -m detector.score`: real files, the real tiny model, real `accelerate` processes, a real `datasets` stream."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from detector import score
+
+ROOT = Path(__file__).resolve().parent.parent
+BROKEN = "This file is not a readable image"
+
+
+@pytest.fixture(scope="module")
+def collection(tmp_path_factory, face_paths) -> Path:
+    """Nine images in a folder and a sub-folder, a file that is no image, and one over the size limit."""
+    folder = tmp_path_factory.mktemp("collection")
+    (folder / "more").mkdir()
+    for path in face_paths:
+        shutil.copy(path, folder / path.name)
+        shutil.copy(path, folder / "more" / path.name)
+    shutil.copy(face_paths[0], folder / "more" / "again.jpg")
+    (folder / "broken.jpg").write_bytes(b"these bytes are no JPEG" * 10)
+    (folder / "huge.png").write_bytes(b"\0" * (11 * 1024 * 1024))
+    return folder
+
+
+def run(args: list[str]) -> int:
+    return score.main([*args, "--precision", "fp32", "--workers", "1"])
+
+
+def rows(path: Path) -> list[dict]:
+    return pq.read_table(path).to_pylist()
+
+
+def assert_same_rows(a: list[dict], b: list[dict]) -> None:
+    assert [row["id"] for row in a] == [row["id"] for row in b]
+    assert [row["error"] for row in a] == [row["error"] for row in b]
+    for x, y in zip(a, b):
+        if x["p_fake"] is not None:
+            assert abs(x["p_fake"] - y["p_fake"]) < 1e-5, (x["id"], x["p_fake"], y["p_fake"])
+            assert (x["predicted"], json.loads(x["faces"])[0]["box"]) == (y["predicted"], json.loads(y["faces"])[0]["box"])
+
+
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory, collection, model_dir) -> Path:
+    output = tmp_path_factory.mktemp("one") / "scores.parquet"
+    assert run([str(collection), "--model", str(model_dir), "--output", str(output), "--shard-size", "3",
+                "--csv", str(output.with_suffix(".csv"))]) == 0
+    return output
+
+
+def test_one_row_per_image_in_order_bad_files_become_error_rows(one_process, collection, model_dir):
+    table = rows(one_process)
+    assert [row["id"] for row in table] == ["broken.jpg", "fake_sdfd_1.jpg", "fake_sdfd_2.jpg", "huge.png",
+                                            "more/again.jpg", "more/fake_sdfd_1.jpg", "more/fake_sdfd_2.jpg",
+                                            "more/real_pixabay_1.jpg", "more/real_pixabay_2.jpg",
+                                            "real_pixabay_1.jpg", "real_pixabay_2.jpg"]
+    errors = {row["id"]: row["error"] for row in table if row["error"]}
+    assert set(errors) == {"broken.jpg", "huge.png"}
+    assert BROKEN in errors["broken.jpg"] and "the limit is 10 MB" in errors["huge.png"]
+    scored = [row for row in table if not row["error"]]
+    for row in scored:
+        assert 0 <= row["p_fake"] <= 1 and abs(row["p_fake"] + row["p_real"] - 1) < 1e-6
+        assert row["predicted"] in ("real", "fake") and len(json.loads(row["faces"])) >= 1  # face search is on
+        assert row["model"] == str(model_dir) and row["model_revision"].startswith("sha256:")
+    by_id = {row["id"]: row for row in table}
+    assert by_id["more/fake_sdfd_1.jpg"]["p_fake"] == pytest.approx(by_id["fake_sdfd_1.jpg"]["p_fake"], abs=1e-6)
+    assert by_id["more/again.jpg"]["p_fake"] == pytest.approx(by_id["fake_sdfd_1.jpg"]["p_fake"], abs=1e-6)
+    assert all(row["p_fake"] is None and row["predicted"] is None for row in table if row["error"])
+    # the summary, the histogram and the CSV
+    summary = json.loads(one_process.with_name("scores_summary.json").read_text())
+    assert summary["rows"] == 11 and summary["errors"] == 2 and sum(summary["predicted"].values()) == 9
+    assert len(summary["error_reasons"]) == 2 and "metrics" not in summary  # no label column
+    assert one_process.with_name("scores_hist.png").read_bytes().startswith(b"\x89PNG")
+    assert one_process.with_suffix(".csv").read_text().splitlines()[0].split(",")[:5] == \
+        ['"id"', '"p_fake"', '"p_real"', '"predicted"', '"faces"']
+    assert not Path(f"{one_process}.parts").exists()  # merged, then cleaned up
+
+
+def launch(processes: int, args: list[str]) -> subprocess.CompletedProcess:
+    """`accelerate launch` as a user types it for several CPU processes: torchrun + gloo.
+
+    (`accelerate launch --cpu --num_processes 2` starts ONE process in accelerate 1.x; the multi-process CPU
+    launch is `--multi_gpu` with ACCELERATE_USE_CPU=true.)"""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "detector.score",
+               *args, "--precision", "fp32", "--workers", "1"]
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"on {processes} process(es)" in done.stderr, done.stderr[-3000:]  # really that many
+    return done
+
+
+def test_two_processes_give_the_rows_of_one(tmp_path, one_process, collection, model_dir):
+    output = tmp_path / "two.parquet"
+    done = launch(2, [str(collection), "--model", str(model_dir), "--output", str(output), "--shard-size", "3"])
+    assert "process 0 wrote 2 shards" in done.stderr and "process 1 wrote 2 shards" in done.stderr  # 11 rows: 3+3 | 3+2
+    assert_same_rows(rows(output), rows(one_process))
+
+
+def test_killed_and_resumed_run_gives_the_same_file(tmp_path, one_process, collection, model_dir):
+    output = tmp_path / "scores.parquet"
+    args = [str(collection), "--model", str(model_dir), "--output", str(output), "--shard-size", "3", "--keep-parts"]
+    assert run([*args, "--stop-after-shards", "2"]) == 3  # stops as if killed after its second shard
+    parts = Path(f"{output}.parts")
+    kept = {path.name: path.stat().st_ino for path in parts.glob("shard-*.parquet")}
+    assert sorted(kept) == ["shard-000000.parquet", "shard-000001.parquet"] and not output.exists()
+
+    assert run([*args, "--shard-size", "4"]) == 2  # a different job must not reuse these shards
+    assert run(args) == 0
+    assert {path.name: path.stat().st_ino for path in parts.glob("shard-*.parquet") if path.name in kept} == kept
+    assert len(list(parts.glob("shard-*.parquet"))) == 4  # only the two missing shards were computed
+    assert_same_rows(rows(output), rows(one_process))
+    assert rows(output) == rows(one_process)  # the same process, the same math: the same file
+
+
+def image_bytes(paths: list[Path]) -> list[dict]:
+    return [{"bytes": path.read_bytes(), "path": path.name} for path in paths]
+
+
+@pytest.fixture(scope="module")
+def parquet_dataset(tmp_path_factory, face_paths) -> Path:
+    """A dataset as the Hub stores one: Parquet files with an Image column (bytes), a ClassLabel and an id."""
+    import datasets
+
+    labels = [0 if path.name.startswith("real") else 1 for path in face_paths]
+    cells = image_bytes(face_paths) + [{"bytes": b"no image here", "path": "bad.jpg"}]
+    dataset = datasets.Dataset.from_dict(
+        {"image": cells * 2, "label": (labels + [1]) * 2, "name": [f"item{i}" for i in range(2 * len(cells))]},
+        features=datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=["real", "fake"]),
+                                    "name": datasets.Value("string")}))
+    folder = tmp_path_factory.mktemp("hub_dataset")
+    (folder / "data").mkdir()
+    dataset.select(range(5)).to_parquet(str(folder / "data" / "train-00000-of-00002.parquet"))
+    dataset.select(range(5, 10)).to_parquet(str(folder / "data" / "train-00001-of-00002.parquet"))
+    return folder
+
+
+def test_a_streamed_dataset_gives_the_rows_of_the_downloaded_one(tmp_path, parquet_dataset, model_dir):
+    common = ["--dataset", str(parquet_dataset), "--split", "train", "--label-column", "label", "--id-column", "name",
+              "--model", str(model_dir), "--shard-size", "3"]
+    assert run([*common, "--output", str(tmp_path / "map.parquet")]) == 0
+    launch(2, [*common, "--streaming", "--output", str(tmp_path / "streamed.parquet")])
+    mapped, streamed = rows(tmp_path / "map.parquet"), rows(tmp_path / "streamed.parquet")
+    assert [row["id"] for row in mapped] == [f"item{i}" for i in range(10)]
+    assert_same_rows(streamed, mapped)
+    assert [row["label"] for row in streamed] == ["fake", "fake", "real", "real", "fake"] * 2  # ClassLabel → name
+    assert [bool(row["error"]) for row in streamed] == [False] * 4 + [True] + [False] * 4 + [True]
+    summary = json.loads((tmp_path / "streamed_summary.json").read_text())
+    assert summary["metrics"]["n"] == 8 and summary["metrics"]["confusion_matrix"]  # labels → training.metrics
+
+    import datasets  # the same rows from a `save_to_disk` folder
+
+    datasets.load_dataset(str(parquet_dataset), split="train").save_to_disk(str(tmp_path / "saved"))
+    common[1] = str(tmp_path / "saved")
+    assert run([*common, "--output", str(tmp_path / "saved.parquet")]) == 0
+    assert rows(tmp_path / "saved.parquet") == mapped
+
+
+def test_a_stopped_stream_resumes_where_it_stopped(tmp_path, parquet_dataset, model_dir):
+    common = ["--dataset", str(parquet_dataset), "--streaming", "--id-column", "name", "--model", str(model_dir),
+              "--shard-size", "4"]
+    assert run([*common, "--output", str(tmp_path / "whole.parquet")]) == 0
+    resumed = tmp_path / "resumed.parquet"
+    assert run([*common, "--output", str(resumed), "--keep-parts", "--stop-after-shards", "1"]) == 3
+    first = Path(f"{resumed}.parts") / "rank000-shard-000000.parquet"
+    inode = first.stat().st_ino
+    assert run([*common, "--output", str(resumed), "--keep-parts"]) == 0
+    assert first.stat().st_ino == inode  # kept, not recomputed
+    assert sorted(p.name for p in Path(f"{resumed}.parts").glob("*.parquet")) == \
+        [f"rank000-shard-00000{k}.parquet" for k in range(3)]
+    assert rows(resumed) == rows(tmp_path / "whole.parquet")
+    assert [row["id"] for row in rows(resumed)] == [f"item{i}" for i in range(10)]
+
+
+class FakeHfApi:
+    """Records what `push` asks of the Hub; keeps what it is given to upload."""
+
+    instances: list["FakeHfApi"] = []
+
+    def __init__(self, token=None):
+        self.calls, self.uploaded = [], {}
+        FakeHfApi.instances.append(self)
+
+    def create_repo(self, repo_id, **kwargs):
+        self.calls.append(("create_repo", repo_id, kwargs))
+
+    def upload_file(self, *, path_or_fileobj, path_in_repo, repo_id, repo_type, **kwargs):
+        self.calls.append(("upload_file", repo_id, repo_type, path_in_repo))
+        data = path_or_fileobj if isinstance(path_or_fileobj, bytes) else Path(path_or_fileobj).read_bytes()
+        self.uploaded[path_in_repo] = data
+        return f"hub://datasets/{repo_id}/commit/{len(self.calls)}"
+
+
+def test_manifest_with_labels_missing_files_and_push(tmp_path, collection, model_dir, monkeypatch):
+    import huggingface_hub
+
+    manifest = tmp_path / "list.csv"
+    manifest.write_text("file,truth,key\n"
+                        f"{collection / 'fake_sdfd_1.jpg'},fake,a\n"  # absolute
+                        "photos/real_pixabay_1.jpg,real,b\n"  # relative to the manifest
+                        "photos/gone.jpg,real,c\n"
+                        "photos/broken.jpg,fake,d\n")
+    (tmp_path / "photos").mkdir()
+    shutil.copy(collection / "real_pixabay_1.jpg", tmp_path / "photos")
+    shutil.copy(collection / "broken.jpg", tmp_path / "photos")
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeHfApi)
+    output = tmp_path / "out" / "scores.parquet"
+    assert run([str(manifest), "--image-column", "file", "--label-column", "truth", "--id-column", "key",
+                "--model", str(model_dir), "--output", str(output), "--whole-image", "--push", "owner/scores"]) == 0
+    table = rows(output)
+    assert [(row["id"], row["label"]) for row in table] == [("a", "fake"), ("b", "real"), ("c", "real"), ("d", "fake")]
+    assert "faces" not in table[0]  # whole-image mode: no face column
+    assert table[2]["error"] == "No such file: gone.jpg" and BROKEN in table[3]["error"]
+    assert table[0]["error"] is None and table[1]["error"] is None
+    summary = json.loads(output.with_name("scores_summary.json").read_text())
+    assert summary["metrics"]["n"] == 2 and summary["errors"] == 2
+
+    api = FakeHfApi.instances[-1]
+    assert api.calls[0] == ("create_repo", "owner/scores", {"repo_type": "dataset", "private": False, "exist_ok": True})
+    assert {call[3] for call in api.calls[1:]} == {"data/scores.parquet", "data/scores_summary.json",
+                                                   "data/scores_hist.png", "README.md"}
+    assert all(call[2] == "dataset" for call in api.calls[1:])
+    assert api.uploaded["data/scores.parquet"] == output.read_bytes()
+    card = api.uploaded["README.md"].decode()
+    assert str(model_dir) in card and "4** images" in card and "threshold" in card and "data/*.parquet" in card
+
+
+def test_bad_arguments_are_refused(tmp_path, collection):
+    with pytest.raises(SystemExit):
+        score.parse_args([str(collection)])  # no --output
+    with pytest.raises(SystemExit):
+        score.parse_args([str(collection), "--dataset", "x/y", "--output", "o.parquet"])
+    assert score.main([str(tmp_path / "nothing-here"), "--output", str(tmp_path / "o.parquet"), "--model",
+                       str(collection)]) == 2
+
+
+def test_every_process_gets_work_and_a_resumed_job_keeps_its_shards(tmp_path):
+    parts = score.Parts(tmp_path / "o.parquet")
+    meta = {"shard_size": 1024}
+    assert parts.shard_rows(meta, 500, 2, restart=False) == 250  # not one shard of 1024 for one process
+    assert parts.shard_rows(meta, 5000, 2, restart=False) == 1024
+    assert parts.shard_rows(meta, None, 4, restart=False) == 1024  # a stream
+    parts.create({**meta, "shard_rows": 250}, restart=False)
+    assert parts.shard_rows(meta, 500, 4, restart=False) == 250  # resumed on 4 processes: the same shards
+    assert parts.shard_rows(meta, 500, 4, restart=True) == 125
+    parts.check(meta)  # shard_rows is derived, not part of the job
+    with pytest.raises(score.DetectorError, match="different job"):
+        parts.check({"shard_size": 512})
