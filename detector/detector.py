@@ -15,7 +15,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from . import explain
 from .errors import DetectorError
-from .faces import DEFAULT_MARGIN, Box, FaceFinder, crop_box as face_crop_box
+from .faces import DEFAULT_MARGIN, MAX_MARGIN, Box, FaceFinder, crop_box as face_crop_box
 from .images import ImageSource, load_image
 from .model import BUNDLED_MODEL, LoadedModel, load_model
 from .preprocess import Preprocessor, crop_box, data_config
@@ -168,6 +168,9 @@ class Detector:
         self.find_faces = face_finder or FaceFinder()
         calibration = loaded.config.get("calibration") or {}  # fitted by training.evaluate --calibrate
         self.face_margin = float(calibration.get("face_margin", DEFAULT_MARGIN) if face_margin is None else face_margin)
+        if not 0 <= self.face_margin <= MAX_MARGIN:
+            raise DetectorError(f"face_margin must be from 0 to {MAX_MARGIN} (a fraction of the face's side), "
+                                f"not {face_margin!r}")
         self.temperature = float(calibration.get("temperature", 1.0))
         self.bias = float(calibration.get("bias", 0.0))  # added to the fake logit after the temperature
         self.threshold: float | None = calibration.get("threshold")  # p_fake at or above → fake; None: argmax

@@ -220,6 +220,8 @@ def write_report(result: dict, output: Path, context: dict) -> dict:
 def main(argv=None) -> dict:
     args = parse_args(argv)
     configure_logging()
+    if args.face_margin is not None and not args.faces:
+        raise SystemExit("--face-margin sets the crop round each face found: add --faces (face search)")
     spec = spec_from_args(args)
     dataset = load_eval_set(spec, args.split)
     detector = Detector.from_pretrained(args.model, device=args.device, batch_size=args.batch_size,
