@@ -4,7 +4,9 @@
     python app.py --model owner/name      # a model from the Hugging Face Hub (or DETECTOR_MODEL=...)
 
 Privacy: an upload is read into memory and its file deleted before the analysis runs; the
-pictures shown back are embedded in the page (data URIs), never written to disk.
+pictures shown back are embedded in the page (data URIs), never written to disk. The page's report is
+built in memory and saved by the browser; only the /report endpoint writes one (it holds the picture)
+into Gradio's cache, for its download, and removes it after REPORT_TTL_S.
 """
 from __future__ import annotations
 
@@ -29,9 +31,13 @@ from gradio.utils import get_upload_folder, is_in_or_equal
 from PIL import Image
 
 from detector import Analysis, Detector, DetectorError
+from detector.evidence_report import (LIMITS, Evidence, decision_rule, examine, good_photos,  # noqa: F401 (re-exported)
+                                      report_filename, report_html)
 from detector.images import FORMAT_NAMES, MAX_BYTES
 from detector.logs import configure_logging
+from detector.provenance import Finding, summary as provenance_summary
 from detector.report import result_row, video_row
+from detector.spectrum import analysed_region, spectrum
 from detector.video import (DEFAULT_FRAMES, FORMAT_NAMES as VIDEO_FORMAT_NAMES, MAX_DURATION_S, MAX_VIDEO_BYTES,
                             VIDEO_EXTENSIONS, VideoAnalysis, analyze_video)
 
@@ -47,12 +53,18 @@ QUEUE_SIZE = 32  # requests waiting at most; one more gets Gradio's "Queue is fu
 CONCURRENCY_LIMIT = 1  # analyses at a time: one model, and on CPU one forward already uses every core
 DISPLAY_SIDE = 1600  # pictures sent back to the browser are at most this wide or tall
 THUMBNAIL_SIDE = 360
-LIMITS = (
-    "The model was trained on a few thousand face photos from public datasets. It can be wrong, "
-    "especially on pictures unlike those (other generators, heavy compression, drawings, several faces, "
-    "no face). Treat the score as one piece of evidence, never as proof. The heat map shows where the "
-    "model's evidence came from, not what was edited."
-)
+REPORT_TTL_S = 300  # a /report file (it holds the picture) stays in Gradio's cache this long for its download
+# The page's report: sent with the result, saved by the browser from memory (a Blob), never written on the server.
+SAVE_REPORT_JS = """(report) => {
+    if (!report || !report.html) return;
+    const link = document.createElement("a");
+    link.href = URL.createObjectURL(new Blob([report.html], {type: "text/html"}));
+    link.download = report.name;
+    document.body.appendChild(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(link.href), 60000);
+}"""
 
 
 # --- uploads ----------------------------------------------------------------------------------
@@ -166,6 +178,7 @@ def views_html(analysis: Analysis) -> str:
         ("Original", data_uri(original, "JPEG"), "original"),
         (f"Activation map ({analysis.explained})", data_uri(heat, "PNG"), "activation-map"),
         ("Overlay", data_uri(overlay, "JPEG"), "overlay"),
+        ("Frequency spectrum", data_uri(spectrum(analysed_region(analysis)), "PNG"), "spectrum"),
     ]
     cells = "".join(
         f'<figure style="margin:0;flex:1;min-width:180px"><img id="{key}" alt="{title}" src="{uri}" '
@@ -175,8 +188,9 @@ def views_html(analysis: Analysis) -> str:
     return f'<div class="views" style="display:flex;gap:12px;flex-wrap:wrap">{cells}</div>'
 
 
-def reading(analysis: Analysis, detector: Detector) -> str:
-    """A short plain-language reading of the verdict, the score and the rule behind it."""
+def reading(analysis: Analysis, detector: Detector, findings: list[Finding] | None = None) -> str:
+    """A short plain-language reading of the verdict, the score and the rule behind it, and (given the provenance
+    findings) what the file declares beside it: metadata never changes the model's probabilities."""
     p_fake = analysis.p_fake
     sure = "very likely" if p_fake >= 0.9 or p_fake <= 0.1 else "likely"
     if analysis.label == "fake":
@@ -185,35 +199,17 @@ def reading(analysis: Analysis, detector: Detector) -> str:
         verdict = f"**Not flagged: {sure} a real photo.**"
     if 0.3 < p_fake < 0.7:
         verdict += " The model is unsure: its score is close to the middle."
+    declared = ""
+    if findings is not None:
+        strong = any(f.strength == "strong" for f in findings)
+        declared = f"{'🔴 ' if strong else ''}**What the file declares:** {provenance_summary(findings)}\n\n"
     return (
         f"{verdict} The model gives a {p_fake:.0%} probability that this face is fake "
         f"and {1 - p_fake:.0%} that it is real. {decision_rule(detector)}\n\n"
-        f"{faces_line(analysis)}"
+        f"{declared}{faces_line(analysis)}"
         f"Red areas in the activation map are where the evidence for *{analysis.explained}* came from.\n\n"
         f"_Limits:_ {LIMITS}"
     )
-
-
-def decision_rule(detector: Detector) -> str:
-    """What the threshold means, in photos a person can picture."""
-    if detector.threshold is None:
-        return "It flags an image when p(fake) is above 50% (this model has no calibrated threshold)."
-    if detector.target_fpr is None:
-        rule = f"It flags an image when p(fake) ≥ {detector.threshold:.0%} (the threshold stored with the model)."
-    else:
-        rule = (f"It flags an image when p(fake) ≥ {detector.threshold:.0%}: at that threshold it flags about "
-                f"{detector.target_fpr * 100:.0f} of 100 real photos (measured on held-out photos like its training data).")
-    return rule + good_photos(detector)
-
-
-def good_photos(detector: Detector) -> str:
-    """What the model does on good real photos of kinds it never trained on, as measured (nothing when not measured)."""
-    if not detector.unseen_reals:
-        return ""
-    parts = [f"{rate * 100:.0f} of 100 {name}" for name, rate in detector.unseen_reals.items()]
-    listed = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
-    return (f" Good real photos unlike its training data can be called fake: trained the same way without them, it "
-            f"flagged {listed} (leave-one-source-out test, face search).")
 
 
 def faces_line(analysis: Analysis) -> str:
@@ -226,6 +222,25 @@ def faces_line(analysis: Analysis) -> str:
         return "One face was found and analysed; it is framed on the pictures.\n\n"
     return (f"**{len(analysis.faces)} faces** were found and analysed one by one; the verdict is the most "
             "suspicious face's. Each face is framed in its verdict's colour (red fake, green real) with its p_fake.\n\n")
+
+
+STRENGTH_MARKS = {"strong": "🔴 **Strong evidence of AI origin**", "weak": "🟠 **Declared synthetic**",
+                  "warning": "⚠️ **Warning**", "info": "ℹ️ Information", "error": "❔ Could not read"}
+
+
+def markdown_text(text: str) -> str:
+    """Metadata text (it comes from the file) shown literally: HTML escaped, Markdown's markers neutralised."""
+    escaped = html.escape(" ".join(str(text).split()))
+    return "".join("\\" + ch if ch in "\\`*_{}[]()#+-.!|<>~" else ch for ch in escaped)
+
+
+def provenance_markdown(findings: list[Finding]) -> str:
+    """The provenance panel: each finding with its strength and source, then how to read them."""
+    lines = [f"- {STRENGTH_MARKS.get(f.strength, f.strength)} ({f.source}): {markdown_text(f.message)}" for f in findings]
+    return ("### What the file declares\n" + "\n".join(lines) + "\n\n"
+            "_A declared AI origin (C2PA Content Credentials, IPTC DigitalSourceType, generator settings) is strong "
+            "evidence that a picture is generated. Missing metadata is never evidence that it is real: most sites and "
+            "apps remove it. A camera name or editor is easy to write. None of it changes the model's probabilities._")
 
 
 def gallery_html(items: list[tuple[str, Analysis]]) -> str:
@@ -268,19 +283,61 @@ def analyze_file(detector: Detector, path: str | None, whole_image: bool = False
     return detector.analyze(consume_upload(path), faces=not whole_image), display_name(path)
 
 
-@logged
-def analyze_for_page(detector: Detector, path: str | None, whole_image: bool = False):
-    """Single tab: label, three pictures and the reading; an error becomes the reading."""
+def examine_upload(detector: Detector, path: str | None, whole_image: bool = False) -> Evidence:
+    """The upload's original bytes: provenance read first, then the analysis (the file is deleted before either)."""
+    if not path:
+        raise DetectorError(f"No image received: upload a {FORMAT_NAMES} photo.")
+    return examine(detector, consume_upload(path), display_name(path), faces=not whole_image)
+
+
+def write_report(evidence: Evidence, detector: Detector) -> str:
+    """The report, written into Gradio's cache (served from there as is) and removed after REPORT_TTL_S; the cache
+    purge (delete_cache) removes it too, and everything left when the server stops."""
+    folder = Path(tempfile.mkdtemp(prefix="report-", dir=get_upload_folder()))
+    path = folder / report_filename(evidence.name)
+    path.write_text(report_html(evidence, detector), encoding="utf-8")
+    timer = threading.Timer(REPORT_TTL_S, remove_report, [path])
+    timer.daemon = True
+    timer.start()
+    return str(path)
+
+
+def remove_report(path: Path) -> None:
+    path.unlink(missing_ok=True)
     try:
-        analysis, _ = analyze_file(detector, path, whole_image)
+        path.parent.rmdir()
+    except OSError:
+        pass
+
+
+def page_outputs(detector: Detector, evidence: Evidence | None, error: str | None = None, report: bool = True):
+    """Label, pictures, reading, provenance panel, the report ({name, html}, kept by the page, never on disk) and the
+    visibility of its button."""
+    if evidence is None:
+        return None, "", f"⚠️ **This file could not be analysed.** {error}", "", None, gr.Button(visible=False)
+    document = ({"name": report_filename(evidence.name), "html": report_html(evidence, detector)} if report else None)
+    return (*page_result(evidence.analysis, detector, evidence.findings), provenance_markdown(evidence.findings),
+            document, gr.Button(visible=report))
+
+
+@logged
+def evidence_for_page(detector: Detector, path: str | None, whole_image: bool = False, report: bool = True):
+    """Single tab: label, pictures, reading, provenance and the report; an error becomes the reading."""
+    try:
+        evidence = examine_upload(detector, path, whole_image)
     except DetectorError as err:
-        return None, "", f"⚠️ **This file could not be analysed.** {err}"
-    return page_result(analysis, detector)
+        return page_outputs(detector, None, str(err))
+    return page_outputs(detector, evidence, report=report)
 
 
-def page_result(analysis: Analysis, detector: Detector):
-    """What the single-image tab shows: the label's probabilities, the three pictures, the reading."""
-    return analysis.probabilities, views_html(analysis), reading(analysis, detector)
+def analyze_for_page(detector: Detector, path: str | None, whole_image: bool = False):
+    """Single tab: label, pictures and the reading; an error becomes the reading."""
+    return evidence_for_page(detector, path, whole_image, report=False)[:3]
+
+
+def page_result(analysis: Analysis, detector: Detector, findings: list[Finding] | None = None):
+    """What the single-image tab shows: the label's probabilities, the pictures, the reading."""
+    return analysis.probabilities, views_html(analysis), reading(analysis, detector, findings)
 
 
 @logged
@@ -288,10 +345,12 @@ def analyze_for_api(detector: Detector, path: str | None, whole_image: bool = Fa
     """JSON result for one image, with the CAMs (per face too) and, when asked, the overlay picture as a PNG data
     URI; a bad image raises a gr.Error with the reason."""
     try:
-        analysis, name = analyze_file(detector, path, whole_image)
+        evidence = examine_upload(detector, path, whole_image)
     except DetectorError as err:
         raise gr.Error(str(err), print_exception=False) from None
-    row = result_row(name, analysis, cams=True)
+    analysis = evidence.analysis
+    row = result_row(evidence.name, analysis, cams=True)
+    row["provenance"] = [finding.to_dict() for finding in evidence.findings]
     if overlay:
         row["overlay"] = data_uri(analysis.render(max_side=OVERLAY_SIDE)[2], "PNG")
     return row
@@ -317,9 +376,25 @@ def analyze_many(detector: Detector, paths: list[str] | None, whole_image: bool 
 
 
 @logged
-def analyze_for_page_example(detector: Detector, index: int, whole_image: bool = False):
+def report_for_api(detector: Detector, path: str | None, whole_image: bool = False) -> str:
+    """The HTML report of one image (a file in Gradio's cache, removed after REPORT_TTL_S)."""
+    try:
+        evidence = examine_upload(detector, path, whole_image)
+    except DetectorError as err:
+        raise gr.Error(str(err), print_exception=False) from None
+    return write_report(evidence, detector)
+
+
+@logged
+def example_for_page(detector: Detector, index: int, whole_image: bool = False, report: bool = True):
     """Examples are repository files: read them directly (they are not uploads, so never deleted)."""
-    return page_result(detector.analyze(EXAMPLES[index], faces=not whole_image), detector)
+    example = EXAMPLES[index]
+    return page_outputs(detector, examine(detector, example.read_bytes(), example.name, faces=not whole_image),
+                        report=report)
+
+
+def analyze_for_page_example(detector: Detector, index: int, whole_image: bool = False):
+    return example_for_page(detector, index, whole_image, report=False)[:3]
 
 
 @logged
@@ -445,7 +520,11 @@ def build_demo(detector: Detector) -> gr.Blocks:
                 with gr.Column(scale=1):
                     label = gr.Label(label="Verdict", num_top_classes=2)
                     verdict = gr.Markdown()
+                    report_button = gr.Button("Download the report (HTML, printable to PDF)", visible=False,
+                                              elem_id="report")
+                    report_data = gr.JSON(visible=False)  # {name, html}: the browser saves it, the server keeps nothing
             views = gr.HTML()
+            provenance_panel = gr.Markdown(elem_id="provenance")
         with gr.Tab("Batch"):
             uploads = gr.File(label=f"Many photos (up to {MAX_BATCH})", file_count="multiple")
             batch_whole = gr.Checkbox(label="Whole images: no face search")
@@ -470,17 +549,19 @@ def build_demo(detector: Detector) -> gr.Blocks:
         with gr.Tab("About the model"):
             gr.Markdown(model_card(detector))
 
-        page = dict(outputs=[label, views, verdict], api_visibility="private", concurrency_id="model")
-        upload.upload(lambda path, whole_image: analyze_for_page(detector, path, whole_image), [upload, whole], **page)
+        page = dict(outputs=[label, views, verdict, provenance_panel, report_data, report_button],
+                    api_visibility="private", concurrency_id="model")
+        report_button.click(None, [report_data], None, js=SAVE_REPORT_JS, api_visibility="private")
+        upload.upload(lambda path, whole_image: evidence_for_page(detector, path, whole_image), [upload, whole], **page)
 
         def on_camera(path, whole_image):
             """A webcam snapshot or a pasted picture: analysed like an upload (and deleted the same way)."""
             if not path:  # the picture was cleared
-                return gr.skip(), gr.skip(), gr.skip()
-            return analyze_for_page(detector, path, whole_image)
+                return (gr.skip(),) * 6
+            return evidence_for_page(detector, path, whole_image)
 
         camera.input(on_camera, [camera, whole], **page)
-        examples.click(lambda index, whole_image: analyze_for_page_example(detector, index, whole_image), [examples, whole],
+        examples.click(lambda index, whole_image: example_for_page(detector, index, whole_image), [examples, whole],
                        **page)
         def on_batch(paths, whole_image, progress=gr.Progress()):
             return batch_for_page(detector, paths, whole_image, progress)
@@ -497,8 +578,10 @@ def build_demo(detector: Detector) -> gr.Blocks:
         def analyze(path, whole_image=False, overlay=False):
             """Is the face in this photo real or generated? Finds the faces (unless whole_image), judges each, and
             returns the verdict of the most suspicious one: label, calibrated probabilities, and each face's box and
-            Grad-CAM grid; with overlay=True also the heat-map overlay as a PNG data URI. A file that is not a
-            readable JPEG, PNG, WebP, GIF or HEIC photo (up to 10 MB) raises an error that says why."""
+            Grad-CAM grid; with overlay=True also the heat-map overlay as a PNG data URI; and `provenance`, what the
+            file itself declares (C2PA Content Credentials, IPTC DigitalSourceType, generator traces), each finding with
+            its source, kind, strength and message. A file that is not a readable JPEG, PNG, WebP, GIF or HEIC photo
+            (up to 10 MB) raises an error that says why."""
             return analyze_for_api(detector, path, whole_image, overlay)
 
         def analyze_batch(paths, whole_image=False):
@@ -511,7 +594,16 @@ def build_demo(detector: Detector) -> gr.Blocks:
             most suspicious face; the verdict, the rule that made it, and every sampled frame's result."""
             return video_for_api(detector, path, frames, every_second, whole_image)
 
+        def report(path, whole_image=False):
+            """A self-contained HTML report of one photo, printable to PDF: the verdict and calibrated probability with
+            the decision rule, the model's id, revision and weights hash, the file's sha256 and size, every face with
+            its box, probabilities and overlay, what the file declares (provenance), the frequency spectrum and the
+            model's known limits. The file is removed from the server a few minutes after it is made."""
+            return report_for_api(detector, path, whole_image)
+
         api_single.click(analyze, [api_file, api_whole, api_overlay], api_result, api_name="analyze", concurrency_id="model")
+        api_report_file, api_report = gr.File(visible=False), gr.Button(visible=False)
+        api_report.click(report, [api_file, api_whole], api_report_file, api_name="report", concurrency_id="model")
         api_batch.click(analyze_batch, [api_files, api_whole], api_result, api_name="analyze_batch", concurrency_id="model")
         api_video, api_frames = gr.File(visible=False), gr.Number(DEFAULT_FRAMES, precision=0, visible=False)
         api_every_second, api_video_button = gr.Checkbox(False, visible=False), gr.Button(visible=False)

@@ -4,12 +4,16 @@
     python -m detector faces/ --model hf-hub:owner/name --csv > results.csv
     python -m detector group.jpg --whole-image        # one verdict for the whole picture, no face search
     python -m detector clip.mp4 --frames 64 --json    # a video: sampled frames, a timeline, one verdict
+    python -m detector photos/ --report reports/       # also one HTML report per image (provenance, spectrum, ...)
 
 Each image's faces are found first and judged one by one; its verdict is the most suspicious face
 (JSON: `faces` lists each face's box, label and probabilities). With no face found, the whole image
 is analysed and `note` says so. A file named with a video extension (.mp4, .m4v, .webm, .mov) is
 analysed as a video (detector/video.py: `--frames` spread evenly, or `--per-second`); its row holds
 the video's verdict, the rule that made it and every sampled frame. Folders are searched for images only.
+With `--report DIR`, each image's original bytes are also checked for provenance metadata (C2PA, XMP, EXIF,
+PNG text) and one self-contained HTML report is written per image (detector/evidence_report.py); the JSON row
+then has `provenance` and `report` (the file written).
 
 Exit status: 0 when every input was analysed, 1 when any input failed (all results are still
 printed), 2 when the model cannot be loaded. Analysis itself is `Detector.analyze_batch`.
@@ -19,19 +23,25 @@ from __future__ import annotations
 import argparse
 import csv
 import glob
+import hashlib
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Iterable, Iterator
 
 from tqdm import tqdm
 
+from . import provenance
 from .detector import Analysis, Detector
 from .errors import DetectorError
+from .evidence_report import Evidence, report_filename, report_html
 from .images import EXTENSIONS, load_image
 from .model import LABEL_NAMES, default_source
 from .report import result_row, video_row
 from .video import DEFAULT_FRAMES, VIDEO_EXTENSIONS, analyze_video
+
+logger = logging.getLogger(__name__)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -53,11 +63,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     video.add_argument("--frames", type=int, default=DEFAULT_FRAMES, metavar="N",
                        help=f"frames to sample, spread evenly (default: {DEFAULT_FRAMES})")
     video.add_argument("--per-second", action="store_true", help="sample one frame per second instead")
+    parser.add_argument("--report", metavar="DIR", type=Path,
+                        help="also write one self-contained HTML report per image into DIR (created if needed): verdict, "
+                             "faces, provenance metadata, spectrum, model hash (images only, not videos)")
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         parser.error("--batch-size must be at least 1")
     if args.frames < 1:
         parser.error("--frames must be at least 1")
+    if args.report is not None:
+        try:
+            args.report.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            parser.error(f"--report: cannot create the folder {args.report}: {err.strerror or err}")
     return args
 
 
@@ -91,24 +109,59 @@ def expand(arguments: Iterable[str]) -> Iterator[tuple[str, str | None]]:
 
 
 def analyze_files(detector: Detector, inputs: list[tuple[str, str | None]], batch_size: int, target: str | None,
-                  faces: bool = True) -> list[dict]:
-    """One result row per input, in order; a bad input gets its error and the others still run."""
+                  faces: bool = True, report_dir: Path | None = None) -> list[dict]:
+    """One result row per input, in order; a bad input gets its error and the others still run. With `report_dir`,
+    each image's original bytes are checked for provenance and its HTML report is written there."""
     errors = [error for _, error in inputs]
     analyses: list[Analysis | None] = [None] * len(inputs)
+    declared: dict[int, tuple[str, int, list[provenance.Finding]]] = {}  # index → sha256, size, findings
     with tqdm(total=len(inputs), unit="image", file=sys.stderr, disable=None) as progress:
         for start in range(0, len(inputs), batch_size):
             indices, images = [], []
             for index in range(start, min(start + batch_size, len(inputs))):
                 if errors[index] is None:
                     try:
-                        images.append(load_image(inputs[index][0]))
+                        images.append(load_image(inputs[index][0]))  # validated (size, format) before the bytes are read
                         indices.append(index)
-                    except DetectorError as err:
-                        errors[index] = str(err)
+                        if report_dir is not None:
+                            data = Path(inputs[index][0]).read_bytes()
+                            declared[index] = (hashlib.sha256(data).hexdigest(), len(data),
+                                               provenance.check(data, Path(inputs[index][0]).name))
+                    except (DetectorError, OSError) as err:
+                        errors[index] = str(err) if isinstance(err, DetectorError) else f"Could not read the file: {err}"
             for index, analysis in zip(indices, detector.analyze_batch(images, target, faces)):
                 analyses[index] = analysis
             progress.update(min(batch_size, len(inputs) - start))
-    return [result_row(file, analysis, error) for (file, _), analysis, error in zip(inputs, analyses, errors)]
+    rows = [result_row(file, analysis, error) for (file, _), analysis, error in zip(inputs, analyses, errors)]
+    if report_dir is not None:
+        write_reports(detector, report_dir, inputs, analyses, declared, rows)
+    return rows
+
+
+def write_reports(detector: Detector, folder: Path, inputs, analyses, declared, rows: list[dict]) -> None:
+    """One report per analysed image, named after it (made safe; `-2`, `-3`... when two inputs share a name)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    used: set[str] = set()
+    for index, analysis in enumerate(analyses):
+        rows[index]["provenance"], rows[index]["report"] = None, None
+        if analysis is None or index not in declared:
+            continue
+        file = inputs[index][0]
+        sha256, size, findings = declared[index]
+        name = report_filename(file)
+        stem, counter = name[: -len(".report.html")], 2
+        while name in used:
+            name, counter = f"{stem}-{counter}.report.html", counter + 1
+        used.add(name)
+        evidence = Evidence(name=Path(file).name, sha256=sha256, size=size, analysis=analysis, findings=findings)
+        rows[index]["provenance"] = [finding.to_dict() for finding in findings]
+        try:
+            (folder / name).write_text(report_html(evidence, detector), encoding="utf-8")
+        except OSError as err:
+            rows[index]["error"] = f"Could not write the report {folder / name}: {err.strerror or err}"
+            continue
+        rows[index]["report"] = str(folder / name)
+        logger.debug("report written: %s", folder / name)
 
 
 def is_video(file: str) -> bool:
@@ -119,7 +172,8 @@ def analyze_inputs(detector: Detector, inputs: list[tuple[str, str | None]], arg
     """Images (batched, `analyze_files`) and videos (one by one, `analyze_video`), rows in the order given."""
     images = [index for index, (file, error) in enumerate(inputs) if error is not None or not is_video(file)]
     rows: list[dict | None] = [None] * len(inputs)
-    image_rows = analyze_files(detector, [inputs[i] for i in images], args.batch_size, args.target, not args.whole_image)
+    image_rows = analyze_files(detector, [inputs[i] for i in images], args.batch_size, args.target, not args.whole_image,
+                               args.report)
     for index, row in zip(images, image_rows):
         rows[index] = row
     for index, (file, _) in enumerate(inputs):

@@ -263,3 +263,77 @@ def test_the_app_serves_the_finer_heat_map(model_dir, face_paths):
     fine, coarse = served.analyze(face_paths[0]), Detector.from_pretrained(model_dir).analyze(face_paths[0])
     assert fine.cam.shape == (2 * coarse.cam.shape[0], 2 * coarse.cam.shape[1])
     assert fine.probabilities == pytest.approx(coarse.probabilities, abs=0.01)
+
+
+# --- provenance and the report (issue 13) ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def signed_face(face_paths, tmp_path_factory) -> Path:
+    """A real face photo signed with Content Credentials that declare it AI-generated (certificates made in the test)."""
+    from test_provenance import jpeg, make_signer, sign
+
+    path = tmp_path_factory.mktemp("signed") / "signed-face.jpg"
+    path.write_bytes(sign(make_signer(), jpeg(Image.open(face_paths[0]).convert("RGB"))))
+    return path
+
+
+def test_analyze_returns_the_provenance_findings(client, signed_face, face_paths):
+    result = client.predict(handle_file(str(signed_face)), api_name="/analyze")
+    json.dumps(result)
+    strong = [f for f in result["provenance"] if f["strength"] == "strong"]
+    assert strong and strong[0]["source"] == "c2pa" and strong[0]["kind"] == "ai-declared"
+    assert {"source", "kind", "strength", "message", "details"} <= set(strong[0])
+    plain = client.predict(handle_file(str(face_paths[0])), api_name="/analyze")["provenance"]
+    assert [f["kind"] for f in plain] == ["none"] and "not evidence" in plain[0]["message"]
+    assert plain and result["probabilities"].keys() == {"real", "fake"}  # metadata never replaces the model's numbers
+
+
+def test_report_endpoint_returns_the_html_report_and_removes_it_within_the_ttl(running_app, signed_face, tmp_path,
+                                                                                monkeypatch):
+    import hashlib
+    import time
+
+    monkeypatch.setattr(app_module, "REPORT_TTL_S", 2)
+    client = Client(running_app, verbose=False, download_files=str(tmp_path / "downloads"))
+    endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    assert "HTML report" in endpoints["/report"]["description"]
+    path = Path(client.predict(handle_file(str(signed_face)), api_name="/report"))
+    assert path.name == "signed-face.jpg.report.html"
+    document = path.read_text(encoding="utf-8")
+    digest = hashlib.sha256(signed_face.read_bytes()).hexdigest()
+    assert digest in document and "trainedAlgorithmicMedia" in document and 'id="spectrum"' in document
+
+    def reports_on_server():
+        return [f for f in Path(get_upload_folder()).rglob("*.report.html") if digest in f.read_text(errors="replace")]
+
+    deadline = time.monotonic() + 10
+    while reports_on_server() and time.monotonic() < deadline:
+        time.sleep(0.25)
+    assert reports_on_server() == []  # the report held the picture: gone from the server after REPORT_TTL_S
+    assert [str(f) for f in Path(get_upload_folder()).rglob("*") if f.is_file()
+            and signed_face.read_bytes()[200:264] in f.read_bytes()] == []
+
+
+def test_page_shows_the_provenance_and_offers_the_report(detector, signed_face, tmp_path):
+    upload = Path(get_upload_folder()) / f"report-{tmp_path.name}" / "signed-face.jpg"
+    upload.parent.mkdir(parents=True)
+    upload.write_bytes(signed_face.read_bytes())
+    before = {f for f in Path(get_upload_folder()).rglob("*") if f.is_file()}
+    label, views, text, panel, report, button = app_module.evidence_for_page(detector, str(upload))
+    assert not upload.exists()
+    assert set(label) == {"real", "fake"} and 'id="spectrum"' in views
+    assert "declares an AI origin" in text and "probability that this face is fake" in text  # both, side by side
+    assert "Strong evidence of AI origin" in panel and "never evidence that it is real" in panel
+    assert button.visible and report["name"] == "signed-face.jpg.report.html"
+    assert report["html"].startswith("<!DOCTYPE html>") and "trainedAlgorithmicMedia" in report["html"]
+    assert {f for f in Path(get_upload_folder()).rglob("*") if f.is_file()} - before == set()  # built in memory only
+    label, views, text, panel, report, button = app_module.evidence_for_page(detector, None)
+    assert label is None and "could not be analysed" in text and report is None and not button.visible
+
+
+def test_examples_show_no_metadata_as_no_evidence(detector):
+    label, views, text, panel, report, button = app_module.example_for_page(detector, 0, report=False)
+    assert "declares no AI origin" in text and "not evidence that it is real" in text
+    assert "No provenance metadata found" in panel and report is None and not button.visible
+

@@ -165,3 +165,38 @@ def test_videos_named_on_the_command_line_get_a_verdict_with_its_rule(inputs, mo
     assert table.returncode == 0, table.stderr
     row = next(line for line in table.stdout.splitlines() if line.startswith("clip.mp4"))
     assert "video: 4 frames" in row and "video verdicts: video p_fake = mean" in table.stderr
+
+
+def test_report_writes_one_html_file_per_image_with_its_provenance(inputs, model_dir, tmp_path):
+    """--report DIR: one self-contained report per analysed image, named after it; the JSON row says where."""
+    from pathlib import Path
+
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", "a face\nSteps: 20, Sampler: Euler a, Seed: 3")
+    generated = tmp_path / "my photo <1>.png"
+    Image.open(inputs / "photos" / "real_pixabay_1.jpg").save(generated, pnginfo=info)
+    reports = tmp_path / "reports" / "new"
+    result = run([str(generated), "photos/real_pixabay_1.jpg", "photos/sub/copy.JPEG", "photos/broken.jpg",
+                  "--model", str(model_dir), "--json", "--report", str(reports)], inputs)
+    assert result.returncode == 1 and "Traceback" not in result.stderr  # broken.jpg fails, the others are reported
+    records = {Path(r["file"]).name: r for r in json.loads(result.stdout)}
+    assert sorted(p.name for p in reports.iterdir()) == [
+        "copy.JPEG.report.html", "my_photo_1_.png.report.html", "real_pixabay_1.jpg.report.html"]
+    mine = records["my photo <1>.png"]
+    assert mine["report"] == str(reports / "my_photo_1_.png.report.html")
+    assert [f["strength"] for f in mine["provenance"]] == ["strong"] and mine["provenance"][0]["source"] == "png-text"
+    document = Path(mine["report"]).read_text(encoding="utf-8")
+    assert "my photo &lt;1&gt;.png" in document and "Stable Diffusion web UI" in document
+    assert f"{mine['probabilities']['fake']:.1%}" in document
+    assert records["broken.jpg"]["report"] is None and records["broken.jpg"]["error"]
+    assert records["real_pixabay_1.jpg"]["provenance"][0]["kind"] == "none"
+
+
+def test_report_folder_that_cannot_be_made_is_a_usage_error(inputs, model_dir, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    result = run(["photos/real_pixabay_1.jpg", "--model", str(model_dir), "--report", str(blocker / "reports")], inputs)
+    assert result.returncode == 2 and "--report: cannot create the folder" in result.stderr
+    assert "Traceback" not in result.stderr

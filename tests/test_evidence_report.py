@@ -1,0 +1,73 @@
+"""The HTML report: self-contained, complete, escaped, and the same from the library, the CLI and the app."""
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import re
+
+import pytest
+from PIL import Image
+
+from detector.evidence_report import decision_rule, examine, model_identity, report_filename, report_html
+from test_provenance import jpeg, make_signer, picture, sign
+
+
+@pytest.fixture(scope="module")
+def signed_face(face_paths) -> bytes:
+    """A real face photo, re-saved and signed with Content Credentials that declare it AI-generated."""
+    return sign(make_signer(), jpeg(Image.open(face_paths[0]).convert("RGB")))
+
+
+def images_in(document: str) -> list[Image.Image]:
+    return [Image.open(io.BytesIO(base64.b64decode(payload)))
+            for payload in re.findall(r'src="data:image/(?:png|jpeg);base64,([^"]+)"', document)]
+
+
+def test_report_holds_everything_inline(detector, signed_face):
+    evidence = examine(detector, signed_face, "face <signed>.jpg")
+    document = report_html(evidence, detector)
+    assert document.startswith("<!DOCTYPE html>") and "</html>" in document
+    assert not re.search(r'(src|href)="(?!data:)', document)  # nothing outside the file
+    assert "face &lt;signed&gt;.jpg" in document and "<signed>" not in document  # the name is escaped
+    assert hashlib.sha256(signed_face).hexdigest() == evidence.sha256 and evidence.sha256 in document
+    assert f"{len(signed_face):,} bytes" in document
+    identity = model_identity(detector)
+    assert identity["weights_sha256"] in document and len(identity["weights_sha256"]) == 64
+    assert str(identity["model"]) in document and "local folder" in identity["revision"]
+    assert decision_rule(detector).split(" (")[0] in document.replace("&gt;", ">").replace("&lt;", "<")
+    assert f"{evidence.analysis.p_fake:.1%}" in document
+    for key in ('id="original"', 'id="activation-map"', 'id="overlay"', 'id="spectrum"', 'id="provenance"'):
+        assert key in document
+    assert "trainedAlgorithmicMedia" in document and "strong evidence of AI origin" in document
+    assert "Known limits" in document and "@media print" in document
+    pictures = images_in(document)
+    assert len(pictures) >= 4 + len(evidence.analysis.faces) and all(p.size[0] > 0 for p in pictures)
+
+
+def test_report_lists_every_face_with_its_box(detector, face_paths):
+    from scenes import four_faces
+
+    data = io.BytesIO()
+    four_faces(face_paths)[0].save(data, "JPEG")
+    evidence = examine(detector, data.getvalue(), "group.jpg")
+    document = report_html(evidence, detector)
+    assert len(evidence.analysis.faces) >= 2
+    for face in evidence.analysis.faces:
+        assert "[" + ", ".join(f"{v:.0f}" for v in face.box) + "]" in document
+        assert f"{face.probabilities['fake']:.4f}" in document
+
+
+def test_report_without_face_or_metadata_says_so(detector):
+    evidence = examine(detector, jpeg(picture(5, (160, 120))), "noise.jpg", faces=True)
+    document = report_html(evidence, detector)
+    assert "No provenance metadata found" in document and "not evidence that the picture is real" in document
+    assert "no face found" in document
+
+
+@pytest.mark.parametrize("name, expected", [("photo.jpg", "photo.jpg.report.html"),
+                                            ("../../etc/passwd", "passwd.report.html"),
+                                            ("a b<c>.png", "a_b_c_.png.report.html"), ("", "image.report.html"),
+                                            ("C:\\Users\\x\\shot 1.jpeg", "shot_1.jpeg.report.html")])
+def test_report_file_names_are_safe(name, expected):
+    assert report_filename(name) == expected

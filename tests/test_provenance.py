@@ -1,0 +1,293 @@
+"""Provenance on real files made here: a C2PA-signed JPEG (a certificate chain made in the test), XMP, EXIF, PNG text,
+and broken or hostile metadata, which must give "could not read" findings and never an exception."""
+from __future__ import annotations
+
+import datetime
+import io
+import json
+
+import numpy as np
+import pytest
+from PIL import Image, PngImagePlugin
+
+from detector import provenance
+from detector.provenance import IPTC_VOCABULARY, check, summary
+from detector.spectrum import spectrum
+
+
+def picture(seed: int = 0, size=(96, 96)) -> Image.Image:
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))
+
+
+def jpeg(image: Image.Image | None = None, **save) -> bytes:
+    buffer = io.BytesIO()
+    (image or picture()).save(buffer, "JPEG", quality=90, **save)
+    return buffer.getvalue()
+
+
+def png(image: Image.Image | None = None, **save) -> bytes:
+    buffer = io.BytesIO()
+    (image or picture()).save(buffer, "PNG", **save)
+    return buffer.getvalue()
+
+
+def xmp_packet(source_type: str = "trainedAlgorithmicMedia", tool: str = "Some Editor 2.0") -> bytes:
+    return f"""<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>
+<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">
+<rdf:Description rdf:about="" xmlns:Iptc4xmpExt="http://iptc.org/std/Iptc4xmpExt/2008-02-29/"
+ xmlns:xmp="http://ns.adobe.com/xap/1.0/" xmp:CreatorTool="{tool}">
+<Iptc4xmpExt:DigitalSourceType>{IPTC_VOCABULARY}{source_type}</Iptc4xmpExt:DigitalSourceType>
+</rdf:Description></rdf:RDF></x:xmpmeta>
+<?xpacket end="w"?>""".encode()
+
+
+def with_app1_xmp(data: bytes, packet: bytes) -> bytes:
+    """A JPEG with an XMP APP1 segment right after SOI (as cameras and editors write it)."""
+    body = b"http://ns.adobe.com/xap/1.0/\0" + packet
+    assert len(body) < 65534
+    return data[:2] + b"\xff\xe1" + (len(body) + 2).to_bytes(2, "big") + body + data[2:]
+
+
+def kinds(findings):
+    return {(f.source, f.kind, f.strength) for f in findings}
+
+
+# --- C2PA ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def signer():
+    return make_signer()
+
+
+def make_signer():
+    """An ES256 signer with a two-certificate chain (test CA → end entity), made here with `cryptography`."""
+    import c2pa
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    def name(common):
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common),
+                          x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Provenance Test Org")])
+
+    def usage(ca: bool):
+        return x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
+                             data_encipherment=False, key_agreement=False, key_cert_sign=ca, crl_sign=ca,
+                             encipher_only=False, decipher_only=False)
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+
+    def certificate(subject, issuer, public, signing_key, ca):
+        builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer).public_key(public)
+                   .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+                   .not_valid_after(now + datetime.timedelta(days=30))
+                   .add_extension(x509.BasicConstraints(ca=ca, path_length=0 if ca else None), critical=True)
+                   .add_extension(usage(ca), critical=True)
+                   .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False))
+        if not ca:
+            builder = (builder.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]), critical=False)
+                       .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False))
+        return builder.sign(signing_key, hashes.SHA256())
+
+    ca = certificate(name("Provenance Test CA"), name("Provenance Test CA"), ca_key.public_key(), ca_key, True)
+    leaf = certificate(name("Provenance Test Signer"), ca.subject, key.public_key(), ca_key, False)
+    chain = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in (leaf, ca))
+    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    return c2pa.Signer.from_info(c2pa.C2paSignerInfo(c2pa.C2paSigningAlg.ES256, chain, private, None))
+
+
+def sign(signer, data: bytes, source_type: str | None = "trainedAlgorithmicMedia", generator="Provenance Test Tool") -> bytes:
+    import c2pa
+
+    action = {"action": "c2pa.created", "softwareAgent": {"name": generator}}
+    if source_type:
+        action["digitalSourceType"] = IPTC_VOCABULARY + source_type
+    manifest = {"claim_generator_info": [{"name": generator, "version": "1.0"}], "title": "made.jpg",
+                "assertions": [{"label": "c2pa.actions", "data": {"actions": [action]}}]}
+    output = io.BytesIO()
+    with c2pa.Builder(json.dumps(manifest)) as builder:
+        builder.sign(signer, "image/jpeg", io.BytesIO(data), output)
+    return output.getvalue()
+
+
+@pytest.fixture(scope="module")
+def signed(signer) -> bytes:
+    return sign(signer, jpeg(picture(1, (128, 96))))
+
+
+def test_c2pa_declared_ai_origin_is_strong_evidence(signed):
+    findings = check(signed, "made.jpg")
+    assert ("c2pa", "ai-declared", "strong") in kinds(findings)
+    assert findings[0].strength == "strong"  # strongest first
+    assert "trainedAlgorithmicMedia" in findings[0].message
+    (signature,) = [f for f in findings if f.kind == "signed"]
+    assert "Provenance Test Signer" in signature.message and "Provenance Test Tool" in signature.message
+    assert "not on a trust list" in signature.message  # a test CA: signed, valid, but nobody vouches for it
+    assert signature.details["validation_state"] == "Valid"
+    assert signature.details["actions"] == ["c2pa.created"]
+    assert provenance.declares_ai(findings) and "declares an AI origin" in summary(findings)
+    json.dumps([f.to_dict() for f in findings])
+
+
+def test_a_flipped_byte_in_the_picture_is_reported_as_tampered(signed):
+    changed = bytearray(signed)
+    changed[-300] ^= 0xFF  # inside the entropy-coded image data, after the manifest
+    findings = check(bytes(changed))
+    (tampered,) = [f for f in findings if f.kind == "tampered"]
+    assert tampered.strength == "warning" and "do not validate" in tampered.message
+    assert "assertion.dataHash.mismatch" in tampered.details["validation_codes"]
+    assert tampered.details["validation_state"] == "Invalid"
+    assert not [f for f in findings if f.kind == "signed"]
+
+
+def test_a_signed_camera_capture_is_information_not_evidence_of_real(signer):
+    findings = check(sign(signer, jpeg(), source_type="digitalCapture", generator="Camera App"))
+    assert not provenance.declares_ai(findings)
+    (declared,) = [f for f in findings if f.kind == "source-type"]
+    assert declared.strength == "info" and "not proof" in declared.message
+
+
+def test_a_broken_manifest_is_unreadable_not_a_crash(signed):
+    broken = bytearray(signed)
+    start = broken.find(b"c2pa")
+    broken[start + 40 : start + 104] = bytes(range(64))  # garbage inside the manifest store's boxes
+    findings = check(bytes(broken))
+    assert ("c2pa", "unreadable", "error") in kinds(findings)
+    assert any(f.message.startswith("Could not read the Content Credentials") for f in findings)
+    assert any(f.kind == "none" and "could be read" in f.message for f in findings)  # nothing else was declared
+    assert not provenance.declares_ai(findings)
+
+
+def test_garbage_that_looks_like_a_manifest_never_raises():
+    body = b"JP\x00\x01" + b"\x00\x00\x00\x20jumb" + b"\x00\x00\x00\x18jumdc2pa" + bytes(range(256)) * 4
+    data = jpeg()
+    findings = check(data[:2] + b"\xff\xeb" + (len(body) + 2).to_bytes(2, "big") + body + data[2:])
+    assert findings and not provenance.declares_ai(findings)
+
+
+# --- XMP, EXIF, PNG text ----------------------------------------------------------------------------------
+
+
+def test_xmp_digital_source_type_is_read_from_the_packet():
+    findings = check(with_app1_xmp(jpeg(), xmp_packet()))
+    assert ("xmp", "ai-declared", "strong") in kinds(findings)
+    assert ("xmp", "software", "info") in kinds(findings)  # CreatorTool, not a known generator
+    composite = check(with_app1_xmp(jpeg(), xmp_packet("compositeWithTrainedAlgorithmicMedia")))
+    assert ("xmp", "ai-declared", "strong") in kinds(composite)
+    art = check(with_app1_xmp(jpeg(), xmp_packet("digitalArt")))
+    assert ("xmp", "synthetic-declared", "weak") in kinds(art) and not provenance.declares_ai(art)
+
+
+def test_xmp_in_a_webp_and_in_a_compressed_png_chunk():
+    buffer = io.BytesIO()
+    picture().save(buffer, "WEBP", xmp=xmp_packet())
+    assert ("xmp", "ai-declared", "strong") in kinds(check(buffer.getvalue()))
+    info = PngImagePlugin.PngInfo()
+    info.add_itxt("XML:com.adobe.xmp", xmp_packet().decode(), zip=True)  # invisible to a search of the raw bytes
+    data = png(pnginfo=info)
+    assert b"DigitalSourceType" not in data
+    assert ("xmp", "ai-declared", "strong") in kinds(check(data))
+
+
+def test_stable_diffusion_parameters_in_a_png_text_chunk():
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", "a portrait of a smiling woman\nSteps: 20, Sampler: Euler a, CFG scale: 7, Seed: 1")
+    findings = check(png(pnginfo=info))
+    (found,) = [f for f in findings if f.source == "png-text"]
+    assert found.strength == "strong" and "Stable Diffusion web UI" in found.message
+    assert found.details["excerpt"].startswith("a portrait")
+
+
+def test_comfyui_prompt_and_workflow_chunks_compressed_or_not():
+    info = PngImagePlugin.PngInfo()
+    info.add_text("prompt", json.dumps({"3": {"class_type": "KSampler"}}), zip=True)
+    info.add_itxt("workflow", json.dumps({"nodes": []}))
+    findings = [f for f in check(png(pnginfo=info)) if f.source == "png-text"]
+    assert {f.details["key"] for f in findings} == {"prompt", "workflow"}
+    assert all(f.strength == "strong" and "ComfyUI" in f.message for f in findings)
+
+
+@pytest.mark.parametrize("software, shown", [("Adobe Firefly", "Adobe Firefly"), ("DALL-E 3", "DALL·E"),
+                                             ("Midjourney v6", "Midjourney"), ("NovelAI", "NovelAI")])
+def test_exif_software_of_a_known_generator(software, shown):
+    exif = Image.Exif()
+    exif[provenance.EXIF_SOFTWARE] = software
+    findings = check(jpeg(exif=exif))
+    (found,) = [f for f in findings if f.source == "exif"]
+    assert (found.kind, found.strength) == ("generator", "strong") and shown in found.message
+
+
+def test_camera_tags_and_an_editor_are_information_only():
+    exif = Image.Exif()
+    exif[provenance.EXIF_MAKE], exif[provenance.EXIF_MODEL] = "Canon", "EOS R5"
+    exif[provenance.EXIF_SOFTWARE] = "GIMP 2.10"
+    findings = check(jpeg(exif=exif))
+    assert {(f.kind, f.strength) for f in findings} == {("camera", "info"), ("software", "info")}
+    assert "not evidence that the picture is real" in next(f.message for f in findings if f.kind == "camera")
+    assert "declares no AI origin" in summary(findings) and "not evidence that it is real" in summary(findings)
+
+
+def test_sd_webui_settings_in_a_jpeg_user_comment():
+    exif = Image.Exif()
+    exif.get_ifd(provenance.EXIF_IFD)[provenance.EXIF_USER_COMMENT] = (
+        b"UNICODE\0" + "portrait\nSteps: 30, Sampler: DPM++ 2M, Seed: 7".encode("utf-16-be"))
+    assert ("exif", "generator", "strong") in kinds(check(jpeg(exif=exif)))
+
+
+def test_no_metadata_says_it_is_no_evidence_of_real():
+    (found,) = check(png())
+    assert (found.source, found.kind, found.strength) == ("file", "none", "info")
+    assert "not evidence that the picture is real" in found.message
+
+
+# --- hostile metadata: "could not read", never an exception ---------------------------------------------------
+
+
+def test_truncated_xmp():
+    packet = xmp_packet()
+    findings = check(with_app1_xmp(jpeg(), packet[: len(packet) // 2]))
+    assert ("xmp", "unreadable", "error") in kinds(findings)
+    assert "truncated" in next(f.message for f in findings if f.source == "xmp")
+
+
+def test_malformed_xmp_and_entity_tricks():
+    broken = xmp_packet().replace(b"</rdf:Description>", b"</rdf:Oops>")
+    assert ("xmp", "unreadable", "error") in kinds(check(with_app1_xmp(jpeg(), broken)))
+    bomb = (b'<?xpacket begin="" id="x"?><!DOCTYPE x [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;">]>'
+            b'<x:xmpmeta xmlns:x="adobe:ns:meta/">&b;</x:xmpmeta><?xpacket end="w"?>')
+    findings = check(with_app1_xmp(jpeg(), bomb))
+    assert any(f.source == "xmp" and "refused" in f.message for f in findings)
+
+
+def test_a_five_megabyte_xmp_packet_is_refused_by_size():
+    filler = b"<!-- " + b"x" * (5 * 1024 * 1024) + b" -->"
+    huge = xmp_packet().replace(b"<rdf:RDF", filler + b"<rdf:RDF")
+    data = jpeg() + huge  # after the image (a trailer): PNG/JPEG readers ignore it, the raw search finds it
+    findings = check(data)
+    assert ("xmp", "unreadable", "error") in kinds(findings)
+    assert "larger than" in next(f.message for f in findings if f.source == "xmp")
+
+
+def test_wrong_types_and_garbage_never_raise():
+    exif = Image.Exif()
+    exif[provenance.EXIF_SOFTWARE] = 12345  # a number where text belongs
+    exif[provenance.EXIF_MAKE] = b"\x00\xff\xfe"
+    check(jpeg(exif=exif))
+    for data in (b"", b"hello", b"\xff\xd8\xff" + b"\0" * 50, b"\x89PNG\r\n\x1a\n" + b"c2pa" * 100,
+                 b"<x:xmpmeta" + b"\0" * 1000, bytes(range(256)) * 100):
+        findings = check(data)
+        assert findings and all(isinstance(f, provenance.Finding) for f in findings)
+    assert check("not bytes")[0].strength == "error"  # type: ignore[arg-type]
+
+
+def test_the_spectrum_is_a_picture_and_shows_a_periodic_grid():
+    smooth = spectrum(picture(3, (300, 300)))
+    assert smooth.size == (256, 256) and smooth.mode == "L"
+    grid = np.zeros((256, 256), np.uint8)
+    grid[::4, ::4] = 255  # up-sampling's checkerboard, exaggerated: peaks at 1/4 of the sampling rate
+    view = np.asarray(spectrum(Image.fromarray(grid)))
+    assert view[128 + 64, 128] > np.median(view) + 60 and view[128, 128 + 64] > np.median(view) + 60
