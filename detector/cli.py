@@ -36,7 +36,7 @@ from . import provenance
 from .detector import Analysis, Detector
 from .errors import DetectorError
 from .evidence_report import Evidence, report_filename, report_html
-from .images import EXTENSIONS, load_image
+from .images import EXTENSIONS, images_in, load_image
 from .model import LABEL_NAMES, default_source
 from .report import result_row, video_row
 from .video import DEFAULT_FRAMES, VIDEO_EXTENSIONS, analyze_video
@@ -79,24 +79,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _images_in(folder: Path) -> list[str]:
-    return sorted(str(p) for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in EXTENSIONS)
-
-
 def expand(arguments: Iterable[str]) -> Iterator[tuple[str, str | None]]:
     """Each argument → (file, None) for every image it names (each file once), or (argument, error) when it names none."""
     seen: set[str] = set()
     for argument in arguments:
         path = Path(argument)
         if path.is_dir():
-            files, missing = _images_in(path), f"No images ({', '.join(EXTENSIONS)}) in this folder."
+            files, missing = list(map(str, images_in(path))), f"No images ({', '.join(EXTENSIONS)}) in this folder."
         elif path.exists():
             files, missing = [argument], ""
         else:
             files = []
             for match in map(Path, sorted(glob.glob(argument, recursive=True))):
                 if match.is_dir():
-                    files += _images_in(match)
+                    files += map(str, images_in(match))
                 elif match.suffix.lower() in EXTENSIONS:
                     files.append(str(match))
             missing = "No such file, and no images match it as a pattern."

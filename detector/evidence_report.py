@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import datetime
-import functools
 import hashlib
 import html
 import io
@@ -27,7 +26,7 @@ from PIL import Image
 
 from . import provenance
 from .detector import Analysis, Detector
-from .model import WEIGHTS_FILE
+from .model import hub_revision, weights_sha256
 from .spectrum import analysed_region, spectrum
 
 REPORT_SIDE = 1024  # pictures in a report: long side at most this many pixels
@@ -98,26 +97,9 @@ def examine(detector: Detector, data: bytes, name: str, faces: bool = True) -> E
 
 def model_identity(detector: Detector) -> dict:
     """id, revision (the Hub commit when the folder is a Hub snapshot) and the weights file's sha256."""
-    folder = Path(detector.loaded.folder)
-    revision = folder.name if folder.parent.name == "snapshots" else "local folder (no Hub revision)"
-    weights = folder / WEIGHTS_FILE
-    return {"model": detector.name, "revision": revision,
-            "weights_sha256": _file_sha256(str(weights), *_stat(weights)) if weights.is_file() else "missing",
-            "threshold": detector.threshold}
-
-
-def _stat(path: Path) -> tuple[int, int]:
-    stat = path.stat()
-    return stat.st_size, stat.st_mtime_ns
-
-
-@functools.lru_cache(maxsize=8)
-def _file_sha256(path: str, size: int, mtime_ns: int) -> str:  # size and mtime key the cache: a new file, a new hash
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    folder = detector.loaded.folder
+    return {"model": detector.name, "revision": hub_revision(folder) or "local folder (no Hub revision)",
+            "weights_sha256": weights_sha256(folder) or "missing", "threshold": detector.threshold}
 
 
 # --- the file ------------------------------------------------------------------------------------------

@@ -44,6 +44,11 @@ SNIFFED = (  # other files people upload by mistake, named so the message is spe
 ImageSource = Union[str, os.PathLike, bytes, BinaryIO, Image.Image, np.ndarray]
 
 
+def images_in(folder: Path) -> list[Path]:
+    """Every file below `folder` with an image extension (EXTENSIONS), in sorted order: what a folder stands for."""
+    return sorted(path for path in Path(folder).rglob("*") if path.is_file() and path.suffix.lower() in EXTENSIONS)
+
+
 def read_limited(source, limit: int = MAX_BYTES, what: str = "file") -> bytes:
     """The bytes of a path, bytes or file object, refusing empty input and anything over `limit` bytes."""
     if isinstance(source, (str, os.PathLike)):

@@ -7,6 +7,8 @@ Weights are read with safetensors only; nothing is ever unpickled.
 from __future__ import annotations
 
 import ctypes
+import functools
+import hashlib
 import json
 import math
 import os
@@ -96,6 +98,30 @@ class LoadedModel:
     @property
     def label_names(self) -> list[str]:
         return list(self.config["label_names"])
+
+
+def hub_revision(folder: str | os.PathLike) -> str | None:
+    """The Hub commit of a model folder that is a Hub cache snapshot (…/snapshots/<commit>), else None."""
+    folder = Path(folder).resolve()
+    return folder.name if folder.parent.name == "snapshots" else None
+
+
+def weights_sha256(folder: str | os.PathLike) -> str | None:
+    """The sha256 of a model folder's weights file (None when it has none), computed once per file version."""
+    weights = Path(folder) / WEIGHTS_FILE
+    if not weights.is_file():
+        return None
+    stat = weights.stat()
+    return _file_sha256(str(weights.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _file_sha256(path: str, size: int, mtime_ns: int) -> str:  # size and mtime key the cache: a new file, a new hash
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def default_source() -> str:

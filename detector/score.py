@@ -18,7 +18,6 @@ to a temporary name, then renamed). A bad input (missing, undecodable, too large
 from __future__ import annotations
 
 import argparse
-import hashlib
 import itertools
 import json
 import logging
@@ -37,8 +36,9 @@ import numpy as np
 import torch
 
 from .errors import DetectorError
-from .images import EXTENSIONS, load_image
+from .images import EXTENSIONS, images_in, load_image
 from .logs import configure_logging
+from .model import hub_revision, weights_sha256
 
 logger = logging.getLogger("detector.score")  # the same name under `python -m`
 
@@ -78,7 +78,7 @@ class Source:
 
 
 def folder_source(folder: Path) -> Source:
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in EXTENSIONS)
+    files = images_in(folder)
     if not files:
         raise DetectorError(f"No images ({', '.join(EXTENSIONS)}) in {folder}.")
     rows = [{"id": str(p.relative_to(folder)), "image": str(p)} for p in files]
@@ -234,17 +234,8 @@ def collate(items: list[dict]) -> list[dict]:
 
 def model_revision(folder: Path) -> str:
     """The Hub commit when the model came from the Hub cache (…/snapshots/<commit>), else the weights' sha256."""
-    folder = Path(folder).resolve()
-    if folder.parent.name == "snapshots":
-        return folder.name
-    weights = folder / "model.safetensors"
-    if not weights.is_file():
-        return "unknown"
-    digest = hashlib.sha256()
-    with weights.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return "sha256:" + digest.hexdigest()[:16]
+    digest = weights_sha256(folder)
+    return hub_revision(folder) or ("unknown" if digest is None else "sha256:" + digest[:16])
 
 
 def score_items(detector, items: list[dict], faces: bool, model: str, revision: str, has_label: bool) -> list[dict]:
