@@ -11,12 +11,10 @@ into Gradio's cache, for its download, and removes it after REPORT_TTL_S.
 from __future__ import annotations
 
 import argparse
-import base64
 import collections
 import csv
 import functools
 import html
-import io
 import logging
 import os
 import tempfile
@@ -28,11 +26,10 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import anyio.from_thread
 import gradio as gr
 from gradio.utils import get_upload_folder, is_in_or_equal
-from PIL import Image
 
 from detector import Analysis, Detector, DetectorError
-from detector.evidence_report import (LIMITS, Evidence, decision_rule, examine, good_photos,  # noqa: F401 (re-exported)
-                                      report_filename, report_html)
+from detector.evidence_report import (LIMITS, Evidence, data_uri, decision_rule, examine,  # noqa: F401 (re-exported)
+                                      good_photos, report_filename, report_html)
 from detector.images import FORMAT_NAMES, MAX_BYTES
 from detector.logs import configure_logging
 from detector.provenance import Finding, summary as provenance_summary
@@ -163,12 +160,6 @@ def display_name(path: str) -> str:
 
 
 # --- presentation -------------------------------------------------------------------------------
-
-
-def data_uri(image: Image.Image, fmt: str) -> str:
-    buffer = io.BytesIO()
-    image.save(buffer, fmt, **({"quality": 90} if fmt == "JPEG" else {}))
-    return f"data:image/{fmt.lower()};base64,{base64.b64encode(buffer.getvalue()).decode()}"
 
 
 def views_html(analysis: Analysis) -> str:
@@ -304,10 +295,7 @@ def write_report(evidence: Evidence, detector: Detector) -> str:
 
 def remove_report(path: Path) -> None:
     path.unlink(missing_ok=True)
-    try:
-        path.parent.rmdir()
-    except OSError:
-        pass
+    remove_empty_folder(path.parent)
 
 
 def page_outputs(detector: Detector, evidence: Evidence | None, error: str | None = None, report: bool = True):

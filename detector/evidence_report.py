@@ -112,15 +112,18 @@ def report_filename(name: str) -> str:
     return f"{stem[:120]}.report.html"
 
 
-def _uri(image: Image.Image, fmt: str = "JPEG") -> str:
+def data_uri(image: Image.Image, fmt: str = "JPEG") -> str:
+    """A picture as a data URI (JPEG at quality 90, or PNG), for pages and reports that hold their pictures."""
     buffer = io.BytesIO()
-    image.convert("RGB").save(buffer, fmt, **({"quality": 88} if fmt == "JPEG" else {}))
+    if fmt == "JPEG":
+        image = image if image.mode in ("RGB", "L") else image.convert("RGB")
+    image.save(buffer, fmt, **({"quality": 90} if fmt == "JPEG" else {}))
     return f"data:image/{fmt.lower()};base64,{base64.b64encode(buffer.getvalue()).decode()}"
 
 
 def _figure(title: str, image: Image.Image, key: str, fmt: str = "JPEG", caption: str = "") -> str:
     note = f"<br/><small>{html.escape(caption)}</small>" if caption else ""
-    return (f'<figure id="{key}"><img alt="{html.escape(title)}" src="{_uri(image, fmt)}"/>'
+    return (f'<figure id="{key}"><img alt="{html.escape(title)}" src="{data_uri(image, fmt)}"/>'
             f"<figcaption>{html.escape(title)}{note}</figcaption></figure>")
 
 
@@ -197,7 +200,7 @@ def _faces_section(a: Analysis, overlay: Image.Image) -> str:
         crop = overlay.crop(tuple(round(v * scale) for v in face.crop))
         crop.thumbnail((FACE_SIDE, FACE_SIDE))
         box = ", ".join(f"{v:.0f}" for v in face.box)
-        rows.append(f'<tr><td>{index}</td><td><img alt="face {index}" src="{_uri(crop)}"/></td>'
+        rows.append(f'<tr><td>{index}</td><td><img alt="face {index}" src="{data_uri(crop)}"/></td>'
                     f"<td class=\"mono\">[{box}]</td><td><b>{face.label}</b></td>"
                     f"<td>{face.probabilities['real']:.4f}</td><td>{face.probabilities['fake']:.4f}</td></tr>")
     return ('<h2>Faces</h2><p class="muted">Most suspicious first; the verdict is the first one\'s. Box: left, top, '
