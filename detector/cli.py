@@ -36,7 +36,7 @@ from . import provenance
 from .detector import Analysis, Detector
 from .errors import DetectorError
 from .evidence_report import Evidence, report_filename, report_html
-from .images import EXTENSIONS, images_in, load_image
+from .images import EXTENSIONS, images_in, load_image, read_limited
 from .model import LABEL_NAMES, default_source
 from .report import result_row, video_row
 from .video import DEFAULT_FRAMES, VIDEO_EXTENSIONS, analyze_video
@@ -117,10 +117,10 @@ def analyze_files(detector: Detector, inputs: list[tuple[str, str | None]], batc
             for index in range(start, min(start + batch_size, len(inputs))):
                 if errors[index] is None:
                     try:
-                        images.append(load_image(inputs[index][0]))  # validated (size, format) before the bytes are read
+                        data = read_limited(inputs[index][0])  # the size checked before the bytes are read, once
+                        images.append(load_image(data))
                         indices.append(index)
                         if report_dir is not None:
-                            data = Path(inputs[index][0]).read_bytes()
                             declared[index] = (hashlib.sha256(data).hexdigest(), len(data),
                                                provenance.check(data, Path(inputs[index][0]).name))
                     except (DetectorError, OSError) as err:
