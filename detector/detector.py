@@ -175,6 +175,10 @@ class Detector:
         self.bias = float(calibration.get("bias", 0.0))  # added to the fake logit after the temperature
         self.threshold: float | None = calibration.get("threshold")  # p_fake at or above → fake; None: argmax
         self.target_fpr: float | None = calibration.get("target_fpr")
+        # True: target_fpr is the mean over the kinds (sources) of real photo, each counting equally; then fpr_all_reals
+        # is the share of all validation reals the threshold flags.
+        self.target_fpr_per_source: bool = calibration.get("target_fpr_per_source", False)
+        self.fpr_all_reals: float | None = calibration.get("fpr_all_reals")
         # Measured by leave-one-source-out (training.publish --leave-one-out): kind of real photo → share called fake.
         self.unseen_reals: dict[str, float] = dict(loaded.config.get("unseen_reals_called_fake") or {})
         logger.info("model %s from %s: %s weights on %s, input %s px, threshold %s", loaded.source, loaded.folder,

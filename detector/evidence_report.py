@@ -51,6 +51,11 @@ def decision_rule(detector: Detector) -> str:
         return "It flags an image when p(fake) is above 50% (this model has no calibrated threshold)."
     if detector.target_fpr is None:
         rule = f"It flags an image when p(fake) ≥ {detector.threshold:.0%} (the threshold stored with the model)."
+    elif detector.target_fpr_per_source:
+        overall = "" if detector.fpr_all_reals is None else f"; {detector.fpr_all_reals * 100:.0f} of 100 of all of them"
+        rule = (f"It flags an image when p(fake) ≥ {detector.threshold:.0%}: at that threshold it flags about "
+                f"{detector.target_fpr * 100:.0f} of 100 real photos on average over the kinds of real photo it was "
+                f"validated on, each kind counting equally (held-out photos like its training data{overall}).")
     else:
         rule = (f"It flags an image when p(fake) ≥ {detector.threshold:.0%}: at that threshold it flags about "
                 f"{detector.target_fpr * 100:.0f} of 100 real photos (measured on held-out photos like its training data).")

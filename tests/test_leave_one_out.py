@@ -88,3 +88,9 @@ def test_every_fake_source_gets_a_row_and_a_rerun_keeps_finished_rows(manifest, 
     assert weights.stat().st_mtime_ns == before
     assert wider["sdfd_diffusion"]["face_margin"] == 0.6 and reports["sdfd_diffusion"]["face_margin"] == 0.3
     assert "a margin of 0.6 of its side" in (tmp_path / "leave_one_out.md").read_text()
+
+    # --fpr-per-source: the row's threshold flags 5% of reals on average over its validation sources of reals
+    balanced = leave_one_out.main([*argv, "--sources", "sdfd_diffusion", "--rescore", "--fpr-per-source"])
+    assert balanced["sdfd_diffusion"]["threshold"]["target_fpr_per_source"] is True
+    assert "target_fpr_per_source" not in reports["sdfd_diffusion"]["threshold"]
+    assert "mean over the sources of real images" in (tmp_path / "leave_one_out.md").read_text()

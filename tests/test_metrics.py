@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from training.metrics import (apply_temperature, binary_metrics, expected_calibration_error, fit_temperature,
-                              fit_temperature_and_bias, threshold_for_fpr)
+                              fit_temperature_and_bias, fpr_per_source, threshold_for_fpr)
 
 
 @pytest.fixture
@@ -41,6 +41,25 @@ def test_threshold_flags_at_most_the_target_share_of_real_images(overconfident, 
     threshold = threshold_for_fpr(is_fake, p_fake, target)
     fpr = binary_metrics(is_fake, p_fake, threshold)["fpr"]
     assert target - 0.002 <= fpr <= target  # as many as allowed, never more
+
+
+def test_a_threshold_per_source_keeps_a_rare_hard_kind_of_real_photo_from_hiding_behind_many_easy_ones():
+    """900 easy reals and 100 hard ones (scoring like fakes): 5% of all reals flagged is half of the hard kind; 5% on
+    average over the two kinds flags at most 10% of the hard one, and the threshold is the lowest that does."""
+    rng = np.random.default_rng(0)
+    p_fake = np.r_[rng.uniform(0, 0.5, 900), rng.uniform(0.3, 0.9, 100), rng.uniform(0.5, 1, 500)]
+    is_fake = np.r_[np.zeros(1000), np.ones(500)].astype(bool)
+    sources = ["video frames"] * 900 + ["studio"] * 100 + ["generator"] * 500
+    pooled = threshold_for_fpr(is_fake, p_fake, 0.05)
+    assert fpr_per_source(is_fake, p_fake, sources, pooled)["studio"] == pytest.approx(0.5, abs=0.01)
+    balanced = threshold_for_fpr(is_fake, p_fake, 0.05, sources)
+    rates = fpr_per_source(is_fake, p_fake, sources, balanced)
+    assert set(rates) == {"video frames", "studio"} and np.mean(list(rates.values())) <= 0.05
+    assert rates["studio"] == pytest.approx(0.1, abs=0.011)
+    just_below = np.nextafter(np.max(p_fake[~is_fake][p_fake[~is_fake] < balanced]), 1.0) - 1e-9
+    assert np.mean(list(fpr_per_source(is_fake, p_fake, sources, just_below).values())) > 0.05
+    # one source of reals: the same threshold as the pooled rule
+    assert threshold_for_fpr(is_fake, p_fake, 0.05, ["one"] * 1500) == pooled
 
 
 def test_bias_corrects_a_shifted_prior_that_temperature_cannot():

@@ -378,3 +378,30 @@ def test_the_face_margin_travels_from_evaluate_to_the_served_detector(tmp_path, 
     assert json.loads((folder / "config.json").read_text())["calibration"]["face_margin"] == 0.6
     assert Detector.from_pretrained(folder).face_margin == 0.6
     assert "cropped with a margin of 0.6 of its side" in " ".join((folder / "README.md").read_text().split())
+
+
+def test_a_threshold_fitted_per_source_travels_to_the_card_and_the_reading(tmp_path, run_folder, faces_csv):
+    """evaluate --calibrate --fpr-per-source holds the mean over the sources of reals to the target; publish stores the
+    rule and the share of all reals flagged; the card lists each source's share and the app's reading says the rule."""
+    import app
+
+    out = tmp_path / "eval"
+    report = evaluate.main(["--model", str(run_folder), "--dataset", str(faces_csv), "--image-column", "file",
+                            "--source-column", "source", "--split", "all", "--output-dir", str(out), "--batch-size", "8",
+                            "--calibrate", "--target-fpr", "0.25", "--fpr-per-source"])
+    fitted = report["calibration"]
+    assert fitted["target_fpr_per_source"] is True and sum(fitted["fpr_by_source"].values()) / len(fitted["fpr_by_source"]) <= 0.25
+    assert fitted["fpr_all_reals"] == fitted["metrics_at_threshold"]["fpr"]
+    with (out / "predictions.csv").open() as f:
+        assert next(csv.reader(f)) == ["file", "is_fake", "p_fake", "source"]
+    folder = publish.main([*LICENSE, "--model", str(run_folder), "--metrics", str(out / "metrics.json"),
+                           "--output-dir", str(tmp_path / "model")])
+    stored = json.loads((folder / "config.json").read_text())["calibration"]
+    assert stored["target_fpr_per_source"] is True and stored["fpr_all_reals"] == fitted["fpr_all_reals"]
+    card = " ".join((folder / "README.md").read_text().split())
+    assert "on average over the sources of real photos, each source counting equally" in card
+    detector = Detector.from_pretrained(folder)
+    assert detector.target_fpr_per_source and "on average over the kinds of real photo" in app.decision_rule(detector)
+    with pytest.raises(SystemExit, match="needs the images' sources"):
+        evaluate.main(["--model", str(run_folder), "--dataset", str(faces_csv), "--image-column", "file", "--split", "all",
+                       "--output-dir", str(tmp_path / "e2"), "--calibrate", "--fpr-per-source"])

@@ -9,7 +9,8 @@
 It goes through `Detector.analyze_batch`, the path the app and the CLI serve, so what is measured is
 what users get. Outputs in --output-dir: metrics.json (overall + per source), predictions.csv,
 roc.png, confusion_matrix.png; with --calibrate, the fitted temperature and threshold and
-reliability.png; with --robustness, ROC-AUC per perturbation and robustness.png.
+reliability.png (with --fpr-per-source, the threshold holds the mean over the sources of real images, each
+counting equally, to --target-fpr); with --robustness, ROC-AUC per perturbation and robustness.png.
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ from detector.model import LABEL_NAMES
 from .data import (DataError, DataSpec, add_data_arguments, held_out_set, load_raw, load_splits, open_rgb, spec_from_args,
                    with_targets)
 from .metrics import (apply_temperature, binary_metrics, expected_calibration_error, fit_temperature_and_bias, plot_confusion,
-                      plot_reliability, plot_robustness, plot_roc, threshold_for_fpr)
+                      fpr_per_source, plot_reliability, plot_robustness, plot_roc, threshold_for_fpr)
 from .robustness import PERTURBATIONS
 
 FAKE = LABEL_NAMES.index("fake")
@@ -53,6 +54,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     extra.add_argument("--calibrate", action="store_true",
                        help="fit temperature scaling and a decision threshold on these images (use the validation split)")
     extra.add_argument("--target-fpr", type=float, default=0.05, help="the threshold calls this fraction of real images fake")
+    extra.add_argument("--fpr-per-source", action="store_true",
+                       help="--target-fpr is the mean over the sources of real images, each counting equally, so that many "
+                            "easy reals cannot hide a rare hard kind (needs --source-column); stored with the threshold")
     extra.add_argument("--robustness", action="store_true", help="ROC-AUC under JPEG, resizing, blur and screenshot perturbations")
     run = parser.add_argument_group("run")
     run.add_argument("--face-margin", type=float, default=None,
@@ -142,6 +146,7 @@ def evaluate(detector: Detector, dataset: datasets.Dataset, source_column: str |
               "per_source": None, "faces": faces, "is_fake": is_fake.tolist(), "p_fake": p_fake.tolist(), "files": files}
     if source_column:
         sources = np.array(dataset[source_column]).astype(str)
+        result["sources"] = sources.tolist()
         result["per_source"] = {
             name: source_metrics(is_fake[sources == name], p_fake[sources == name], threshold)
             for name in sorted(set(sources))
@@ -149,24 +154,32 @@ def evaluate(detector: Detector, dataset: datasets.Dataset, source_column: str |
     return result
 
 
-def calibrate(result: dict, target_fpr: float, face_margin: float | None = None) -> dict:
+def calibrate(result: dict, target_fpr: float, face_margin: float | None = None, per_source: bool = False) -> dict:
     """Temperature, fake-logit bias and decision threshold fitted on these predictions, with the metrics they give.
     (The threshold keeps the same images on each side whatever the temperature and bias: both are monotonic.)
     `face_margin`: the margin round each face the predictions were made with, when they came from face search; the
-    detector then crops with it, so the threshold meets the crops it was fitted on."""
+    detector then crops with it, so the threshold meets the crops it was fitted on.
+    `per_source`: `target_fpr` is the mean over the sources of real images (each counting equally), not the share of
+    all real images; the result then also holds the share of all reals called fake and each source's."""
     is_fake, p_fake = np.array(result["is_fake"]), np.array(result["p_fake"])
+    sources = result.get("sources") if per_source else None
+    if per_source and sources is None:
+        raise SystemExit("a threshold per source needs the images' sources: give --source-column")
     temperature, bias = fit_temperature_and_bias(is_fake, p_fake)
     calibrated = apply_temperature(p_fake, temperature, bias)
-    threshold = threshold_for_fpr(is_fake, calibrated, target_fpr)
+    threshold = threshold_for_fpr(is_fake, calibrated, target_fpr, sources)
+    at_threshold = binary_metrics(is_fake, calibrated, threshold)
     return {
         "temperature": temperature,
         "bias": bias,
         "threshold": threshold,
         "target_fpr": target_fpr,
         **({} if face_margin is None else {"face_margin": face_margin}),
+        **({} if sources is None else {"target_fpr_per_source": True, "fpr_all_reals": at_threshold["fpr"],
+                                       "fpr_by_source": fpr_per_source(is_fake, calibrated, sources, threshold)}),
         "ece_before": expected_calibration_error(is_fake, p_fake),
         "ece_after": expected_calibration_error(is_fake, calibrated),
-        "metrics_at_threshold": binary_metrics(is_fake, calibrated, threshold),
+        "metrics_at_threshold": at_threshold,
         "p_fake_calibrated": calibrated.tolist(),
     }
 
@@ -203,9 +216,10 @@ def write_report(result: dict, output: Path, context: dict) -> dict:
     (output / "metrics.json").write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
     with (output / "predictions.csv").open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["file", "is_fake", "p_fake"])
-        for name, truth, prob in zip(result["files"], result["is_fake"], result["p_fake"]):
-            writer.writerow([name, int(truth), f"{prob:.6f}"])
+        sources = result.get("sources")
+        writer.writerow(["file", "is_fake", "p_fake", *(["source"] if sources else [])])
+        for i, (name, truth, prob) in enumerate(zip(result["files"], result["is_fake"], result["p_fake"])):
+            writer.writerow([name, int(truth), f"{prob:.6f}", *([sources[i]] if sources else [])])
     if len(set(result["is_fake"])) == 2:  # a ROC curve needs both classes
         plot_roc(result["is_fake"], result["p_fake"], output / "roc.png", title=f"ROC ({context.get('split', '')})")
     plot_confusion(result["metrics"]["confusion_matrix"], output / "confusion_matrix.png", labels=LABEL_NAMES)
@@ -230,7 +244,8 @@ def main(argv=None) -> dict:
                 f"face search, margin {detector.face_margin:g}" if args.faces else "whole images")
     result = evaluate(detector, dataset, args.source_column, faces=args.faces)
     if args.calibrate:
-        result["calibration"] = calibrate(result, args.target_fpr, detector.face_margin if args.faces else None)
+        result["calibration"] = calibrate(result, args.target_fpr, detector.face_margin if args.faces else None,
+                                          per_source=args.fpr_per_source)
     if args.robustness:
         result["robustness"] = robustness(detector, dataset, result)
     context = {"model": args.model, "dataset": args.dataset, "split": args.split, "data": asdict(spec),

@@ -139,13 +139,34 @@ def fit_temperature_and_bias(is_fake: np.ndarray, p_fake: np.ndarray) -> tuple[f
     return float(np.exp(np.clip(log_t, -4, 4))), float(bias)
 
 
-def threshold_for_fpr(is_fake: np.ndarray, p_fake: np.ndarray, target_fpr: float) -> float:
-    """The lowest threshold on p_fake that calls at most `target_fpr` of the real images fake."""
-    real = np.sort(np.asarray(p_fake, dtype=float)[~np.asarray(is_fake, dtype=bool)])
-    allowed = int(np.floor(target_fpr * len(real)))  # real images that may score at or above the threshold
-    if allowed >= len(real):
-        return 0.0
-    return float(np.nextafter(real[len(real) - allowed - 1], 1.0))
+def threshold_for_fpr(is_fake: np.ndarray, p_fake: np.ndarray, target_fpr: float, sources=None) -> float:
+    """The lowest threshold on p_fake that calls at most `target_fpr` of the real images fake.
+
+    With `sources` (one name per image): at most `target_fpr` on average over the sources of real images, each
+    source counting equally, so that a plentiful, easy kind of real photo (video frames, say) cannot hide a rare one
+    that the model finds hard (studio portraits). The pooled share of reals called fake is then at most the target too.
+    """
+    is_real = ~np.asarray(is_fake, dtype=bool)
+    p = np.asarray(p_fake, dtype=float)
+    if sources is None:
+        real = np.sort(p[is_real])
+        allowed = int(np.floor(target_fpr * len(real)))  # real images that may score at or above the threshold
+        if allowed >= len(real):
+            return 0.0
+        return float(np.nextafter(real[len(real) - allowed - 1], 1.0))
+    names = np.asarray(sources).astype(str)[is_real]
+    groups = [np.sort(p[is_real][names == name]) for name in sorted(set(names))]
+    # Candidates: 0 and just above each real score; the mean share flagged only falls as the threshold rises.
+    candidates = np.concatenate([[0.0], np.nextafter(np.unique(p[is_real]), 1.0)])
+    flagged = np.mean([1 - np.searchsorted(g, candidates, side="left") / len(g) for g in groups], axis=0)
+    return float(candidates[np.argmax(flagged <= target_fpr + 1e-12)])
+
+
+def fpr_per_source(is_fake: np.ndarray, p_fake: np.ndarray, sources, threshold: float) -> dict[str, float]:
+    """Share of each source's real images at or above `threshold`."""
+    is_real = ~np.asarray(is_fake, dtype=bool)
+    p, names = np.asarray(p_fake, dtype=float)[is_real], np.asarray(sources).astype(str)[is_real]
+    return {str(name): float(np.mean(p[names == name] >= threshold)) for name in sorted(set(names))}
 
 
 def expected_calibration_error(is_fake: np.ndarray, p_fake: np.ndarray, bins: int = 10) -> float:
