@@ -28,7 +28,7 @@ import gradio as gr
 from gradio.utils import get_upload_folder, is_in_or_equal
 
 from detector import Analysis, Detector, DetectorError
-from detector.evidence_report import (LIMITS, Evidence, data_uri, decision_rule, examine,  # noqa: F401 (re-exported)
+from detector.evidence_report import (LIMITS, Evidence, data_uri, decision_rule, examine, percent, verdict_headline,  # noqa: F401 (re-exported)
                                       good_photos, report_filename, report_html)
 from detector.images import FORMAT_NAMES, MAX_BYTES
 from detector.logs import configure_logging
@@ -183,11 +183,7 @@ def reading(analysis: Analysis, detector: Detector, findings: list[Finding] | No
     """A short plain-language reading of the verdict, the score and the rule behind it, and (given the provenance
     findings) what the file declares beside it: metadata never changes the model's probabilities."""
     p_fake = analysis.p_fake
-    sure = "very likely" if p_fake >= 0.9 or p_fake <= 0.1 else "likely"
-    if analysis.label == "fake":
-        verdict = f"**Flagged: {sure} generated or manipulated.**"
-    else:
-        verdict = f"**Not flagged: {sure} a real photo.**"
+    verdict = f"**{verdict_headline(analysis.label, p_fake)}.**"
     if 0.3 < p_fake < 0.7:
         verdict += " The model is unsure: its score is close to the middle."
     declared = ""
@@ -195,8 +191,8 @@ def reading(analysis: Analysis, detector: Detector, findings: list[Finding] | No
         strong = any(f.strength == "strong" for f in findings)
         declared = f"{'🔴 ' if strong else ''}**What the file declares:** {provenance_summary(findings)}\n\n"
     return (
-        f"{verdict} The model gives a {p_fake:.0%} probability that this face is fake "
-        f"and {1 - p_fake:.0%} that it is real. {decision_rule(detector)}\n\n"
+        f"{verdict} The model gives a {percent(p_fake)} probability that this face is fake "
+        f"and {percent(1 - p_fake)} that it is real. {decision_rule(detector)}\n\n"
         f"{declared}{faces_line(analysis)}"
         f"Red areas in the activation map are where the evidence for *{analysis.explained}* came from.\n\n"
         f"_Limits:_ {LIMITS}"

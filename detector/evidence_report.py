@@ -62,6 +62,26 @@ def decision_rule(detector: Detector) -> str:
     return rule + good_photos(detector)
 
 
+def percent(p: float) -> str:
+    """A model's probability as people read it: whole percents, but never "100%" or "0%", which would claim certainty."""
+    if p >= 0.995:
+        return "more than 99%"
+    if p < 0.005:
+        return "less than 1%"
+    return f"{p:.0%}"
+
+
+def verdict_headline(label: str, p_fake: float) -> str:
+    """The verdict in words. Between 50% and the threshold a face is not flagged, yet its score leans towards fake:
+    saying "likely a real photo" there would contradict the number beside it."""
+    sure = "very likely" if p_fake >= 0.9 or p_fake <= 0.1 else "likely"
+    if label == "fake":
+        return f"Flagged: {sure} generated or manipulated"
+    if p_fake >= 0.5:
+        return "Not flagged, but not clearly real: its score leans towards fake without reaching the threshold"
+    return f"Not flagged: {sure} a real photo"
+
+
 def good_photos(detector: Detector) -> str:
     """What the model does on good real photos of kinds it never trained on, as measured (nothing when not measured)."""
     if not detector.unseen_reals:
@@ -154,7 +174,6 @@ def report_html(evidence: Evidence, detector: Detector) -> str:
     a, e = evidence.analysis, evidence
     original, heat, overlay = a.render(max_side=REPORT_SIDE)
     identity = model_identity(detector)
-    verdict = "Flagged: likely generated or manipulated" if a.label == "fake" else "Not flagged: likely a real photo"
     rows = lambda pairs: "".join(f"<tr><th>{html.escape(k)}</th><td>{v}</td></tr>" for k, v in pairs)
     image_size = f"{a.image.width}×{a.image.height} pixels"
     declared = (f'<p class="{"strong" if e.declares_ai else "muted"}" id="declared"><b>What the file declares:</b> '
@@ -162,8 +181,8 @@ def report_html(evidence: Evidence, detector: Detector) -> str:
     sections = [
         f"<h1>Deepfake face detector: report</h1>"
         f'<p class="muted">{html.escape(e.name)} · analysed {e.created.strftime("%Y-%m-%d %H:%M:%S UTC")}</p>',
-        f'<div class="verdict {a.label}" id="verdict"><b>{verdict}.</b> The model gives a {a.p_fake:.1%} probability that '
-        f"this face is fake and {1 - a.p_fake:.1%} that it is real.<br/><span class='rule'>{html.escape(decision_rule(detector))}</span></div>"
+        f'<div class="verdict {a.label}" id="verdict"><b>{verdict_headline(a.label, a.p_fake)}.</b> The model gives a '
+        f"{percent(a.p_fake)} probability that this face is fake and {percent(1 - a.p_fake)} that it is real.<br/><span class='rule'>{html.escape(decision_rule(detector))}</span></div>"
         + declared + (f"<p><b>Note:</b> {html.escape(a.note)}.</p>" if a.note else ""),
         _findings_section(e.findings),
         "<h2>Input</h2><table>" + rows([

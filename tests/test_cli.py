@@ -14,6 +14,7 @@ from PIL import Image
 
 from conftest import ROOT
 from detector.cli import expand
+from detector.evidence_report import percent
 
 
 @pytest.fixture(scope="module")
@@ -189,7 +190,7 @@ def test_report_writes_one_html_file_per_image_with_its_provenance(inputs, model
     assert [f["strength"] for f in mine["provenance"]] == ["strong"] and mine["provenance"][0]["source"] == "png-text"
     document = Path(mine["report"]).read_text(encoding="utf-8")
     assert "my photo &lt;1&gt;.png" in document and "Stable Diffusion web UI" in document
-    assert f"{mine['probabilities']['fake']:.1%}" in document
+    assert f"{percent(mine['probabilities']['fake'])} probability" in document
     assert records["broken.jpg"]["report"] is None and records["broken.jpg"]["error"]
     assert records["real_pixabay_1.jpg"]["provenance"][0]["kind"] == "none"
 

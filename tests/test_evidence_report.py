@@ -9,7 +9,8 @@ import re
 import pytest
 from PIL import Image
 
-from detector.evidence_report import decision_rule, examine, model_identity, report_filename, report_html
+from detector.evidence_report import (decision_rule, examine, model_identity, percent, report_filename, report_html,
+                                      verdict_headline)
 from test_provenance import jpeg, make_signer, picture, sign
 
 
@@ -36,7 +37,7 @@ def test_report_holds_everything_inline(detector, signed_face):
     assert identity["weights_sha256"] in document and len(identity["weights_sha256"]) == 64
     assert str(identity["model"]) in document and "local folder" in identity["revision"]
     assert decision_rule(detector).split(" (")[0] in document.replace("&gt;", ">").replace("&lt;", "<")
-    assert f"{evidence.analysis.p_fake:.1%}" in document
+    assert f"{percent(evidence.analysis.p_fake)} probability" in document
     for key in ('id="original"', 'id="activation-map"', 'id="overlay"', 'id="spectrum"', 'id="provenance"'):
         assert key in document
     assert "trainedAlgorithmicMedia" in document and "strong evidence of AI origin" in document
@@ -71,3 +72,34 @@ def test_report_without_face_or_metadata_says_so(detector):
                                             ("C:\\Users\\x\\shot 1.jpeg", "shot_1.jpeg.report.html")])
 def test_report_file_names_are_safe(name, expected):
     assert report_filename(name) == expected
+
+
+@pytest.mark.parametrize("p, words", [(0.9976, "more than 99%"), (0.995, "more than 99%"), (0.994, "99%"), (0.5, "50%"),
+                                      (0.006, "1%"), (0.0024, "less than 1%"), (0.0, "less than 1%")])
+def test_a_probability_is_never_shown_as_certain(p, words):
+    assert percent(p) == words
+
+
+def test_a_face_between_the_middle_and_the_threshold_is_not_called_likely_real():
+    """Not flagged at p(fake) 0.8 (threshold 0.84): the words must not contradict the number beside them."""
+    grey = verdict_headline("real", 0.8)
+    assert grey.startswith("Not flagged") and "leans towards fake" in grey and "real photo" not in grey
+    assert verdict_headline("real", 0.2) == "Not flagged: likely a real photo"
+    assert verdict_headline("real", 0.05) == "Not flagged: very likely a real photo"
+    assert verdict_headline("fake", 0.97) == "Flagged: very likely generated or manipulated"
+
+
+def test_the_bundled_models_confident_verdict_reads_more_than_99_not_100(tmp_path):
+    """The bundled model gives examples/fake_sdfd_1.jpg p(fake) 0.998: the page and the report say "more than 99%"."""
+    import app
+    from conftest import EXAMPLES
+    from detector import Detector
+    from detector.model import BUNDLED_MODEL
+
+    detector = Detector.from_pretrained(BUNDLED_MODEL)
+    evidence = examine(detector, (EXAMPLES / "fake_sdfd_1.jpg").read_bytes(), "fake_sdfd_1.jpg")
+    assert evidence.analysis.p_fake > 0.995 and evidence.analysis.label == "fake"
+    text = app.reading(evidence.analysis, detector)
+    assert "a more than 99% probability that this face is fake and less than 1% that it is real" in text
+    assert "100%" not in text and " 0% " not in text
+    assert "more than 99% probability" in report_html(evidence, detector)
