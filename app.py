@@ -28,7 +28,7 @@ import gradio as gr
 from gradio.utils import get_upload_folder, is_in_or_equal
 
 from detector import Analysis, Detector, DetectorError
-from detector.evidence_report import (LIMITS, Evidence, data_uri, decision_rule, examine, percent, verdict_headline,  # noqa: F401 (re-exported)
+from detector.evidence_report import (LIMITS, Evidence, data_uri, decision_rule, examine, percent, probability_sentence, verdict_headline,  # noqa: F401 (re-exported)
                                       good_photos, report_filename, report_html)
 from detector.images import FORMAT_NAMES, MAX_BYTES
 from detector.logs import configure_logging
@@ -191,8 +191,7 @@ def reading(analysis: Analysis, detector: Detector, findings: list[Finding] | No
         strong = any(f.strength == "strong" for f in findings)
         declared = f"{'🔴 ' if strong else ''}**What the file declares:** {provenance_summary(findings)}\n\n"
     return (
-        f"{verdict} The model gives a {percent(p_fake)} probability that this face is fake "
-        f"and {percent(1 - p_fake)} that it is real. {decision_rule(detector)}\n\n"
+        f"{verdict} {probability_sentence(p_fake)} {decision_rule(detector)}\n\n"
         f"{declared}{faces_line(analysis)}"
         f"Red areas in the activation map are where the evidence for *{analysis.explained}* came from.\n\n"
         f"_Limits:_ {LIMITS}"

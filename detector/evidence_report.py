@@ -71,6 +71,10 @@ def percent(p: float) -> str:
     return f"{p:.0%}"
 
 
+def probability_sentence(p_fake: float) -> str:
+    return f"The model's probability that this face is fake: {percent(p_fake)} (that it is real: {percent(1 - p_fake)})."
+
+
 def verdict_headline(label: str, p_fake: float) -> str:
     """The verdict in words. Between 50% and the threshold a face is not flagged, yet its score leans towards fake:
     saying "likely a real photo" there would contradict the number beside it."""
@@ -181,8 +185,8 @@ def report_html(evidence: Evidence, detector: Detector) -> str:
     sections = [
         f"<h1>Deepfake face detector: report</h1>"
         f'<p class="muted">{html.escape(e.name)} · analysed {e.created.strftime("%Y-%m-%d %H:%M:%S UTC")}</p>',
-        f'<div class="verdict {a.label}" id="verdict"><b>{verdict_headline(a.label, a.p_fake)}.</b> The model gives a '
-        f"{percent(a.p_fake)} probability that this face is fake and {percent(1 - a.p_fake)} that it is real.<br/><span class='rule'>{html.escape(decision_rule(detector))}</span></div>"
+        f'<div class="verdict {a.label}" id="verdict"><b>{verdict_headline(a.label, a.p_fake)}.</b> '
+        f"{html.escape(probability_sentence(a.p_fake))}<br/><span class='rule'>{html.escape(decision_rule(detector))}</span></div>"
         + declared + (f"<p><b>Note:</b> {html.escape(a.note)}.</p>" if a.note else ""),
         _findings_section(e.findings),
         "<h2>Input</h2><table>" + rows([

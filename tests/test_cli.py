@@ -190,7 +190,7 @@ def test_report_writes_one_html_file_per_image_with_its_provenance(inputs, model
     assert [f["strength"] for f in mine["provenance"]] == ["strong"] and mine["provenance"][0]["source"] == "png-text"
     document = Path(mine["report"]).read_text(encoding="utf-8")
     assert "my photo &lt;1&gt;.png" in document and "Stable Diffusion web UI" in document
-    assert f"{percent(mine['probabilities']['fake'])} probability" in document
+    assert f"probability that this face is fake: {percent(mine['probabilities']['fake'])}" in document
     assert records["broken.jpg"]["report"] is None and records["broken.jpg"]["error"]
     assert records["real_pixabay_1.jpg"]["provenance"][0]["kind"] == "none"
 

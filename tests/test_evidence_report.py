@@ -37,7 +37,7 @@ def test_report_holds_everything_inline(detector, signed_face):
     assert identity["weights_sha256"] in document and len(identity["weights_sha256"]) == 64
     assert str(identity["model"]) in document and "local folder" in identity["revision"]
     assert decision_rule(detector).split(" (")[0] in document.replace("&gt;", ">").replace("&lt;", "<")
-    assert f"{percent(evidence.analysis.p_fake)} probability" in document
+    assert f"probability that this face is fake: {percent(evidence.analysis.p_fake)}" in document
     for key in ('id="original"', 'id="activation-map"', 'id="overlay"', 'id="spectrum"', 'id="provenance"'):
         assert key in document
     assert "trainedAlgorithmicMedia" in document and "strong evidence of AI origin" in document
@@ -100,6 +100,6 @@ def test_the_bundled_models_confident_verdict_reads_more_than_99_not_100(tmp_pat
     evidence = examine(detector, (EXAMPLES / "fake_sdfd_1.jpg").read_bytes(), "fake_sdfd_1.jpg")
     assert evidence.analysis.p_fake > 0.995 and evidence.analysis.label == "fake"
     text = app.reading(evidence.analysis, detector)
-    assert "a more than 99% probability that this face is fake and less than 1% that it is real" in text
+    assert "probability that this face is fake: more than 99% (that it is real: less than 1%)" in text
     assert "100%" not in text and " 0% " not in text
-    assert "more than 99% probability" in report_html(evidence, detector)
+    assert "probability that this face is fake: more than 99%" in report_html(evidence, detector)
