@@ -59,6 +59,9 @@ def decision_rule(detector: Detector) -> str:
     else:
         rule = (f"It flags an image when p(fake) ≥ {detector.threshold:.0%}: at that threshold it flags about "
                 f"{detector.target_fpr * 100:.0f} of 100 real photos (measured on held-out photos like its training data).")
+    if detector.fakes_caught is not None:
+        rule += (f" On the same photos it caught {detector.fakes_caught * 100:.0f} of 100 fakes: a picture that is not "
+                 "flagged can still be fake.")
     return rule + good_photos(detector)
 
 

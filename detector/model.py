@@ -208,7 +208,7 @@ def _number(value) -> bool:
 def _check_calibration(config_path: Path, calibration) -> None:
     """The block training.evaluate --calibrate fits: temperature > 0, a finite bias, threshold and target_fpr in (0, 1),
     the face margin the threshold was fitted with in [0, MAX_MARGIN], whether target_fpr is a mean over sources of real
-    images and the share of all reals it then flags, each or absent."""
+    images, the share of all reals it then flags and the share of fakes it caught, each or absent."""
     if calibration is None:
         return
     if not isinstance(calibration, dict):
@@ -231,9 +231,10 @@ def _check_calibration(config_path: Path, calibration) -> None:
     per_source = calibration.get("target_fpr_per_source", False)
     if not isinstance(per_source, bool):
         raise DetectorError(f"{config_path}: calibration.target_fpr_per_source must be true or false, found {per_source!r}.")
-    pooled = calibration.get("fpr_all_reals")
-    if pooled is not None and (not _number(pooled) or not 0 <= pooled <= 1):
-        raise DetectorError(f"{config_path}: calibration.fpr_all_reals must be a share from 0 to 1, found {pooled!r}.")
+    for key in ("fpr_all_reals", "fakes_caught"):
+        share = calibration.get(key)
+        if share is not None and (not _number(share) or not 0 <= share <= 1):
+            raise DetectorError(f"{config_path}: calibration.{key} must be a share from 0 to 1, found {share!r}.")
 
 
 def _check_data_config(config_path: Path, cfg: dict) -> None:

@@ -58,6 +58,7 @@ CASES = [
     ("a per-source flag as text", lambda c: {**c, "calibration": {"target_fpr_per_source": "yes"}},
      "calibration.target_fpr_per_source must be true or false"),
     ("a share of all reals above 1", lambda c: {**c, "calibration": {"fpr_all_reals": 3}}, "calibration.fpr_all_reals must be"),
+    ("fakes caught as text", lambda c: {**c, "calibration": {"fakes_caught": "most"}}, "calibration.fakes_caught must be"),
     ("unseen reals as a list", lambda c: {**c, "unseen_reals_called_fake": [0.1]}, "unseen_reals_called_fake must map"),
     ("unseen reals above 1", lambda c: {**c, "unseen_reals_called_fake": {"studio portraits": 4}},
      "unseen_reals_called_fake must map"),

@@ -309,7 +309,7 @@ def test_calibration_and_robustness_are_measured_and_published(report_dir, publi
     assert report["robustness"]["clean"] == report["metrics"]["roc_auc"]
     assert (report_dir / "reliability.png").stat().st_size > 0 and (report_dir / "robustness.png").stat().st_size > 0
     config = json.loads((published / "config.json").read_text())
-    assert config["calibration"] == {key: fitted[key] for key in ("temperature", "bias", "threshold", "target_fpr")}
+    assert config["calibration"] == {key: fitted[key] for key in ("temperature", "bias", "threshold", "target_fpr", "fakes_caught")}
     card = (published / "README.md").read_text()
     assert "Calibration and decision threshold" in card and "jpeg_q75" in card
     assert "Notes from the training run" in card and "shortened from 20 to 12 epochs" in card
@@ -398,10 +398,13 @@ def test_a_threshold_fitted_per_source_travels_to_the_card_and_the_reading(tmp_p
                            "--output-dir", str(tmp_path / "model")])
     stored = json.loads((folder / "config.json").read_text())["calibration"]
     assert stored["target_fpr_per_source"] is True and stored["fpr_all_reals"] == fitted["fpr_all_reals"]
+    assert stored["fakes_caught"] == fitted["metrics_at_threshold"]["recall"]
     card = " ".join((folder / "README.md").read_text().split())
     assert "on average over the sources of real photos, each source counting equally" in card
     detector = Detector.from_pretrained(folder)
-    assert detector.target_fpr_per_source and "on average over the kinds of real photo" in app.decision_rule(detector)
+    rule = app.decision_rule(detector)
+    assert detector.target_fpr_per_source and "on average over the kinds of real photo" in rule
+    assert f"it caught {stored['fakes_caught'] * 100:.0f} of 100 fakes: a picture that is not flagged can still be fake" in rule
     with pytest.raises(SystemExit, match="needs the images' sources"):
         evaluate.main(["--model", str(run_folder), "--dataset", str(faces_csv), "--image-column", "file", "--split", "all",
                        "--output-dir", str(tmp_path / "e2"), "--calibrate", "--fpr-per-source"])
