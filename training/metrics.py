@@ -144,7 +144,8 @@ def threshold_for_fpr(is_fake: np.ndarray, p_fake: np.ndarray, target_fpr: float
 
     With `sources` (one name per image): at most `target_fpr` on average over the sources of real images, each
     source counting equally, so that a plentiful, easy kind of real photo (video frames, say) cannot hide a rare one
-    that the model finds hard (studio portraits). The pooled share of reals called fake is then at most the target too.
+    that the model finds hard (studio portraits). The share of all reals flagged is not bounded by the target then: a
+    large source may be flagged above it when the small ones are below (`evaluate.calibrate` reports that share).
     """
     is_real = ~np.asarray(is_fake, dtype=bool)
     p = np.asarray(p_fake, dtype=float)
