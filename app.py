@@ -28,8 +28,9 @@ import gradio as gr
 from gradio.utils import get_upload_folder, is_in_or_equal
 
 from detector import Analysis, Detector, DetectorError
-from detector.evidence_report import (LIMITS, Evidence, data_uri, decision_rule, examine, percent, probability_sentence, verdict_headline,  # noqa: F401 (re-exported)
-                                      good_photos, report_filename, report_html)
+from detector.evidence_report import (LIMITS, Evidence, data_uri, decision_rule, examine,  # noqa: F401 (re-exported)
+                                      good_photos, probability_sentence, report_filename, report_html,
+                                      verdict_headline)
 from detector.images import FORMAT_NAMES, MAX_BYTES
 from detector.logs import configure_logging
 from detector.provenance import Finding, summary as provenance_summary

@@ -219,8 +219,9 @@ def write_report(result: dict, output: Path, context: dict) -> dict:
         writer = csv.writer(f)
         sources = result.get("sources")
         writer.writerow(["file", "is_fake", "p_fake", *(["source"] if sources else [])])
-        for i, (name, truth, prob) in enumerate(zip(result["files"], result["is_fake"], result["p_fake"])):
-            writer.writerow([name, int(truth), f"{prob:.6f}", *([sources[i]] if sources else [])])
+        columns = (result["files"], result["is_fake"], result["p_fake"], *([sources] if sources else []))
+        for name, truth, prob, *source in zip(*columns):
+            writer.writerow([name, int(truth), f"{prob:.6f}", *source])
     if len(set(result["is_fake"])) == 2:  # a ROC curve needs both classes
         plot_roc(result["is_fake"], result["p_fake"], output / "roc.png", title=f"ROC ({context.get('split', '')})")
     plot_confusion(result["metrics"]["confusion_matrix"], output / "confusion_matrix.png", labels=LABEL_NAMES)
