@@ -33,9 +33,10 @@ REPORT_SIDE = 1024  # pictures in a report: long side at most this many pixels
 FACE_SIDE = 256
 LIMITS = (
     "The model was trained on a few thousand face photos from public datasets. It can be wrong, "
-    "especially on pictures unlike those (other generators, heavy compression, drawings, several faces, "
-    "no face). Treat the score as one piece of evidence, never as proof. The heat map shows where the "
-    "model's evidence came from, not what was edited."
+    "especially on pictures unlike those (heavy compression, drawings, several faces, no face), and it misses "
+    "most fakes made by a generator, face swap or edit that was not in its training data: tested on one such "
+    "kind at a time, it did little better than chance. Treat the score as one piece of evidence, never as proof. "
+    "The heat map shows where the model's evidence came from, not what was edited."
 )
 SPECTRUM_NOTE = (
     "The log-magnitude Fourier spectrum of the analysed face (or the whole image): low frequencies in the centre, "

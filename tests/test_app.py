@@ -156,6 +156,8 @@ def test_page_renders_label_and_three_pictures(detector, face_paths):
     for key in ("original", "activation-map", "overlay"):
         assert f'id="{key}"' in html
     assert "probability" in text and "Limits" in text
+    # Held-out tests put unseen kinds of fakes near chance (docs/generalisation/fake_sources.md): the page says so.
+    assert "not in its training data" in text and "little better than chance" in text
     assert "One face was found" in text
     assert "face search off" in app_module.analyze_for_page_example(detector, 0, whole_image=True)[2]
 
