@@ -96,8 +96,8 @@ def good_photos(detector: Detector) -> str:
         return ""
     parts = [f"{rate * 100:.0f} of 100 {name}" for name, rate in detector.unseen_reals.items()]
     listed = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
-    return (f" Good real photos unlike its training data can be called fake: trained the same way without them, it "
-            f"flagged {listed} (leave-one-source-out test, face search).")
+    return (f" Good real photos unlike its training data can be called fake: models trained with the same recipe, "
+            f"each without one of these kinds, flagged {listed} (leave-one-source-out test, face search).")
 
 
 @dataclass

@@ -129,8 +129,9 @@ def test_the_app_says_what_the_model_does_on_unseen_good_photos(model_dir, tmp_p
     detector = Detector.from_pretrained(model_copy(model_dir, tmp_path / "model", json.dumps(config)))
     rule = app.decision_rule(detector)
     assert "about 5 of 100 real photos" in rule
-    assert "trained the same way without them, it flagged 4 of 100 studio portraits and 12 of 100 press photos" in rule
-    assert "without them" not in app.decision_rule(Detector.from_pretrained(model_dir))
+    assert ("models trained with the same recipe, each without one of these kinds, flagged 4 of 100 studio portraits "
+            "and 12 of 100 press photos") in rule
+    assert "each without" not in app.decision_rule(Detector.from_pretrained(model_dir))
 
 
 def test_calibration_bias_shifts_the_fake_logit(model_dir, tmp_path):

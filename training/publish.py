@@ -266,7 +266,7 @@ def with_pool_size(config: dict) -> dict:
 
 # How people would call the shared data's sources of good real photos (the app quotes these names).
 REAL_SOURCE_NAMES = {"london_studio": "studio portraits", "celebrity_photos": "press photos",
-                     "ffhq_sample": "FFHQ photographs", "pixabay_portraits": "stock portraits"}
+                     "ffhq_sample": "FFHQ Flickr portraits", "pixabay_portraits": "stock portraits"}
 
 
 def with_unseen_reals(config: dict, leave_one_out: dict | None) -> dict:
