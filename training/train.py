@@ -223,9 +223,10 @@ def main(argv=None) -> dict:
         output.mkdir(parents=True, exist_ok=True)
         (output / "args.json").write_text(json.dumps(vars(args), indent=2))
     logger.info("training: %d images, %d validation; %d process(es) × batch %d = effective batch %d; %d steps per "
-                "epoch, %d epochs (%d steps); %s schedule, peak learning rate %g", len(train_set), len(val_set),
-                accelerator.num_processes, args.batch_size, args.batch_size * accelerator.num_processes,
-                steps_per_epoch, args.epochs, steps_per_epoch * args.epochs, args.scheduler, args.lr)
+                "epoch, %d epochs (%d steps); %s schedule, peak learning rate %g; on %s, mixed precision %s",
+                len(train_set), len(val_set), accelerator.num_processes, args.batch_size,
+                args.batch_size * accelerator.num_processes, steps_per_epoch, args.epochs, steps_per_epoch * args.epochs,
+                args.scheduler, args.lr, accelerator.device, accelerator.mixed_precision)
 
     for epoch in range(state["epoch"] + 1, args.epochs + 1):
         model.train()
