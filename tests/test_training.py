@@ -101,6 +101,17 @@ def test_train_resume_and_serve(tmp_path, reals, fakes):
         assert sum(analysis.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
 
 
+def test_two_runs_in_one_process_may_use_different_precisions(tmp_path, reals, fakes):
+    """A notebook or a script may train twice in one process: accelerate keeps its state between Accelerator
+    objects and used to refuse the second run's precision ("AcceleratorState has already been initialized")."""
+    data = image_folder(tmp_path / "data", {"real": reals, "fake": fakes})
+    smoke = [arg for arg in SMOKE if arg not in ("--mixed-precision", "no")]
+    for index, precision in enumerate(["bf16", "no"]):
+        state = train.main(["--dataset", str(data), "--output-dir", str(tmp_path / f"run{index}"), *smoke,
+                            "--epochs", "1", "--mixed-precision", precision])
+        assert state["epoch"] == 1
+
+
 def test_grayscale_and_rgba_become_rgb_tensors(tmp_path, reals, fakes):
     """Mode conversion in the training transform: L, LA, RGBA and P images give 3-channel tensors."""
     data = image_folder(tmp_path / "faces", {"real": reals[:2], "fake": fakes[:5]})

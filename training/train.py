@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
+from accelerate.state import AcceleratorState
 from accelerate.utils import set_seed
 from timm.models import save_for_hf
 from tqdm.auto import tqdm
@@ -281,6 +282,9 @@ def main(argv=None) -> dict:
             logger.info("no better AUC for %d epochs: stopping", state["stale"])
             break
     accelerator.end_training()
+    # Forget this run's precision and plugins (the process group, if any, stays), so that another call in the same
+    # process (a notebook, training.leave_one_out's rows) may choose its own: accelerate refuses to change them.
+    AcceleratorState._reset_state()
     return state
 
 
