@@ -15,6 +15,8 @@ import argparse
 import json
 from pathlib import Path
 
+from detector.errors import DetectorError, run_cli
+
 from .metrics import fmt
 
 
@@ -68,7 +70,11 @@ def main(argv=None) -> str:
         name, _, path = item.rpartition("=")
         if not name:
             raise SystemExit(f"--report must look like NAME=metrics.json, got {item!r}")
-        columns[name] = json.loads(Path(path).read_text())
+        try:
+            columns[name] = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as err:
+            raise DetectorError(f"Could not read the report {path}: {err}. Pass a metrics.json written by "
+                                "training.evaluate.") from None
     text = (f"{args.title}\n\n" if args.title else "") + table(columns)
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(text)
@@ -77,4 +83,4 @@ def main(argv=None) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

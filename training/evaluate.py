@@ -28,6 +28,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from detector import Detector
+from detector.errors import run_cli
 from detector.logs import configure_logging
 from detector.model import LABEL_NAMES
 
@@ -261,4 +262,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -26,6 +26,7 @@ import numpy as np
 
 from detector import Detector
 from detector.faces import DEFAULT_MARGIN
+from detector.errors import run_cli
 from detector.logs import configure_logging
 from detector.model import LABEL_NAMES
 
@@ -148,4 +149,4 @@ def main(argv=None) -> dict[str, dict]:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

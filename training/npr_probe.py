@@ -31,6 +31,7 @@ from PIL import Image
 from torchvision import transforms as T
 
 from detector.images import reencode_jpeg
+from detector.errors import run_cli
 from detector.logs import configure_logging
 
 from .data import add_data_arguments, attach_transform, balanced_weights, collate, held_out_set, load_splits, spec_from_args
@@ -155,4 +156,4 @@ def main(argv=None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -23,7 +23,7 @@ from pathlib import Path
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from safetensors.torch import load_file, save_file
 
-from detector.errors import DetectorError
+from detector.errors import DetectorError, run_cli
 from detector.faces import DEFAULT_MARGIN
 from detector.logs import configure_logging
 from detector.model import (ARCHITECTURE, HUB_FILES, LICENSE_FILE, WEIGHTS_FILE, is_hub_id, load_model, pool_size, read_config,
@@ -386,4 +386,4 @@ def main(argv=None) -> Path:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -40,6 +40,7 @@ from timm.models import save_for_hf
 from tqdm.auto import tqdm
 
 from detector.detector import native_bf16
+from detector.errors import run_cli
 from detector.logs import configure_logging
 from detector.model import LABEL_NAMES, create_model, load_model, replace_folder
 from detector.preprocess import data_config
@@ -289,4 +290,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)
