@@ -168,6 +168,10 @@ def main(argv=None) -> dict:
     precision = args.mixed_precision
     if precision == "auto":
         precision = "bf16" if native_bf16(torch.device("cuda" if torch.cuda.is_available() else "cpu")) else "no"
+    # accelerate keeps an earlier run's precision and plugins for the whole process and refuses to change them; forget
+    # them (the process group, if any, stays), so that each call in one process (a notebook, training.leave_one_out's
+    # rows), even after one that failed, chooses its own.
+    AcceleratorState._reset_state()
     accelerator = Accelerator(mixed_precision=precision)
     set_seed(args.seed)
     output = Path(args.output_dir)
@@ -283,9 +287,6 @@ def main(argv=None) -> dict:
             logger.info("no better AUC for %d epochs: stopping", state["stale"])
             break
     accelerator.end_training()
-    # Forget this run's precision and plugins (the process group, if any, stays), so that another call in the same
-    # process (a notebook, training.leave_one_out's rows) may choose its own: accelerate refuses to change them.
-    AcceleratorState._reset_state()
     return state
 
 
