@@ -18,7 +18,6 @@ import argparse
 import json
 import logging
 import random
-import statistics
 import sys
 import tempfile
 import time
@@ -28,12 +27,12 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from benchmarks.run import EXAMPLES, medians_ms
 from detector import Detector, explain
 from detector.logs import configure_logging
+from detector.model import load_model
 from training import evaluate, train
 
-ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = sorted((ROOT / "examples").glob("*.jpg"))
 logger = logging.getLogger("benchmarks.cuda_check")
 
 
@@ -58,22 +57,13 @@ def image_folder(root: Path, per_class: int = 24, seed: int = 0) -> Path:
     return root
 
 
-def sync() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-
-
-def timed_ms(fn, repeats: int = 30, warmup: int = 5) -> float:
-    for _ in range(warmup):
+def synced(fn):
+    """`fn`, then wait for the GPU to finish what it queued, so that a timer around it measures the GPU's work."""
+    def call():
         fn()
-    sync()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1000
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+    return call
 
 
 def main(argv=None) -> int:
@@ -124,25 +114,27 @@ def main(argv=None) -> int:
         result["evaluate"] = {"n": report["metrics"]["n"], "roc_auc": report["metrics"]["roc_auc"],
                               "threshold": calibrated.get("threshold")}
 
-        model = best if args.model == "trained" else args.model  # None: the bundled model
-        gpu = Detector.from_pretrained(model, device=device)
-        cpu = Detector.from_pretrained(model, device="cpu", precision="fp32")
+        loaded = load_model(best if args.model == "trained" else args.model)  # None: the bundled model
+        # the model as served on `device` (bf16 where native) and the reference, fp32 on the CPU; each CAM stage
+        ways = {"gpu": {"device": device}, "cpu": {"device": "cpu", "precision": "fp32"}}
+        served = {(way, stage): Detector(loaded, cam_stage=stage, **options)
+                  for way, options in ways.items() for stage in (-1, -2)}
+        gpu, cpu = served["gpu", -1], served["cpu", -1]
         photos = [Image.open(p).convert("RGB") for p in EXAMPLES]
-        agreement = {}
+        agreement, same_verdicts = {}, True
         for faces in (False, True):
-            on_gpu = [a.p_fake for a in gpu.analyze_batch(photos, faces=faces)]
-            on_cpu = [a.p_fake for a in cpu.analyze_batch(photos, faces=faces)]
-            agreement["faces" if faces else "whole"] = {"gpu": on_gpu, "cpu": on_cpu,
-                                                       "max_abs_diff": float(np.max(np.abs(np.subtract(on_gpu, on_cpu))))}
+            on_gpu, on_cpu = gpu.analyze_batch(photos, faces=faces), cpu.analyze_batch(photos, faces=faces)
+            same_verdicts &= all(a.label == b.label for a, b in zip(on_gpu, on_cpu))
+            p_gpu, p_cpu = [a.p_fake for a in on_gpu], [a.p_fake for a in on_cpu]
+            agreement["faces" if faces else "whole"] = {"gpu": p_gpu, "cpu": p_cpu,
+                                                       "max_abs_diff": float(np.max(np.abs(np.subtract(p_gpu, p_cpu))))}
         result["served_model"] = {"model": gpu.name, "dtype": str(gpu.dtype), "p_fake": agreement}
         checks["same_p_fake_as_cpu"] = all(v["max_abs_diff"] < 0.02 for v in agreement.values())
-        checks["same_verdicts_as_cpu"] = all(
-            a.label == b.label for a, b in zip(gpu.analyze_batch(photos, faces=True), cpu.analyze_batch(photos, faces=True)))
+        checks["same_verdicts_as_cpu"] = same_verdicts
         cam_corr = {}
         for stage in (-1, -2):
-            g = Detector.from_pretrained(model, device=device, cam_stage=stage).analyze(photos[0]).activation_map()
-            c = Detector.from_pretrained(model, device="cpu", precision="fp32",
-                                        cam_stage=stage).analyze(photos[0]).activation_map()
+            g = served["gpu", stage].analyze(photos[0]).activation_map()
+            c = served["cpu", stage].analyze(photos[0]).activation_map()
             cam_corr[str(stage)] = float(np.corrcoef(np.ravel(g), np.ravel(c))[0, 1])
         result["served_model"]["cam_correlation_gpu_vs_cpu"] = cam_corr
         checks["same_cam_as_cpu"] = all(v > 0.95 for v in cam_corr.values())
@@ -150,15 +142,14 @@ def main(argv=None) -> int:
         # probabilities + Grad-CAM in one forward (the serving path, pixels ready), then the whole analyze + render
         one = gpu.preprocess(photos[0])[None].to(device)
         batch = one.repeat(64 if device == "cuda" else 4, 1, 1, 1)
-        batch_ms = timed_ms(lambda: explain.predict_with_cam(gpu.model, batch))
-        result["speed"] = {
-            "predict_with_cam_batch1_ms": timed_ms(lambda: explain.predict_with_cam(gpu.model, one)),
-            "batch": len(batch),
-            "predict_with_cam_batch_ms": batch_ms,
-            "predict_with_cam_images_per_s": len(batch) / batch_ms * 1000,
-            "analyze_render_ms": timed_ms(lambda: gpu.analyze(photos[0]).render(), repeats=20),
-            "analyze_faces_render_ms": timed_ms(lambda: gpu.analyze(photos[0], faces=True).render(), repeats=20),
-        }
+        speed = medians_ms({
+            "predict_with_cam_batch1_ms": synced(lambda: explain.predict_with_cam(gpu.model, one)),
+            "predict_with_cam_batch_ms": synced(lambda: explain.predict_with_cam(gpu.model, batch)),
+            "analyze_render_ms": synced(lambda: gpu.analyze(photos[0]).render()),
+            "analyze_faces_render_ms": synced(lambda: gpu.analyze(photos[0], faces=True).render()),
+        }, repeats=30)
+        result["speed"] = {**speed, "batch": len(batch),
+                           "predict_with_cam_images_per_s": len(batch) / speed["predict_with_cam_batch_ms"] * 1000}
     result["passed"] = all(checks.values())
     Path(args.output).write_text(json.dumps(result, indent=2))
     logger.info("CUDA check on %s: %s", result["gpu"], json.dumps(result, indent=2))
