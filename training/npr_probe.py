@@ -30,10 +30,10 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
-from detector.images import reencode_jpeg
 from detector.errors import run_cli
 from detector.logs import configure_logging
 
+from . import robustness
 from .data import add_data_arguments, attach_transform, balanced_weights, collate, held_out_set, load_splits, spec_from_args
 from .metrics import binary_metrics, fmt
 
@@ -62,11 +62,12 @@ class NPRNet(torch.nn.Module):
         return self.head(features.mean(dim=(2, 3)))
 
 
+_DOWNSCALE, _JPEG = robustness.downscale(0.75), robustness.jpeg(75)
+
+
 def degrade(image: Image.Image) -> Image.Image:
-    """What a third-party photo usually went through: a resize and a JPEG re-encode."""
-    w, h = image.size
-    image = image.resize((max(1, round(w * 0.75)), max(1, round(h * 0.75))), Image.Resampling.BICUBIC)
-    return reencode_jpeg(image, 75)
+    """What a third-party photo usually went through: a resize and a JPEG re-encode (training.robustness's)."""
+    return _JPEG(_DOWNSCALE(image))
 
 
 def scores(model: NPRNet, dataset, crop: int, degraded: bool, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
