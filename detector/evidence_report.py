@@ -35,7 +35,9 @@ LIMITS = (
     "The model was trained on a few thousand face photos from public datasets. It can be wrong, "
     "especially on pictures unlike those (heavy compression, drawings, several faces, no face), and it misses "
     "most fakes made by a generator, face swap or edit that was not in its training data: models trained the "
-    "same way, each tested on one such kind it had not seen, did little better than chance. Treat the score as "
+    "same way, each tested on one such kind it had not seen, did little better than chance. It also goes by how a "
+    "face is framed: a generated face cropped tighter or set in a wider frame than its generator made it is often "
+    "missed, and a real photo framed the way a generator frames its faces is more often called fake. Treat the score as "
     "one piece of evidence, never as proof. The heat map shows where the model's evidence came from, not what "
     "was edited."
 )

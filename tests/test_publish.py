@@ -307,12 +307,57 @@ def test_calibration_and_robustness_are_measured_and_published(report_dir, publi
     assert fitted["metrics_at_threshold"]["fpr"] <= 0.05
     assert set(report["robustness"]) == {"clean", *PERTURBATIONS}
     assert report["robustness"]["clean"] == report["metrics"]["roc_auc"]
+    flagged = report["robustness_at_threshold"]  # at the threshold fitted in the same run
+    assert set(flagged) == set(report["robustness"])
+    assert flagged["clean"]["reals_flagged"] == pytest.approx(fitted["metrics_at_threshold"]["fpr"])
+    assert flagged["clean"]["fakes_caught"] == pytest.approx(fitted["metrics_at_threshold"]["recall"])
     assert (report_dir / "reliability.png").stat().st_size > 0 and (report_dir / "robustness.png").stat().st_size > 0
     config = json.loads((published / "config.json").read_text())
     assert config["calibration"] == {key: fitted[key] for key in ("temperature", "bias", "threshold", "target_fpr", "fakes_caught")}
     card = (published / "README.md").read_text()
     assert "Calibration and decision threshold" in card and "jpeg_q75" in card
+    assert "| perturbation | ROC-AUC | reals called fake | fakes caught |" in card and "| border_0.2 |" in card
     assert "Notes from the training run" in card and "shortened from 20 to 12 epochs" in card
+
+
+def test_robustness_scores_the_path_asked_for_and_counts_what_the_threshold_flags(faces_csv, monkeypatch):
+    """With face search, every perturbation is scored through face search too (the clean row was, and an unchanged
+    image must score the same), and a model with a stored threshold reports what it flags under each."""
+    chosen = ["--model", "m", "--dataset", "d", "--output-dir", "o", "--robustness", "crop_0.7", "border_0.2", "--faces"]
+    assert evaluate.parse_args(chosen).robustness == ["crop_0.7", "border_0.2"]
+    assert evaluate.parse_args(chosen[:-3]).robustness == []  # alone: all of them
+    detector = Detector.from_pretrained(None, batch_size=8)  # the bundled model: it has a stored threshold
+    dataset = evaluate.load_eval_set(DataSpec(str(faces_csv), image_column="file", source_column="source"), "all")
+    result = evaluate.evaluate(detector, dataset, "source", progress=False, faces=True)
+    monkeypatch.setattr(evaluate, "PERTURBATIONS", {"unchanged": lambda image: image, "border_0.2": PERTURBATIONS["border_0.2"]})
+    rows, flagged = evaluate.robustness(detector, dataset, result, progress=False, faces=True)
+    assert rows["unchanged"] == rows["clean"] == result["metrics"]["roc_auc"]
+    is_fake = np.array(result["is_fake"])
+    p_fake = np.array(result["p_fake"])
+    sources = np.array(result["sources"])
+    assert flagged["clean"] == flagged["unchanged"] == {
+        "reals_flagged": float(np.mean(p_fake[~is_fake] >= detector.threshold)),
+        "fakes_caught": float(np.mean(p_fake[is_fake] >= detector.threshold)),
+        "per_source": {name: {"reals_flagged": float(np.mean(p_fake[(sources == name) & ~is_fake] >= detector.threshold))
+                              if n_real else None,
+                              "fakes_caught": float(np.mean(p_fake[(sources == name) & is_fake] >= detector.threshold))
+                              if n_fake else None} for name, (n_real, n_fake) in PICK.items()}}
+    assert flagged["clean"]["fakes_caught"] == result["at_threshold"]["recall"]
+    assert set(flagged) == {"clean", "unchanged", "border_0.2"}
+    rows, _ = evaluate.robustness(detector, dataset, result, progress=False, faces=True, names=["unchanged"])
+    assert set(rows) == {"clean", "unchanged"}  # `--robustness NAME ...` measures only those
+
+
+def test_reframing_perturbations_change_the_framing_only(face_paths):
+    from PIL import Image
+    image = Image.open(face_paths[0]).convert("RGB").resize((120, 90))
+    cropped = PERTURBATIONS["crop_0.7"](image)
+    assert cropped.size == (63, 63)  # 70% of the shorter side, square, centred
+    assert np.array_equal(np.asarray(cropped), np.asarray(image)[13:76, 28:91])
+    bordered = PERTURBATIONS["border_0.2"](image)
+    assert bordered.size == (168, 126)
+    assert np.array_equal(np.asarray(bordered)[18:108, 24:144], np.asarray(image))  # the picture, unchanged, inside
+    assert np.array_equal(np.asarray(bordered)[18:108, 23], np.asarray(image)[:, 1])  # a mirrored border round it
 
 
 def test_recipe_names_the_weights_a_run_started_from(run_folder):
@@ -321,6 +366,9 @@ def test_recipe_names_the_weights_a_run_started_from(run_folder):
     assert rows["initialisation"].startswith("from scratch")
     training["args"]["init_from"] = "runs/first/best"
     assert dict(publish.recipe_rows(training))["initialisation"] == "the weights of `runs/first/best`, trained further"
+    assert "framing" not in rows  # the card names only the parts of the recipe a run used
+    training["args"]["framing"] = 0.5
+    assert dict(publish.recipe_rows(training))["framing"].startswith("with probability 0.5, every image, real or fake, framed anew")
 
 
 def test_card_code_runs_and_agrees_with_the_detector(tmp_path, run_folder, report_dir, face_paths, monkeypatch):

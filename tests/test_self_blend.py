@@ -12,7 +12,8 @@ from PIL import Image
 from conftest import EXAMPLES, SHARED_DATA
 from detector.images import open_file_rgb
 from detector.model import LABEL_NAMES
-from training.data import EqualiseQuality, PseudoFakes, attach_transform, balanced_weights, collate, train_transform
+from training.data import (EqualiseQuality, PseudoFakes, RandomFraming, attach_transform, balanced_weights, collate,
+                           train_transform)
 from training.self_blend import SelfBlend, example_sheet, face_mask
 
 REAL, FAKE = LABEL_NAMES.index("real"), LABEL_NAMES.index("fake")
@@ -114,6 +115,39 @@ def test_equalising_degradation_gives_one_size_distribution_whatever_the_input(p
     assert len(set(widths_large)) > 50  # drawn, not fixed
     small = photo.resize((40, 40))
     assert {degrade(small).size for _ in range(20)} == {(40, 40)}  # never up-scaled
+
+
+def test_random_framing_moves_and_sizes_the_face_anew(photo):
+    """Square crops of part of the picture, or the whole picture inside a mirrored border, at random places."""
+    random.seed(1)
+    picture = photo.resize((200, 160))
+    pixels = np.asarray(picture)
+    framing = RandomFraming(p=1.0, zoom_in=(0.55, 1.0), zoom_out=(1.0, 1.5))
+    framed = [framing(picture) for _ in range(60)]
+    assert all(image.width == image.height for image in framed)
+    crops = [image for image in framed if image.width <= 160]
+    borders = [image for image in framed if image.width >= 200]
+    assert len(crops) + len(borders) == 60 and len(crops) > 15 and len(borders) > 15
+    assert min(image.width for image in crops) >= 88 and max(image.width for image in borders) <= 300
+    assert len({image.width for image in framed}) > 30  # drawn, not fixed
+    for image in crops[:5]:  # each crop is a piece of the picture
+        crop = np.asarray(image)
+        hits = [(y, x) for y in range(161 - image.height) for x in range(201 - image.width)
+                if np.array_equal(pixels[y, x], crop[0, 0]) and np.array_equal(pixels[y:y + image.height, x:x + image.width], crop)]
+        assert hits
+    for image in borders[:5]:  # the picture sits unchanged inside its border
+        framed_pixels = np.asarray(image)
+        hits = [(y, x) for y in range(image.height - 159) for x in range(image.width - 199)
+                if np.array_equal(framed_pixels[y:y + 160, x:x + 200], pixels)]
+        assert hits
+    assert RandomFraming(p=0.0)(picture) is picture
+
+
+def test_framing_comes_first_in_the_training_transform():
+    config = {"input_size": (3, 48, 48), "mean": (0.5,) * 3, "std": (0.5,) * 3}
+    steps = train_transform(config, equalise=True, framing=0.5).transforms
+    assert isinstance(steps[0], RandomFraming) and steps[0].p == 0.5 and isinstance(steps[1], EqualiseQuality)
+    assert not any(isinstance(step, RandomFraming) for step in train_transform(config, equalise=True).transforms)
 
 
 def test_balanced_weights_give_each_class_and_source_its_share():

@@ -321,16 +321,49 @@ class EqualiseQuality:
         return image
 
 
-def train_transform(config: dict, strength: float = 1.0, equalise: bool = False) -> T.Compose:
+FRAMING_ZOOM_IN = (0.55, 1.0)  # RandomFraming's square crops: this fraction of the shorter side
+FRAMING_ZOOM_OUT = (1.0, 1.5)  # RandomFraming's mirrored borders: a canvas this many times the longer side
+
+
+class RandomFraming:
+    """With probability `p`, frame the picture anew, the same way for every image, real or fake, so that where
+    the face sits and how much of the frame it fills carry no label: half the time a square crop of a random
+    fraction (`zoom_in`) of the shorter side at a random place, half the time the picture placed at a random
+    place inside a canvas up to `zoom_out` times its size, the border filled by mirroring the picture.
+
+    Why: the GAN faces of the shared data all come aligned exactly as FFHQ aligns its photographs (the face the
+    same size, in the same place). A model trained without this calls FFHQ-aligned real photos fake and misses
+    the same GAN faces cropped another way (docs/generalisation/framing.md)."""
+
+    def __init__(self, p: float = 0.5, zoom_in=FRAMING_ZOOM_IN, zoom_out=FRAMING_ZOOM_OUT):
+        self.p, self.zoom_in, self.zoom_out = p, zoom_in, zoom_out
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        if self.p <= 0 or random.random() >= self.p:
+            return image
+        if random.random() < 0.5:
+            side = max(1, round(min(image.size) * random.uniform(*self.zoom_in)))
+            left, top = random.randint(0, image.width - side), random.randint(0, image.height - side)
+            return image.crop((left, top, left + side, top + side))
+        side = round(max(image.size) * random.uniform(*self.zoom_out))
+        pad_x, pad_y = side - image.width, side - image.height
+        left, top = random.randint(0, pad_x), random.randint(0, pad_y)
+        pixels = np.pad(np.asarray(image), ((top, pad_y - top), (left, pad_x - left), (0, 0)), mode="reflect")
+        return Image.fromarray(pixels)
+
+
+def train_transform(config: dict, strength: float = 1.0, equalise: bool = False, framing: float = 0.0) -> T.Compose:
     """Flip, ±15° rotation, colour jitter, random resized crop, JPEG, blur/downscale, noise.
 
     `strength` scales every augmentation's probability and range (0 = crop and flip only). With `equalise`,
     every image first goes through `EqualiseQuality`, which replaces the separate JPEG and blur/downscale steps.
+    `framing`: the probability of `RandomFraming`, applied first.
     """
     size = config["input_size"][1]
     jitter = 0.2 * strength
     degrade = [EqualiseQuality()] if equalise else []
     return T.Compose([
+        *([RandomFraming(framing)] if framing > 0 else []),
         *degrade,
         T.RandomResizedCrop(size, scale=(1 - 0.5 * strength, 1.0), ratio=(0.85, 1.18)),
         T.RandomHorizontalFlip(),

@@ -10,7 +10,9 @@ It goes through `Detector.analyze_batch`, the path the app and the CLI serve, so
 what users get. Outputs in --output-dir: metrics.json (overall + per source), predictions.csv,
 roc.png, confusion_matrix.png; with --calibrate, the fitted temperature and threshold and
 reliability.png (with --fpr-per-source, the threshold holds the mean over the sources of real images, each
-counting equally, to --target-fpr); with --robustness, ROC-AUC per perturbation and robustness.png.
+counting equally, to --target-fpr); with --robustness, ROC-AUC per perturbation (on the same path, whole
+images or face search) and robustness.png, and for a model with a stored threshold the share of reals and of
+fakes it flags under each.
 """
 from __future__ import annotations
 
@@ -58,7 +60,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     extra.add_argument("--fpr-per-source", action="store_true",
                        help="--target-fpr is the mean over the sources of real images, each counting equally, so that many "
                             "easy reals cannot hide a rare hard kind (needs --source-column); stored with the threshold")
-    extra.add_argument("--robustness", action="store_true", help="ROC-AUC under JPEG, resizing, blur and screenshot perturbations")
+    extra.add_argument("--robustness", nargs="*", choices=list(PERTURBATIONS), metavar="PERTURBATION",
+                       help="ROC-AUC under JPEG, resizing, blur, screenshot and reframing perturbations (default: all "
+                            f"of them; or name some: {', '.join(PERTURBATIONS)})")
     run = parser.add_argument_group("run")
     run.add_argument("--face-margin", type=float, default=None,
                      help="with --faces: the margin round each face, as a fraction of its side (default: the one the "
@@ -186,14 +190,40 @@ def calibrate(result: dict, target_fpr: float, face_margin: float | None = None,
     }
 
 
-def robustness(detector: Detector, dataset: datasets.Dataset, result: dict, progress: bool = True) -> dict:
-    """ROC-AUC on clean images and under each perturbation of training.robustness."""
-    is_fake = np.array(result["is_fake"])
+def robustness(detector: Detector, dataset: datasets.Dataset, result: dict, progress: bool = True,
+               faces: bool = False, names: list[str] | None = None) -> tuple[dict, dict | None]:
+    """ROC-AUC on clean images and under each perturbation of training.robustness, scored on the same path as
+    `result` (`faces`). With a threshold (the calibration fitted in this run, `result["calibration"]`, else the
+    detector's stored one) also the share of reals and of fakes it flags under each: a perturbation can keep the
+    AUC and still move every score across the threshold. `names`: only these perturbations."""
+    is_fake = np.array(result["is_fake"], dtype=bool)
+    fitted = result.get("calibration")
+    threshold = fitted["threshold"] if fitted else detector.threshold
+    sources = np.array(result["sources"]) if result.get("sources") else None
+
+    def flagged(p_fake: np.ndarray) -> dict:
+        called_fake = (apply_temperature(p_fake, fitted["temperature"], fitted["bias"]) if fitted else p_fake) >= threshold
+
+        def shares(rows: np.ndarray) -> dict:
+            real, fake = rows & ~is_fake, rows & is_fake
+            return {"reals_flagged": float(called_fake[real].mean()) if real.any() else None,
+                    "fakes_caught": float(called_fake[fake].mean()) if fake.any() else None}
+
+        overall = shares(np.ones(len(is_fake), dtype=bool))
+        if sources is not None:
+            overall["per_source"] = {name: shares(sources == name) for name in sorted(set(sources))}
+        return overall
+
     rows = {"clean": result["metrics"]["roc_auc"]}
+    at_threshold = {"clean": flagged(np.array(result["p_fake"]))} if threshold is not None else None
     for name, perturb in PERTURBATIONS.items():
-        p_fake, _ = predict(detector, dataset, progress, perturb)
+        if names and name not in names:
+            continue
+        p_fake, _ = predict(detector, dataset, progress, perturb, faces=faces)
         rows[name] = binary_metrics(is_fake, p_fake)["roc_auc"]
-    return rows
+        if at_threshold is not None:
+            at_threshold[name] = flagged(p_fake)
+    return rows, at_threshold
 
 
 def json_safe(value):
@@ -210,7 +240,7 @@ def json_safe(value):
 def write_report(result: dict, output: Path, context: dict) -> dict:
     """metrics.json (context + metrics), predictions.csv, roc.png, confusion_matrix.png; returns what went to JSON."""
     output.mkdir(parents=True, exist_ok=True)
-    extras = {key: result[key] for key in ("calibration", "robustness") if result.get(key)}
+    extras = {key: result[key] for key in ("calibration", "robustness", "robustness_at_threshold") if result.get(key)}
     if "calibration" in extras:
         extras["calibration"] = {k: v for k, v in extras["calibration"].items() if k != "p_fake_calibrated"}
     report = json_safe({**context, "faces": result.get("faces", False), "metrics": result["metrics"],
@@ -249,8 +279,9 @@ def main(argv=None) -> dict:
     if args.calibrate:
         result["calibration"] = calibrate(result, args.target_fpr, detector.face_margin if args.faces else None,
                                           per_source=args.fpr_per_source)
-    if args.robustness:
-        result["robustness"] = robustness(detector, dataset, result)
+    if args.robustness is not None:  # --robustness alone: every perturbation
+        result["robustness"], result["robustness_at_threshold"] = robustness(detector, dataset, result, faces=args.faces,
+                                                                             names=args.robustness)
     context = {"model": args.model, "dataset": args.dataset, "split": args.split, "data": asdict(spec),
                **({"face_margin": detector.face_margin} if args.faces else {})}
     report = write_report(result, Path(args.output_dir), context)

@@ -29,7 +29,7 @@ from detector.logs import configure_logging
 from detector.model import (ARCHITECTURE, HUB_FILES, LICENSE_FILE, WEIGHTS_FILE, is_hub_id, load_model, pool_size, read_config,
                             replace_folder)
 
-from .data import FACE_CROP_MARGIN, EqualiseQuality, train_transform
+from .data import FACE_CROP_MARGIN, FRAMING_ZOOM_IN, FRAMING_ZOOM_OUT, EqualiseQuality, train_transform
 from .leave_one_out import table as leave_one_out_table
 from .metrics import fmt
 
@@ -134,6 +134,11 @@ def generalisation_rows(args: dict) -> list[tuple[str, str]]:
     if args.get("equalise_quality"):
         first = " ".join(EqualiseQuality.__doc__.split(":", 1)[1].split(".")[0].split())
         rows.append(("quality equalising", f"every image, real or fake: {first}"))
+    if args.get("framing"):
+        (low, high), (_, wide) = FRAMING_ZOOM_IN, FRAMING_ZOOM_OUT
+        rows.append(("framing", f"with probability {args['framing']}, every image, real or fake, framed anew: a square "
+                     f"crop of {low:.0%}-{high:.0%} of its shorter side or the whole picture in a mirrored border up "
+                     f"to {wide:g} times its size, at a random place (training.data.RandomFraming)"))
     return rows
 
 
@@ -245,6 +250,7 @@ def render_card(config: dict, evaluation: dict, training: dict | None, *, model_
         calibrated_rows=[(name, fmt(evaluation["calibration"]["metrics_at_threshold"].get(key)))
                          for key, (_, name) in CARD_METRICS.items()] if evaluation.get("calibration") else None,
         robustness=evaluation.get("robustness"),
+        robustness_at_threshold=evaluation.get("robustness_at_threshold"),
         leave_one_out=leave_one_out_table(leave_one_out["rows"], leave_one_out["train_arguments"]) if leave_one_out else None,
         license_id=license,
         license_title=license_name if license == "other" else license,

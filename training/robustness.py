@@ -1,9 +1,10 @@
-"""Perturbations a photo meets on its way to a user: re-compression, resizing, blur, screenshots.
+"""Perturbations a photo meets on its way to a user: re-compression, resizing, blur, screenshots, another framing.
 
 Each is a pure function PIL image → PIL image; `training.evaluate --robustness` measures ROC-AUC under each.
 """
 from __future__ import annotations
 
+import numpy as np
 from PIL import Image, ImageFilter
 
 from detector.images import reencode_jpeg
@@ -31,6 +32,25 @@ def screenshot(image: Image.Image) -> Image.Image:
     return small.filter(ImageFilter.UnsharpMask(radius=1.5, percent=80, threshold=2))
 
 
+def crop(fraction: float):
+    """A tighter framing: the centred square of `fraction` of the shorter side (the face fills more of it)."""
+    def perturb(image: Image.Image) -> Image.Image:
+        side = max(16, round(min(image.size) * fraction))
+        left, top = (image.width - side) // 2, (image.height - side) // 2
+        return image.crop((left, top, left + side, top + side))
+
+    return perturb
+
+
+def border(fraction: float):
+    """A wider framing: `fraction` of each side added all round, filled by mirroring (as FFHQ's alignment pads)."""
+    def perturb(image: Image.Image) -> Image.Image:
+        pad_x, pad_y = round(image.width * fraction), round(image.height * fraction)
+        return Image.fromarray(np.pad(np.asarray(image), ((pad_y, pad_y), (pad_x, pad_x), (0, 0)), mode="reflect"))
+
+    return perturb
+
+
 PERTURBATIONS = {
     "jpeg_q95": jpeg(95),
     "jpeg_q75": jpeg(75),
@@ -40,4 +60,6 @@ PERTURBATIONS = {
     "blur_sigma1": blur(1.0),
     "blur_sigma2": blur(2.0),
     "screenshot": screenshot,
+    "crop_0.7": crop(0.7),
+    "border_0.2": border(0.2),
 }

@@ -87,6 +87,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "(default: %(default)s; serve with a margin inside it: evaluate --faces --face-margin)")
     recipe.add_argument("--equalise-quality", action="store_true",
                         help="the same random down-scale, blur/sharpen and JPEG for every image, real or fake")
+    recipe.add_argument("--framing", type=float, default=0.0, metavar="P",
+                        help="with probability P, frame every image anew, real or fake: a random square crop or a "
+                             "mirrored border, so that the face's place and size carry no label")
     optim.add_argument("--patience", type=int, default=0, help="stop after N epochs without a better AUC (0 = never)")
     run = parser.add_argument_group("run")
     run.add_argument("--output-dir", default="runs/detector")
@@ -199,8 +202,8 @@ def main(argv=None) -> dict:
                                                          replacement=True)
     pseudo_fakes = PseudoFakes(args.pseudo_fakes) if args.pseudo_fakes > 0 else None
     train_loader = torch.utils.data.DataLoader(
-        attach_transform(train_set, train_transform(config, args.aug_strength, args.equalise_quality), pseudo_fakes,
-                         FaceCropView(args.face_crops, tuple(args.face_crop_margin)) if args.face_crops > 0 else None),
+        attach_transform(train_set, train_transform(config, args.aug_strength, args.equalise_quality, args.framing),
+                         pseudo_fakes, FaceCropView(args.face_crops, tuple(args.face_crop_margin)) if args.face_crops > 0 else None),
         batch_size=args.batch_size, shuffle=sampler is None, sampler=sampler, drop_last=len(train_set) > args.batch_size,
         num_workers=args.workers, collate_fn=collate, persistent_workers=args.workers > 0,
     )
