@@ -11,8 +11,8 @@ what users get. Outputs in --output-dir: metrics.json (overall + per source), pr
 roc.png, confusion_matrix.png; with --calibrate, the fitted temperature and threshold and
 reliability.png (with --fpr-per-source, the threshold holds the mean over the sources of real images, each
 counting equally, to --target-fpr); with --robustness, ROC-AUC per perturbation (on the same path, whole
-images or face search) and robustness.png, and for a model with a stored threshold the share of reals and of
-fakes it flags under each.
+images or face search) and robustness.png, and the share of reals and of fakes flagged under each at the
+threshold fitted in the run (else the model's stored one).
 """
 from __future__ import annotations
 
