@@ -39,13 +39,17 @@ def pct(value) -> str:
     return "—" if value is None else f"{100 * value:.1f}%"
 
 
+def markdown_row(label: str, values: list[str]) -> str:
+    return f"| {label} | " + " | ".join(values) + " |"
+
+
 def table(columns: dict[str, dict], per_source_under_perturbations: bool = False, robustness_only: bool = False) -> str:
     """One Markdown table, a column per report."""
     names = list(columns)
     lines = ["| | " + " | ".join(names) + " |", "| --- |" + " ---: |" * len(names)]
 
     def row(label: str, values: list[str]) -> None:
-        lines.append(f"| {label} | " + " | ".join(values) + " |")
+        lines.append(markdown_row(label, values))
 
     def overall(key: str) -> list:
         return [(report.get("at_threshold") or report["metrics"]).get(key) for report in columns.values()]
@@ -77,7 +81,7 @@ def table(columns: dict[str, dict], per_source_under_perturbations: bool = False
 def perturbation_rows(columns: dict[str, dict], sources: list[str], per_source: bool) -> list[str]:
     """Rows for the reports made with --robustness: ROC-AUC and the shares flagged under each perturbation."""
     lines: list[str] = []
-    row = lambda label, values: lines.append(f"| {label} | " + " | ".join(values) + " |")  # noqa: E731 (as in table)
+    row = lambda label, values: lines.append(markdown_row(label, values))  # noqa: E731
     # "clean" again here: its shares are at the threshold the robustness rows use (fitted in the run, else stored)
     perturbations = [name for report in columns.values() for name in (report.get("robustness") or {})]
     for name in dict.fromkeys(perturbations):  # in the reports' order, once each

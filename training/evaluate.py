@@ -202,12 +202,12 @@ def robustness(detector: Detector, dataset: datasets.Dataset, result: dict, prog
     sources = np.array(result["sources"]) if result.get("sources") else None
 
     def flagged(p_fake: np.ndarray) -> dict:
-        called_fake = (apply_temperature(p_fake, fitted["temperature"], fitted["bias"]) if fitted else p_fake) >= threshold
+        if fitted:
+            p_fake = apply_temperature(p_fake, fitted["temperature"], fitted["bias"])
 
-        def shares(rows: np.ndarray) -> dict:
-            real, fake = rows & ~is_fake, rows & is_fake
-            return {"reals_flagged": float(called_fake[real].mean()) if real.any() else None,
-                    "fakes_caught": float(called_fake[fake].mean()) if fake.any() else None}
+        def shares(rows: np.ndarray) -> dict:  # source_metrics: FPR only with reals, recall only with fakes
+            measured = source_metrics(is_fake[rows], p_fake[rows], threshold)
+            return {"reals_flagged": measured["fpr"], "fakes_caught": measured["recall"]}
 
         overall = shares(np.ones(len(is_fake), dtype=bool))
         if sources is not None:
