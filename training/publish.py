@@ -107,6 +107,7 @@ def recipe_rows(training: dict) -> list[tuple[str, str]]:
         ("schedule", schedule),
         ("batch size", str(args["batch_size"])),
         ("epochs", f"{args['epochs']} planned; these weights are from epoch {training['epoch']} (best validation ROC-AUC)"),
+        *averaging_rows(training),
         ("loss", f"cross-entropy, label smoothing {args['label_smoothing']}"),
         ("augmentation", f"{augment}; strength {args['aug_strength']} (0 = crop and flip only, 1 = full)"
          + ("; the JPEG and blur/downscale steps replaced by quality equalising (below)" if args.get("equalise_quality") else "")),
@@ -114,6 +115,16 @@ def recipe_rows(training: dict) -> list[tuple[str, str]]:
         ("mixed precision", str(args["mixed_precision"])),
         ("seed", str(args["seed"])),
     ]
+
+
+def averaging_rows(training: dict) -> list[tuple[str, str]]:
+    """The weight averaging `training.average` recorded, if these weights are an average of several models."""
+    averaged = training.get("averaged")
+    if not averaged:
+        return []
+    parts = " + ".join(f"{weight:.2g} × `{model}`" for model, weight in zip(averaged["models"], averaged["weights"]))
+    return [("weight averaging", f"the published weights are {parts} (the last one being the run this table "
+             "describes), averaged tensor by tensor (training.average), then calibrated again")]
 
 
 def generalisation_rows(args: dict) -> list[tuple[str, str]]:
