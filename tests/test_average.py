@@ -10,7 +10,7 @@ from safetensors.torch import load_file, save_file
 
 from conftest import write_model_folder
 from detector import Detector, DetectorError
-from detector.model import load_model
+from detector.model import load_model, weights_sha256
 from training import average, publish
 from training.train import parse_args as train_args
 
@@ -46,7 +46,9 @@ def test_weighted_mean_of_every_float_tensor(tmp_path, parents):
     assert "calibration" not in config  # the parents' calibration does not fit the average
     training = json.loads((out / "training.json").read_text())
     assert training["epoch"] == 7 and training["args"] == {"framing": 1.0}
-    assert training["averaged"] == {"models": [str(first), str(second)], "weights": [0.25, 0.75]}
+    assert training["averaged"] == {"models": [str(first), str(second)], "weights": [0.25, 0.75],
+                                    "sha256": [weights_sha256(first), weights_sha256(second)]}
+    assert training["averaged"]["sha256"][0] != training["averaged"]["sha256"][1]
 
     assert load_model(out).config["architecture"] == config["architecture"]
     analysis = Detector.from_pretrained(out, device="cpu").analyze(sorted(Path("examples").glob("*.jpg"))[0])
@@ -81,4 +83,8 @@ def test_the_card_recipe_says_the_weights_are_an_average(parents):
     rows = dict(publish.recipe_rows({"epoch": 7, "args": args,
                                      "averaged": {"models": ["models/x", "runs/y/best"], "weights": [0.5, 0.5]}}))
     assert rows["weight averaging"].startswith("the published weights are 0.5 × `models/x` + 0.5 × `runs/y/best`")
+    rows = dict(publish.recipe_rows({"epoch": 7, "args": args, "averaged": {
+        "models": ["models/x", "runs/y/best"], "weights": [0.5, 0.5], "sha256": ["f344db63" + "0" * 56, "ab" * 32]}}))
+    assert rows["weight averaging"].startswith("the published weights are 0.5 × `models/x` (weights sha256 f344db630000…)"
+                                               " + 0.5 × `runs/y/best` (weights sha256 abababababab…)")
     assert "calibrated again" in rows["weight averaging"]

@@ -11,7 +11,7 @@ weights average well; averaging unrelated networks gives noise.
 
 The folder written holds model.safetensors (float32), the last model's config.json without its calibration (the
 averaged model must be calibrated again with `training.evaluate --calibrate`) and the last model's training.json
-with `averaged` added (models, weights), which `training.publish` shows in the card's recipe. It is written next to
+with `averaged` added (models, weights, the sha256 of each weights file), which `training.publish` shows in the card's recipe. It is written next to
 its destination and renamed into place.
 """
 from __future__ import annotations
@@ -28,7 +28,7 @@ from safetensors.torch import load_file, save_file
 
 from detector.errors import DetectorError, run_cli
 from detector.logs import configure_logging
-from detector.model import WEIGHTS_FILE, read_config, replace_folder, resolve_folder
+from detector.model import WEIGHTS_FILE, read_config, replace_folder, resolve_folder, weights_sha256
 
 logger = logging.getLogger(__name__)
 TRAINING_FILE = "training.json"
@@ -85,7 +85,8 @@ def average(models: list[str], output: Path, weights: list[float] | None = None)
     config = {key: value for key, value in configs[-1].items() if key not in ("calibration", "unseen_reals_called_fake")}
     training_path = folders[-1] / TRAINING_FILE
     training = json.loads(training_path.read_text()) if training_path.is_file() else {}
-    training["averaged"] = {"models": [str(m) for m in models], "weights": weights}
+    training["averaged"] = {"models": [str(m) for m in models], "weights": weights,
+                            "sha256": [weights_sha256(folder) for folder in folders]}  # a folder's path may be reused
 
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -122,7 +122,9 @@ def averaging_rows(training: dict) -> list[tuple[str, str]]:
     averaged = training.get("averaged")
     if not averaged:
         return []
-    parts = " + ".join(f"{weight:.2g} × `{model}`" for model, weight in zip(averaged["models"], averaged["weights"]))
+    hashes = averaged.get("sha256") or [None] * len(averaged["models"])
+    parts = " + ".join(f"{weight:.2g} × `{model}`" + (f" (weights sha256 {digest[:12]}…)" if digest else "")
+                       for model, weight, digest in zip(averaged["models"], averaged["weights"], hashes))
     return [("weight averaging", f"the published weights are {parts} (the last one being the run this table "
              "describes), averaged tensor by tensor (training.average), then calibrated again")]
 
