@@ -30,8 +30,9 @@ from detector.errors import DetectorError, run_cli
 from detector.logs import configure_logging
 from detector.model import WEIGHTS_FILE, read_config, replace_folder, resolve_folder, weights_sha256
 
+from . import TRAINING_FILE
+
 logger = logging.getLogger(__name__)
-TRAINING_FILE = "training.json"
 
 
 def parse_args(argv=None) -> argparse.Namespace:

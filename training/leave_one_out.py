@@ -30,7 +30,7 @@ from detector.errors import run_cli
 from detector.logs import configure_logging
 from detector.model import LABEL_NAMES
 
-from . import train
+from . import TRAINING_FILE, train
 from .data import held_out_set, load_splits, spec_from_args
 from .evaluate import calibrate, evaluate, json_safe, load_eval_set, write_report
 from .metrics import fmt
@@ -69,7 +69,7 @@ def run_row(source: str, train_argv: list[str], output: Path, face_margin: float
     if report_path.is_file() and not rescore:
         return json.loads(report_path.read_text())
     argv = [*train_argv, "--hold-out-source", source, "--output-dir", str(output)]
-    if not (rescore and (output / "best" / "training.json").is_file()):
+    if not (rescore and (output / "best" / TRAINING_FILE).is_file()):
         if (output / "last" / "trainer_state.json").is_file():
             argv.append("--resume")
         train.main(argv)
@@ -85,7 +85,7 @@ def run_row(source: str, train_argv: list[str], output: Path, face_margin: float
     result = evaluate(detector, held, spec.source_column)
     # The app's and the CLI's default path too: find the faces, judge the most suspicious one.
     searched = evaluate(detector, held, spec.source_column, faces=True)
-    trained = json.loads((output / "best" / "training.json").read_text())
+    trained = json.loads((output / "best" / TRAINING_FILE).read_text())
     context = {"model": str(output / "best"), "split": "held-out", "hold_out_source": source, "data": asdict(spec),
                "in_domain_validation": trained["validation"], "train_arguments": train_argv,
                "threshold": {key: fitted[key] for key in ("temperature", "bias", "threshold", "target_fpr",

@@ -29,6 +29,7 @@ from detector.logs import configure_logging
 from detector.model import (ARCHITECTURE, HUB_FILES, LICENSE_FILE, WEIGHTS_FILE, is_hub_id, load_model, pool_size, read_config,
                             replace_folder)
 
+from . import TRAINING_FILE
 from .data import FACE_CROP_MARGIN, FRAMING_ZOOM_IN, FRAMING_ZOOM_OUT, EqualiseQuality, train_transform
 from .leave_one_out import table as leave_one_out_table
 from .metrics import fmt
@@ -326,7 +327,7 @@ def build_folder(model: Path, metrics: Path, output: Path, *, fp16: bool = False
     evaluation = read_json(metrics)
     if evaluation is None:
         raise DetectorError(f"{metrics} not found: run training.evaluate first; the card quotes its numbers.")
-    training = read_json(model / "training.json")
+    training = read_json(model / TRAINING_FILE)
     description = Path(data_description).read_text() if data_description else None
     notes_text = Path(notes).read_text() if notes else None
     cross_source = read_json(leave_one_out) if leave_one_out else None

@@ -47,6 +47,7 @@ from detector.preprocess import data_config
 
 from .data import (FACE_CROP_MARGIN, FaceCropView, PseudoFakes, add_data_arguments, attach_transform, balanced_weights, collate, describe,
                    eval_transform, load_splits, spec_from_args, train_transform)
+from . import TRAINING_FILE
 from .metrics import binary_metrics, plot_training_curves
 
 FAKE = LABEL_NAMES.index("fake")
@@ -148,7 +149,7 @@ def save_model_folder(model, folder: Path, extra: dict) -> None:
     staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}-"))
     save_for_hf(model, staging, model_config={"label_names": list(LABEL_NAMES)}, safe_serialization=True,
                 data_config={"input_size": model.pretrained_cfg["input_size"]})
-    (staging / "training.json").write_text(json.dumps(extra, indent=2))
+    (staging / TRAINING_FILE).write_text(json.dumps(extra, indent=2))
     replace_folder(staging, folder)
 
 
