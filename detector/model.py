@@ -6,6 +6,7 @@ Weights are read with safetensors only; nothing is ever unpickled.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import hashlib
@@ -13,6 +14,7 @@ import json
 import math
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,7 +52,7 @@ def replace_folder(staging: Path, target: Path) -> None:
     """Put the finished folder `staging` at `target`, replacing what was there, so that `target` is never missing
     nor half-written: on Linux the two are swapped in one step (renameat2 RENAME_EXCHANGE) and the old one is then
     deleted; elsewhere the old folder is moved aside first, and `restore_folder` brings it back after a crash.
-    Training's best/ and published model folders both go through here."""
+    Every model folder the project writes goes through here, by way of `staged_folder`."""
     staging, target = Path(staging), Path(target)
     aside = target.with_name(f".{target.name}-old")
     if aside.exists():
@@ -63,6 +65,22 @@ def replace_folder(staging: Path, target: Path) -> None:
         target.rename(aside)
         staging.rename(target)
         shutil.rmtree(aside)
+
+
+@contextlib.contextmanager
+def staged_folder(target: str | os.PathLike):
+    """Yield an empty folder beside `target` to write into; when the block ends without an error it replaces
+    `target` (`replace_folder`), and whatever happens no staging folder is left behind. Training's best/, averaged
+    models and published model folders are all written this way."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-staging-"))
+    try:
+        yield staging
+        replace_folder(staging, target)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
 
 
 def restore_folder(target: Path) -> None:

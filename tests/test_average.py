@@ -26,7 +26,7 @@ def parents(tmp_path_factory) -> tuple[Path, Path]:
     return first, second
 
 
-def test_weighted_mean_of_every_float_tensor(tmp_path, parents):
+def test_weighted_mean_of_every_float_tensor(tmp_path, parents, face_paths):
     first, second = parents
     out = average.main(["--model", str(first), "--model", str(second), "--weight", "1", "--weight", "3",
                         "--output-dir", str(tmp_path / "averaged")])
@@ -51,7 +51,7 @@ def test_weighted_mean_of_every_float_tensor(tmp_path, parents):
     assert training["averaged"]["sha256"][0] != training["averaged"]["sha256"][1]
 
     assert load_model(out).config["architecture"] == config["architecture"]
-    analysis = Detector.from_pretrained(out, device="cpu").analyze(sorted(Path("examples").glob("*.jpg"))[0])
+    analysis = Detector.from_pretrained(out, device="cpu").analyze(face_paths[0])
     assert 0.0 <= analysis.p_fake <= 1.0
 
 

@@ -11,16 +11,14 @@ weights average well; averaging unrelated networks gives noise.
 
 The folder written holds model.safetensors (float32), the last model's config.json without its calibration (the
 averaged model must be calibrated again with `training.evaluate --calibrate`) and the last model's training.json
-with `averaged` added (models, weights, the sha256 of each weights file), which `training.publish` shows in the card's recipe. It is written next to
-its destination and renamed into place.
+with `averaged` added (models, weights, the sha256 of each weights file), which `training.publish` shows in the
+card's recipe. It is written next to its destination and renamed into place (`detector.model.staged_folder`).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import logging
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -28,7 +26,7 @@ from safetensors.torch import load_file, save_file
 
 from detector.errors import DetectorError, run_cli
 from detector.logs import configure_logging
-from detector.model import WEIGHTS_FILE, read_config, replace_folder, resolve_folder, weights_sha256
+from detector.model import WEIGHTS_FILE, read_config, resolve_folder, staged_folder, weights_sha256
 
 from . import TRAINING_FILE
 
@@ -90,16 +88,10 @@ def average(models: list[str], output: Path, weights: list[float] | None = None)
                             "sha256": [weights_sha256(folder) for folder in folders]}  # a folder's path may be reused
 
     output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}-staging-"))
-    try:
+    with staged_folder(output) as staging:
         save_file(state, str(staging / WEIGHTS_FILE))
         (staging / "config.json").write_text(json.dumps(config, indent=2) + "\n")
         (staging / TRAINING_FILE).write_text(json.dumps(training, indent=2) + "\n")
-        replace_folder(staging, output)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     logger.info("averaged %s with weights %s into %s (calibrate it again with training.evaluate --calibrate)",
                 ", ".join(str(m) for m in models), ", ".join(f"{w:.3g}" for w in weights), output)
     return output

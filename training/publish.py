@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
@@ -27,7 +26,7 @@ from detector.errors import DetectorError, run_cli
 from detector.faces import DEFAULT_MARGIN
 from detector.logs import configure_logging
 from detector.model import (ARCHITECTURE, HUB_FILES, LICENSE_FILE, WEIGHTS_FILE, is_hub_id, load_model, pool_size, read_config,
-                            replace_folder)
+                            staged_folder)
 
 from . import TRAINING_FILE
 from .data import FACE_CROP_MARGIN, FRAMING_ZOOM_IN, FRAMING_ZOOM_OUT, EqualiseQuality, train_transform
@@ -338,9 +337,7 @@ def build_folder(model: Path, metrics: Path, output: Path, *, fp16: bool = False
                             f"{LICENSE_FILE}){f'; {license_file} was not found' if license_file else ''}, or name a Hub "
                             "licence id with --license.")
 
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}-staging-"))
-    try:
+    with staged_folder(output) as staging:
         config = with_unseen_reals(with_calibration(with_pool_size(config), evaluation), cross_source)
         (staging / "config.json").write_text(json.dumps(config, indent=2) + "\n")
         dtype = write_weights(model / WEIGHTS_FILE, staging / WEIGHTS_FILE, fp16)
@@ -356,10 +353,6 @@ def build_folder(model: Path, metrics: Path, output: Path, *, fp16: bool = False
         for path in staging.iterdir():  # mkdtemp and save_file create owner-only modes
             path.chmod(0o644)
         staging.chmod(0o755)
-        replace_folder(staging, output)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
     return output
 
 

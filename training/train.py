@@ -26,7 +26,6 @@ import argparse
 import csv
 import json
 import math
-import tempfile
 import time
 from pathlib import Path
 
@@ -42,12 +41,12 @@ from tqdm.auto import tqdm
 from detector.detector import native_bf16
 from detector.errors import run_cli
 from detector.logs import configure_logging
-from detector.model import LABEL_NAMES, create_model, load_model, replace_folder
+from detector.model import LABEL_NAMES, create_model, load_model, staged_folder
 from detector.preprocess import data_config
 
+from . import TRAINING_FILE
 from .data import (FACE_CROP_MARGIN, FaceCropView, PseudoFakes, add_data_arguments, attach_transform, balanced_weights, collate, describe,
                    eval_transform, load_splits, spec_from_args, train_transform)
-from . import TRAINING_FILE
 from .metrics import binary_metrics, plot_training_curves
 
 FAKE = LABEL_NAMES.index("fake")
@@ -145,12 +144,10 @@ def evaluate(model, loader, accelerator) -> tuple[float, np.ndarray, np.ndarray]
 
 def save_model_folder(model, folder: Path, extra: dict) -> None:
     """Write the Hub-layout folder atomically: a crash never leaves half a model behind."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}-"))
-    save_for_hf(model, staging, model_config={"label_names": list(LABEL_NAMES)}, safe_serialization=True,
-                data_config={"input_size": model.pretrained_cfg["input_size"]})
-    (staging / TRAINING_FILE).write_text(json.dumps(extra, indent=2))
-    replace_folder(staging, folder)
+    with staged_folder(folder) as staging:
+        save_for_hf(model, staging, model_config={"label_names": list(LABEL_NAMES)}, safe_serialization=True,
+                    data_config={"input_size": model.pretrained_cfg["input_size"]})
+        (staging / TRAINING_FILE).write_text(json.dumps(extra, indent=2))
 
 
 def append_log(output: Path, row: dict) -> None:
