@@ -71,12 +71,16 @@ def replace_folder(staging: Path, target: Path) -> None:
 def staged_folder(target: str | os.PathLike):
     """Yield an empty folder beside `target` to write into; when the block ends without an error it replaces
     `target` (`replace_folder`), and whatever happens no staging folder is left behind. Training's best/, averaged
-    models and published model folders are all written this way."""
+    models and published model folders are all written this way. The folder put in place is readable by all
+    (0755, its files 0644), as any copied model folder is: mkdtemp and safetensors create owner-only modes."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-staging-"))
     try:
         yield staging
+        for path in staging.iterdir():
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        staging.chmod(0o755)
         replace_folder(staging, target)
     finally:
         if staging.exists():

@@ -71,3 +71,15 @@ def test_best_checkpoint_survives_a_crash_while_it_is_replaced(tmp_path, monkeyp
     assert loaded.labels == ["real", "fake"]
     assert '"epoch": 2' in (tmp_path / "best" / "training.json").read_text()
     assert not [path for path in tmp_path.iterdir() if path.name.startswith(".best")]  # no staging left behind
+
+
+def test_every_model_folder_is_readable_by_all(tmp_path):
+    """best/, averaged and published folders all go through staged_folder: the folder put in place is 0755 and its
+    files 0644, though mkdtemp and safetensors create owner-only modes (only publish used to open them up)."""
+    torch.manual_seed(0)
+    save_model_folder(create_model(img_size=TEST_IMG_SIZE), tmp_path / "best", {"epoch": 1})
+    best = tmp_path / "best"
+    assert best.stat().st_mode & 0o777 == 0o755
+    modes = {path.name: path.stat().st_mode & 0o777 for path in best.iterdir()}
+    assert modes and set(modes.values()) == {0o644}, modes
+    assert "model.safetensors" in modes

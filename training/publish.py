@@ -350,9 +350,6 @@ def build_folder(model: Path, metrics: Path, output: Path, *, fp16: bool = False
                            generalisation=Path(generalisation).read_text() if generalisation else None)
         card.save(staging / "README.md")
         load_model(staging)  # what we publish must load in the detector as it is
-        for path in staging.iterdir():  # mkdtemp and save_file create owner-only modes
-            path.chmod(0o644)
-        staging.chmod(0o755)
     return output
 
 
