@@ -12,7 +12,9 @@ from PIL import Image
 from conftest import EXAMPLES, SHARED_DATA
 from detector.images import open_file_rgb
 from detector.model import LABEL_NAMES
-from training.data import (EqualiseQuality, PseudoFakes, RandomFraming, attach_transform, balanced_weights, collate,
+from detector.faces import LARGE_FACE_FINDER
+from training.data import (ALIGNED_CENTRE_X, ALIGNED_CENTRE_Y, ALIGNED_WIDTH, EqualiseQuality, FaceCropView, PseudoFakes,
+                           RandomFraming, aligned_box, attach_transform, balanced_weights, collate, crop_mirrored,
                            train_transform)
 from training.self_blend import SelfBlend, example_sheet, face_mask
 
@@ -141,6 +143,53 @@ def test_random_framing_moves_and_sizes_the_face_anew(photo):
                 if np.array_equal(framed_pixels[y:y + 160, x:x + 200], pixels)]
         assert hits
     assert RandomFraming(p=0.0)(picture) is picture
+
+
+def test_aligned_box_puts_the_face_where_asked():
+    left, top, right, bottom = aligned_box((100, 50, 200, 150), width=0.5, centre_x=0.5, centre_y=0.6)
+    assert (right - left, bottom - top) == (200, 200)
+    assert (left + 0.5 * 200, top + 0.6 * 200) == (150, 100)  # the face's centre
+
+
+def test_crop_mirrored_mirrors_only_beyond_the_picture(photo):
+    picture = photo.resize((120, 90))
+    pixels = np.asarray(picture)
+    inside = crop_mirrored(picture, (10, 5, 70, 65))
+    assert np.array_equal(np.asarray(inside), pixels[5:65, 10:70])
+    beyond = np.asarray(crop_mirrored(picture, (-20, -10, 140, 150)))
+    assert beyond.shape == (160, 160, 3)
+    assert np.array_equal(beyond[10:100, 20:140], pixels)  # the picture itself, unchanged
+    assert np.array_equal(beyond[10:100, 19], pixels[:, 0]) and np.array_equal(beyond[9, 20:140], pixels[0])  # mirrored
+
+
+@pytest.mark.parametrize("name", ["real_pixabay_1.jpg", "real_pixabay_2.jpg"])
+def test_aligned_view_frames_a_portrait_as_ffhq_frames_its_photographs(name):
+    """The face found again in the aligned view sits where the FFHQ photographs' and GAN faces' faces sit."""
+    random.seed(3)
+    portrait = open_file_rgb(EXAMPLES / name)
+    view = FaceCropView(p=0.0, aligned=1.0)
+    for _ in range(4):
+        framed = view(portrait)
+        assert framed.width == framed.height and framed.size != portrait.size
+        left, top, right, bottom = LARGE_FACE_FINDER(framed)[0]
+        assert ALIGNED_WIDTH[0] - 0.08 <= (right - left) / framed.width <= ALIGNED_WIDTH[1] + 0.08
+        assert ALIGNED_CENTRE_X[0] - 0.04 <= (left + right) / 2 / framed.width <= ALIGNED_CENTRE_X[1] + 0.04
+        assert ALIGNED_CENTRE_Y[0] - 0.04 <= (top + bottom) / 2 / framed.height <= ALIGNED_CENTRE_Y[1] + 0.04
+
+
+def test_face_views_share_one_draw(photo):
+    """p of the face crop, `aligned` of the aligned view, the rest as they are; a picture without a face stays."""
+    random.seed(4)
+    portrait = Image.new("RGB", (photo.width * 2, photo.height * 2), (120, 120, 120))  # room for the face crop's margin
+    portrait.paste(photo, (photo.width // 2, photo.height // 2))
+    view = FaceCropView(p=0.5, aligned=0.3)
+    sizes = [view(portrait).size for _ in range(60)]
+    unchanged = sum(size == portrait.size for size in sizes)
+    assert 4 <= unchanged <= 22  # about 20% of 60
+    assert len(set(sizes)) > 20
+    blank = Image.new("RGB", (200, 200), (128, 128, 128))
+    assert all(FaceCropView(p=0.0, aligned=1.0)(blank) is blank for _ in range(3))
+    assert FaceCropView(p=0.0, aligned=0.0)(portrait) is portrait
 
 
 def test_framing_comes_first_in_the_training_transform():

@@ -16,6 +16,8 @@ ROOT = Path(__file__).resolve().parent.parent
      "error: Could not load dataset"),
     (["training.publish", "--model", "{tmp}/no-model", "--metrics", "{tmp}/m.json", "--output-dir", "{tmp}/out"],
      "error: {tmp}/no-model"),
+    (["training.train", "--dataset", "{tmp}/missing", "--face-crops", "0.5", "--aligned-framing", "0.7"],
+     "error: --face-crops and --aligned-framing are probabilities of one draw"),
     (["training.compare", "--report", "before={tmp}/missing.json", "--output", "{tmp}/t.md"],
      "error: Could not read the report {tmp}/missing.json"),
 ])

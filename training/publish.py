@@ -29,7 +29,8 @@ from detector.model import (ARCHITECTURE, HUB_FILES, LICENSE_FILE, WEIGHTS_FILE,
                             staged_folder)
 
 from . import TRAINING_FILE
-from .data import FACE_CROP_MARGIN, FRAMING_ZOOM_IN, FRAMING_ZOOM_OUT, EqualiseQuality, train_transform
+from .data import (ALIGNED_CENTRE_Y, ALIGNED_WIDTH, FACE_CROP_MARGIN, FRAMING_ZOOM_IN, FRAMING_ZOOM_OUT, EqualiseQuality,
+                   train_transform)
 from .leave_one_out import table as leave_one_out_table
 from .metrics import fmt
 
@@ -140,6 +141,12 @@ def generalisation_rows(args: dict) -> list[tuple[str, str]]:
         rows.append(("face-crop view", f"with probability {args['face_crops']}, the face the app's face search finds, "
                      "cropped square with a margin drawn from {:g}-{:g} of its side".format(
                          *args.get("face_crop_margin") or FACE_CROP_MARGIN)))
+    if args.get("aligned_framing"):
+        rows.append(("aligned view", f"with probability {args['aligned_framing']}, every image, real or fake, framed "
+                     "around the face found as FFHQ aligns its photographs and the shared data's GAN faces come: the "
+                     "face's box {:.0%}-{:.0%} of the frame's width, its centre at {:.0%}-{:.0%} of the height, mirrored "
+                     "where the frame leaves the picture (training.data.FaceCropView)".format(
+                         *ALIGNED_WIDTH, *ALIGNED_CENTRE_Y)))
     if args.get("pseudo_fakes"):
         rows.append(("self-blended pseudo-fakes", f"{args['pseudo_fakes']:.0%} of the real photos drawn become fakes: a "
                      "slightly altered copy of the photo blended into it inside a soft, deformed face mask "

@@ -90,6 +90,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     recipe.add_argument("--framing", type=float, default=0.0, metavar="P",
                         help="with probability P, frame every image anew, real or fake: a random square crop or a "
                              "mirrored border, so that the face's place and size carry no label")
+    recipe.add_argument("--aligned-framing", type=float, default=0.0, metavar="P",
+                        help="with probability P, frame every image, real or fake, around the face found as FFHQ aligns "
+                             "its photographs (as the GAN faces come), so that this framing carries no label; "
+                             "P + --face-crops at most 1")
     optim.add_argument("--patience", type=int, default=0, help="stop after N epochs without a better AUC (0 = never)")
     run = parser.add_argument_group("run")
     run.add_argument("--output-dir", default="runs/detector")
@@ -99,7 +103,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     run.add_argument("--workers", type=int, default=2)
     run.add_argument("--max-steps-per-epoch", type=int, default=0, help="cut epochs short (smoke tests)")
     run.add_argument("--seed", type=int, default=42)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    views = {"--face-crops": args.face_crops, "--aligned-framing": args.aligned_framing}
+    if any(not 0 <= value <= 1 for value in views.values()) or sum(views.values()) > 1:
+        parser.error(f"--face-crops and --aligned-framing are probabilities of one draw: each from 0 to 1, together "
+                     f"at most 1 (got {args.face_crops:g} and {args.aligned_framing:g})")
+    return args
 
 
 def make_optimizer(args, params):
@@ -199,9 +208,11 @@ def main(argv=None) -> dict:
         sampler = torch.utils.data.WeightedRandomSampler(torch.from_numpy(weights), num_samples=len(train_set),
                                                          replacement=True)
     pseudo_fakes = PseudoFakes(args.pseudo_fakes) if args.pseudo_fakes > 0 else None
+    face_view = (FaceCropView(args.face_crops, tuple(args.face_crop_margin), aligned=args.aligned_framing)
+                 if args.face_crops > 0 or args.aligned_framing > 0 else None)
     train_loader = torch.utils.data.DataLoader(
         attach_transform(train_set, train_transform(config, args.aug_strength, args.equalise_quality, args.framing),
-                         pseudo_fakes, FaceCropView(args.face_crops, tuple(args.face_crop_margin)) if args.face_crops > 0 else None),
+                         pseudo_fakes, face_view),
         batch_size=args.batch_size, shuffle=sampler is None, sampler=sampler, drop_last=len(train_set) > args.batch_size,
         num_workers=args.workers, collate_fn=collate, persistent_workers=args.workers > 0,
     )
