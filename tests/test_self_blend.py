@@ -159,7 +159,16 @@ def test_crop_mirrored_mirrors_only_beyond_the_picture(photo):
     beyond = np.asarray(crop_mirrored(picture, (-20, -10, 140, 150)))
     assert beyond.shape == (160, 160, 3)
     assert np.array_equal(beyond[10:100, 20:140], pixels)  # the picture itself, unchanged
-    assert np.array_equal(beyond[10:100, 19], pixels[:, 0]) and np.array_equal(beyond[9, 20:140], pixels[0])  # mirrored
+    assert np.array_equal(beyond[10:100, 19], pixels[:, 1]) and np.array_equal(beyond[9, 20:140], pixels[1])  # mirrored
+    assert np.array_equal(beyond[10:100, 0], pixels[:, 20])
+
+
+def test_the_border_perturbation_is_the_mirrored_padding_it_always_was(photo):
+    """training.robustness's border_0.2 (measured in every evaluation report) goes through crop_mirrored now."""
+    from training.robustness import PERTURBATIONS
+    picture = photo.resize((100, 80))
+    expected = np.pad(np.asarray(picture), ((16, 16), (20, 20), (0, 0)), mode="reflect")
+    assert np.array_equal(np.asarray(PERTURBATIONS["border_0.2"](picture)), expected)
 
 
 @pytest.mark.parametrize("name", ["real_pixabay_1.jpg", "real_pixabay_2.jpg"])

@@ -321,6 +321,16 @@ class EqualiseQuality:
         return image
 
 
+def crop_mirrored(image: Image.Image, box: tuple[int, int, int, int]) -> Image.Image:
+    """`box` of the picture; where it reaches beyond the picture, the picture mirrored (as FFHQ's alignment pads)."""
+    left, top, right, bottom = box
+    pads = (max(0, -top), max(0, bottom - image.height)), (max(0, -left), max(0, right - image.width))
+    if any(any(pair) for pair in pads):
+        image = Image.fromarray(np.pad(np.asarray(image), (*pads, (0, 0)), mode="reflect"))
+        left, top, right, bottom = left + pads[1][0], top + pads[0][0], right + pads[1][0], bottom + pads[0][0]
+    return image.crop((left, top, right, bottom))
+
+
 FRAMING_ZOOM_IN = (0.55, 1.0)  # RandomFraming's square crops: this fraction of the shorter side
 FRAMING_ZOOM_OUT = (1.0, 1.5)  # RandomFraming's mirrored borders: a canvas this many times the longer side
 
@@ -346,10 +356,8 @@ class RandomFraming:
             left, top = random.randint(0, image.width - side), random.randint(0, image.height - side)
             return image.crop((left, top, left + side, top + side))
         side = round(max(image.size) * random.uniform(*self.zoom_out))
-        pad_x, pad_y = side - image.width, side - image.height
-        left, top = random.randint(0, pad_x), random.randint(0, pad_y)
-        pixels = np.pad(np.asarray(image), ((top, pad_y - top), (left, pad_x - left), (0, 0)), mode="reflect")
-        return Image.fromarray(pixels)
+        left, top = random.randint(0, side - image.width), random.randint(0, side - image.height)
+        return crop_mirrored(image, (-left, -top, side - left, side - top))
 
 
 # Where FFHQ's alignment puts the face, in the terms of the face finder's box (detector.faces): measured on 40 photos
@@ -367,16 +375,6 @@ def aligned_box(face: tuple[int, int, int, int], width: float, centre_x: float, 
     side = max(1, round((right - left) / width))
     x0, y0 = round((left + right) / 2 - centre_x * side), round((top + bottom) / 2 - centre_y * side)
     return x0, y0, x0 + side, y0 + side
-
-
-def crop_mirrored(image: Image.Image, box: tuple[int, int, int, int]) -> Image.Image:
-    """`box` of the picture; where it reaches beyond the picture, the picture mirrored (as FFHQ's alignment pads)."""
-    left, top, right, bottom = box
-    pads = (max(0, -top), max(0, bottom - image.height)), (max(0, -left), max(0, right - image.width))
-    if any(any(pair) for pair in pads):
-        image = Image.fromarray(np.pad(np.asarray(image), (*pads, (0, 0)), mode="symmetric"))
-        left, top, right, bottom = left + pads[1][0], top + pads[0][0], right + pads[1][0], bottom + pads[0][0]
-    return image.crop((left, top, right, bottom))
 
 
 def train_transform(config: dict, strength: float = 1.0, equalise: bool = False, framing: float = 0.0) -> T.Compose:

@@ -4,10 +4,11 @@ Each is a pure function PIL image → PIL image; `training.evaluate --robustness
 """
 from __future__ import annotations
 
-import numpy as np
 from PIL import Image, ImageFilter
 
 from detector.images import reencode_jpeg
+
+from .data import crop_mirrored
 
 
 def jpeg(quality: int):
@@ -46,7 +47,7 @@ def border(fraction: float):
     """A wider framing: `fraction` of each side added all round, filled by mirroring (as FFHQ's alignment pads)."""
     def perturb(image: Image.Image) -> Image.Image:
         pad_x, pad_y = round(image.width * fraction), round(image.height * fraction)
-        return Image.fromarray(np.pad(np.asarray(image), ((pad_y, pad_y), (pad_x, pad_x), (0, 0)), mode="reflect"))
+        return crop_mirrored(image, (-pad_x, -pad_y, image.width + pad_x, image.height + pad_y))
 
     return perturb
 
