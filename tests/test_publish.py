@@ -369,6 +369,11 @@ def test_recipe_names_the_weights_a_run_started_from(run_folder):
     assert "framing" not in rows  # the card names only the parts of the recipe a run used
     training["args"]["framing"] = 0.5
     assert dict(publish.recipe_rows(training))["framing"].startswith("with probability 0.5, every image, real or fake, framed anew")
+    assert "aligned view" not in rows
+    training["args"]["aligned_framing"] = 0.5
+    aligned = dict(publish.recipe_rows(training))["aligned view"]
+    assert aligned.startswith("with probability 0.5, every image, real or fake, framed around the face found as FFHQ")
+    assert "62%-76% of the frame's width, its centre at 52%-57% of the height" in aligned
 
 
 def test_card_code_runs_and_agrees_with_the_detector(tmp_path, run_folder, report_dir, face_paths, monkeypatch):
