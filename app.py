@@ -29,7 +29,7 @@ from gradio.utils import get_upload_folder, is_in_or_equal
 
 from detector import Analysis, Detector, DetectorError
 from detector.evidence_report import (LIMITS, Evidence, data_uri, decision_rule, examine,  # noqa: F401 (re-exported)
-                                      good_photos, probability_sentence, report_filename, report_html,
+                                      good_photos, probability_sentence, report_filename, report_html, shown_probabilities,
                                       verdict_headline)
 from detector.images import FORMAT_NAMES, MAX_BYTES
 from detector.logs import configure_logging
@@ -321,7 +321,7 @@ def analyze_for_page(detector: Detector, path: str | None, whole_image: bool = F
 
 def page_result(analysis: Analysis, detector: Detector, findings: list[Finding] | None = None):
     """What the single-image tab shows: the label's probabilities, the pictures, the reading."""
-    return analysis.probabilities, views_html(analysis), reading(analysis, detector, findings)
+    return shown_probabilities(analysis.probabilities), views_html(analysis), reading(analysis, detector, findings)
 
 
 @logged
@@ -431,7 +431,7 @@ def video_for_page(detector: Detector, path, frames, every_second, whole_image, 
         video, _ = analyze_video_file(detector, path, frames, every_second, whole_image, report)
     except DetectorError as err:
         return None, f"⚠️ **This video could not be analysed.** {err}", ""
-    return video.probabilities, video_reading(video), video_html(video)
+    return shown_probabilities(video.probabilities), video_reading(video), video_html(video)
 
 
 def video_reading(video: VideoAnalysis) -> str:

@@ -78,6 +78,16 @@ def percent(p: float) -> str:
     return f"{p:.0%}"
 
 
+SHOWN_RANGE = (0.01, 0.99)  # a widget that rounds to whole percents reads these as 1% and 99%
+
+
+def shown_probabilities(probabilities: dict[str, float]) -> dict[str, float]:
+    """Probabilities for a widget that rounds to whole percents (Gradio's `Label`): held within 1%-99%, so that,
+    as with `percent`, a score of 0.997 never reads "100%", a certainty the model cannot have."""
+    low, high = SHOWN_RANGE
+    return {name: min(max(p, low), high) for name, p in probabilities.items()}
+
+
 def probability_sentence(p_fake: float) -> str:
     return f"The model's probability that this face is fake: {percent(p_fake)} (that it is real: {percent(1 - p_fake)})."
 

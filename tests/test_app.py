@@ -162,6 +162,20 @@ def test_page_renders_label_and_three_pictures(detector, face_paths):
     assert "face search off" in app_module.analyze_for_page_example(detector, 0, whole_image=True)[2]
 
 
+def test_the_page_label_never_reads_100_percent(detector, face_paths):
+    """Gradio's Label shows Math.round(confidence * 100)%: a score of 0.997 read "fake 100%" while the reading beside
+    it said "more than 99%". The label is held within 1-99%; the API keeps the model's probabilities."""
+    import dataclasses
+    analysis = detector.analyze(face_paths[0])
+    sure = dataclasses.replace(analysis, label="fake", probabilities={"real": 0.003, "fake": 0.997})
+    label, _, text = app_module.page_result(sure, detector)
+    assert label == {"real": 0.01, "fake": 0.99}
+    assert [round(p * 100) for p in label.values()] == [1, 99]  # as the widget rounds them
+    assert "more than 99%" in text and "less than 1%" in text
+    middle = dataclasses.replace(analysis, probabilities={"real": 0.42, "fake": 0.58})
+    assert app_module.page_result(middle, detector)[0] == {"real": 0.42, "fake": 0.58}
+
+
 def test_page_shows_a_message_instead_of_a_traceback(detector, tmp_path):
     path = Path(get_upload_folder()) / f"upload-{tmp_path.name}" / "broken.jpg"  # where Gradio puts uploads
     path.parent.mkdir(parents=True)

@@ -360,12 +360,35 @@ def test_reframing_perturbations_change_the_framing_only(face_paths):
     assert np.array_equal(np.asarray(bordered)[18:108, 23], np.asarray(image)[:, 1])  # a mirrored border round it
 
 
+def test_the_aligned_perturbation_frames_a_real_photo_as_ffhq_and_celeba_hq_do(face_paths):
+    """`--robustness aligned`: the face found becomes 0.69 of the frame's width, centred across, its centre at
+    0.545 of the height; the picture itself is not resampled, and beyond it the frame is mirrored."""
+    from PIL import Image
+    from detector.faces import LARGE_FACE_FINDER
+    (path,) = [p for p in face_paths if p.name == "real_pixabay_1.jpg"]
+    image = Image.open(path).convert("RGB")
+    left, top, right, bottom = LARGE_FACE_FINDER(image)[0]
+    framed = PERTURBATIONS["aligned"](image)
+    side = round((right - left) / 0.69)
+    assert framed.size == (side, side) and side > image.width  # wider than the picture: mirrored at the sides
+    x0, y0 = round((left + right) / 2 - 0.5 * side), round((top + bottom) / 2 - 0.545 * side)
+    inside = np.asarray(framed)[max(0, -y0):image.height - y0, -x0:image.width - x0]
+    assert np.array_equal(inside, np.asarray(image)[max(0, y0):, :])  # the picture, pixel for pixel
+    (found,) = LARGE_FACE_FINDER(framed)[:1]
+    assert abs((found[2] - found[0]) / side - 0.69) < 0.05 and abs((found[0] + found[2]) / 2 / side - 0.5) < 0.03
+    blank = Image.new("RGB", (64, 48), (200, 180, 160))
+    assert PERTURBATIONS["aligned"](blank) is blank  # no face found: as it is
+
+
 def test_recipe_names_the_weights_a_run_started_from(run_folder):
     training = json.loads((run_folder / "training.json").read_text())
     rows = dict(publish.recipe_rows(training))
     assert rows["initialisation"].startswith("from scratch")
     training["args"]["init_from"] = "runs/first/best"
     assert dict(publish.recipe_rows(training))["initialisation"] == "the weights of `runs/first/best`, trained further"
+    training["init_sha256"] = "f344db63e002" + "0" * 52
+    assert dict(publish.recipe_rows(training))["initialisation"] == (
+        "the weights of `runs/first/best` (weights sha256 f344db63e002…), trained further")
     assert "framing" not in rows  # the card names only the parts of the recipe a run used
     training["args"]["framing"] = 0.5
     assert dict(publish.recipe_rows(training))["framing"].startswith("with probability 0.5, every image, real or fake, framed anew")

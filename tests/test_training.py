@@ -13,7 +13,7 @@ from PIL import Image
 
 from conftest import SHARED_DATA, TEST_IMG_SIZE
 from detector import Detector
-from detector.model import LABEL_NAMES, load_model
+from detector.model import LABEL_NAMES, load_model, weights_sha256
 from training import train
 from training.data import DataError, DataSpec, attach_transform, collate, load_splits, parse_label_map, train_transform
 
@@ -93,6 +93,9 @@ def test_train_resume_and_serve(tmp_path, reals, fakes):
     for name, weights in loaded.model.state_dict().items():
         if name.endswith("weight"):
             assert torch.equal(started[name], weights) and not torch.equal(fresh[name], weights), name
+    # the record names the weights it started from by their hash: the folder may later hold others
+    assert json.loads((tmp_path / "more" / "best" / "training.json").read_text())["init_sha256"] == weights_sha256(output / "best")
+    assert record["init_sha256"] is None
     detector = Detector.from_pretrained(output / "best")
     assert tuple(detector.preprocess.config["input_size"]) == (3, TEST_IMG_SIZE, TEST_IMG_SIZE)
     analyses = detector.analyze_batch([data / "real" / "gray.jpg", data / "fake" / "alpha.png", reals[0]])

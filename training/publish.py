@@ -101,8 +101,7 @@ def recipe_rows(training: dict) -> list[tuple[str, str]]:
                 if args["scheduler"] == "cosine" else "ReduceLROnPlateau on validation loss")
     augment = train_transform.__doc__.strip().splitlines()[0].rstrip(".")
     return [
-        ("initialisation", f"the weights of `{args['init_from']}`, trained further" if args.get("init_from")
-         else "timm ImageNet weights (fine-tuned)" if args["pretrained"] else "from scratch (random initialisation)"),
+        ("initialisation", initialisation(training)),
         ("input size", f"{args['img_size']}×{args['img_size']} px"),
         ("optimizer", f"{args['optimizer']}, learning rate {args['lr']}, weight decay {args['weight_decay']}"),
         ("schedule", schedule),
@@ -116,6 +115,15 @@ def recipe_rows(training: dict) -> list[tuple[str, str]]:
         ("mixed precision", str(args["mixed_precision"])),
         ("seed", str(args["seed"])),
     ]
+
+
+def initialisation(training: dict) -> str:
+    """Where the run's weights started; a folder is named with the sha256 of the weights it held then."""
+    args, digest = training["args"], training.get("init_sha256")
+    if args.get("init_from"):
+        return (f"the weights of `{args['init_from']}`" + (f" (weights sha256 {digest[:12]}…)" if digest else "")
+                + ", trained further")
+    return "timm ImageNet weights (fine-tuned)" if args["pretrained"] else "from scratch (random initialisation)"
 
 
 def averaging_rows(training: dict) -> list[tuple[str, str]]:

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from PIL import Image, ImageFilter
 
+from detector.faces import LARGE_FACE_FINDER
 from detector.images import reencode_jpeg
 
-from .data import crop_mirrored
+from .data import ALIGNED_CENTRE_X, ALIGNED_CENTRE_Y, ALIGNED_WIDTH, aligned_box, crop_mirrored
 
 
 def jpeg(quality: int):
@@ -52,6 +53,17 @@ def border(fraction: float):
     return perturb
 
 
+def aligned(image: Image.Image) -> Image.Image:
+    """Framed around its face as FFHQ and CelebA-HQ align their photographs (the middle of the aligned view's
+    ranges, training.data.ALIGNED_*), mirrored where the frame leaves the picture; unchanged where no face is found.
+    A real photo so framed is a CelebA-HQ-like photograph, the framing all of the shared data's GAN faces come in."""
+    faces = LARGE_FACE_FINDER(image)
+    if not faces:
+        return image
+    middle = [sum(bounds) / 2 for bounds in (ALIGNED_WIDTH, ALIGNED_CENTRE_X, ALIGNED_CENTRE_Y)]
+    return crop_mirrored(image, aligned_box(faces[0], *middle))
+
+
 PERTURBATIONS = {
     "jpeg_q95": jpeg(95),
     "jpeg_q75": jpeg(75),
@@ -63,4 +75,5 @@ PERTURBATIONS = {
     "screenshot": screenshot,
     "crop_0.7": crop(0.7),
     "border_0.2": border(0.2),
+    "aligned": aligned,
 }

@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 from detector.detector import native_bf16
 from detector.errors import run_cli
 from detector.logs import configure_logging
-from detector.model import LABEL_NAMES, create_model, load_model, staged_folder
+from detector.model import LABEL_NAMES, create_model, load_model, staged_folder, weights_sha256
 from detector.preprocess import data_config
 
 from . import TRAINING_FILE
@@ -104,8 +104,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     run.add_argument("--max-steps-per-epoch", type=int, default=0, help="cut epochs short (smoke tests)")
     run.add_argument("--seed", type=int, default=42)
     args = parser.parse_args(argv)
-    views = {"--face-crops": args.face_crops, "--aligned-framing": args.aligned_framing}
-    if any(not 0 <= value <= 1 for value in views.values()) or sum(views.values()) > 1:
+    views = (args.face_crops, args.aligned_framing)
+    if any(not 0 <= value <= 1 for value in views) or sum(views) > 1:
         parser.error(f"--face-crops and --aligned-framing are probabilities of one draw: each from 0 to 1, together "
                      f"at most 1 (got {args.face_crops:g} and {args.aligned_framing:g})")
     return args
@@ -197,8 +197,11 @@ def main(argv=None) -> dict:
     data_counts = {"train": describe(train_set, spec.source_column), "validation": describe(val_set, spec.source_column)}
 
     model = create_model(pretrained=args.pretrained, img_size=args.img_size)
+    init_sha256 = None  # which weights --init-from named: a folder's path may later hold others
     if args.init_from and not args.resume:  # on --resume the checkpoint holds newer weights
-        model.load_state_dict(load_model(args.init_from).model.state_dict())
+        initial = load_model(args.init_from)
+        model.load_state_dict(initial.model.state_dict())
+        init_sha256 = weights_sha256(initial.folder)
     config = data_config(model)
     sampler = None
     if args.balance:
@@ -231,7 +234,7 @@ def main(argv=None) -> dict:
         accelerator.register_for_checkpointing(plateau)  # its patience and best loss travel with last/
 
     # Everything a resume needs besides what accelerator.save_state keeps (weights, optimiser, RNG states).
-    state = {"epoch": 0, "step": 0, "best_auc": -1.0, "stale": 0}
+    state = {"epoch": 0, "step": 0, "best_auc": -1.0, "stale": 0, "init_sha256": init_sha256}
     if args.resume:
         accelerator.load_state(str(output / "last"))
         state = {**state, **json.loads(state_path.read_text())}
@@ -289,7 +292,8 @@ def main(argv=None) -> dict:
             plot_training_curves(log, output / "training_curves.png")
             if improved:
                 save_model_folder(accelerator.unwrap_model(model), output / "best",
-                                  {"epoch": epoch, "validation": metrics, "data": data_counts, "args": vars(args)})
+                                  {"epoch": epoch, "validation": metrics, "data": data_counts, "args": vars(args),
+                                   "init_sha256": state["init_sha256"]})
         accelerator.wait_for_everyone()
         accelerator.save_state(str(output / "last"))
         model.to(memory_format=torch.channels_last)
