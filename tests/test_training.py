@@ -96,6 +96,9 @@ def test_train_resume_and_serve(tmp_path, reals, fakes):
     # the record names the weights it started from by their hash: the folder may later hold others
     assert json.loads((tmp_path / "more" / "best" / "training.json").read_text())["init_sha256"] == weights_sha256(output / "best")
     assert record["init_sha256"] is None
+    # ...and keeps naming them when the run is resumed (the checkpoint, not --init-from, gives the weights then)
+    assert run(data, tmp_path / "more", "--epochs", "2", "--init-from", str(output / "best"), "--lr", "0",
+               "--resume")["init_sha256"] == weights_sha256(output / "best")
     detector = Detector.from_pretrained(output / "best")
     assert tuple(detector.preprocess.config["input_size"]) == (3, TEST_IMG_SIZE, TEST_IMG_SIZE)
     analyses = detector.analyze_batch([data / "real" / "gray.jpg", data / "fake" / "alpha.png", reals[0]])

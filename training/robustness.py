@@ -53,6 +53,9 @@ def border(fraction: float):
     return perturb
 
 
+ALIGNED_MIDDLE = tuple(sum(bounds) / 2 for bounds in (ALIGNED_WIDTH, ALIGNED_CENTRE_X, ALIGNED_CENTRE_Y))
+
+
 def aligned(image: Image.Image) -> Image.Image:
     """Framed around its face as FFHQ and CelebA-HQ align their photographs (the middle of the aligned view's
     ranges, training.data.ALIGNED_*), mirrored where the frame leaves the picture; unchanged where no face is found.
@@ -60,8 +63,7 @@ def aligned(image: Image.Image) -> Image.Image:
     faces = LARGE_FACE_FINDER(image)
     if not faces:
         return image
-    middle = [sum(bounds) / 2 for bounds in (ALIGNED_WIDTH, ALIGNED_CENTRE_X, ALIGNED_CENTRE_Y)]
-    return crop_mirrored(image, aligned_box(faces[0], *middle))
+    return crop_mirrored(image, aligned_box(faces[0], *ALIGNED_MIDDLE))
 
 
 PERTURBATIONS = {
