@@ -5,7 +5,8 @@
     python -m benchmarks.face_recall --min-neighbors 5 --pad 0   # try other settings of FaceFinder
 
 Every image in ../shared/data is a face crop holding one face, so recall = images where at least one
-face was found / all images; "extra" counts images where more than one box was returned (at least one
+face was found / all images; "centred" = images where a box covers the picture's middle, where a crop's own
+face is (a face behind it or a false alarm judged alone is not); "extra" counts images where more than one box was returned (at least one
 of them is a false alarm). The multi-face pictures paste 4 of those faces (random sizes, random
 places, no overlap) on a plain canvas; a pasted face counts as found when a box's centre lies inside
 it, and a box inside no pasted face is a false alarm. Times are per image, one OpenCV thread.
@@ -43,6 +44,11 @@ def load_rows(data: Path, per_source: int | None, seed: int) -> list[dict]:
     return rows
 
 
+def holds_centre(box: Box, size: tuple[int, int]) -> bool:
+    """Whether `box` covers the middle of the picture, where a face crop's own face is."""
+    return box[0] <= size[0] / 2 <= box[2] and box[1] <= size[1] / 2 <= box[3]
+
+
 def single_face_recall(finder: FaceFinder, data: Path, rows: list[dict]) -> dict:
     per_source: dict[str, dict] = {}
     times, cpu = [], 0.0
@@ -52,14 +58,20 @@ def single_face_recall(finder: FaceFinder, data: Path, rows: list[dict]) -> dict
         boxes = finder(image)
         times.append(time.perf_counter() - start)
         cpu += time.process_time() - start_cpu
-        stats = per_source.setdefault(row["source"], {"images": 0, "found": 0, "extra": 0, "missed": []})
+        stats = per_source.setdefault(row["source"], {"images": 0, "found": 0, "centred": 0, "extra": 0, "missed": [],
+                                                      "off_centre": []})
         stats["images"] += 1
         stats["found"] += bool(boxes)
         stats["extra"] += len(boxes) > 1
         if not boxes:
             stats["missed"].append(row["file"])
-    total = {key: sum(s[key] for s in per_source.values()) for key in ("images", "found", "extra")}
+        elif any(holds_centre(box, image.size) for box in boxes):
+            stats["centred"] += 1
+        else:  # boxes, but none on the crop's own face: a face behind it, or a false alarm, would be judged alone
+            stats["off_centre"].append(row["file"])
+    total = {key: sum(s[key] for s in per_source.values()) for key in ("images", "found", "centred", "extra")}
     return {"per_source": per_source, "total": total, "recall": total["found"] / total["images"],
+            "centred_rate": total["centred"] / total["images"],
             "extra_rate": total["extra"] / total["images"], "ms_per_image": statistics.mean(times) * 1000,
             "cpu_ms_per_image": cpu / len(rows) * 1000,
             "ms_per_image_median": statistics.median(times) * 1000}
@@ -130,11 +142,13 @@ def main(argv=None) -> dict:
     single = single_face_recall(finder, args.data, rows)
     multi = multi_face_recall(finder, args.data, rows, args.canvases, args.seed)
     print(f"settings: {asdict(finder)}")
-    print(f"{'source':<20} {'images':>7} {'found':>7} {'recall':>7} {'extra':>6}")
+    print(f"{'source':<20} {'images':>7} {'found':>7} {'recall':>7} {'centred':>8} {'extra':>6}")
     for source, s in sorted(single["per_source"].items()):
-        print(f"{source:<20} {s['images']:>7} {s['found']:>7} {s['found'] / s['images']:>7.3f} {s['extra']:>6}")
+        print(f"{source:<20} {s['images']:>7} {s['found']:>7} {s['found'] / s['images']:>7.3f} "
+              f"{s['centred'] / s['images']:>8.3f} {s['extra']:>6}")
     t = single["total"]
-    print(f"{'all':<20} {t['images']:>7} {t['found']:>7} {single['recall']:>7.3f} {t['extra']:>6}")
+    print(f"{'all':<20} {t['images']:>7} {t['found']:>7} {single['recall']:>7.3f} {single['centred_rate']:>8.3f} "
+          f"{t['extra']:>6}")
     print(f"time per image: mean {single['ms_per_image']:.1f} ms, median {single['ms_per_image_median']:.1f} ms wall; "
           f"{single['cpu_ms_per_image']:.1f} ms CPU")
     print(f"multi-face pictures: {multi['faces_found']}/{multi['faces_pasted']} faces found "

@@ -16,9 +16,12 @@ benchmarks/face_recall.py):
 - OpenCV's frontal-face cascade runs first; only when it finds nothing does the profile cascade run,
   on the image and its mirror (it knows one side only);
 - the best-confirmed detection (most neighbouring hits) is the first face, at the cascade's own
-  `min_neighbors`; a further face needs `extra_neighbors` confirmations (at 3, ties, collars and hands
-  below a face fire too), a side of at least `min_relative` of the first face's, and may not lie mostly
-  inside a face already kept; at most `max_faces` are kept, the largest first.
+  `min_neighbors`; one confirmation fewer (`tie_neighbors`) counts as a tie, won by the larger box, once a
+  detection has `extra_neighbors` - 1: a face that fills the frame is confirmed at fewer scales than a small
+  face behind it or a patch of hair or an eye, which otherwise became the only face judged; a further face
+  needs `extra_neighbors` confirmations (at 3, ties, collars and hands below a face fire too), a side of at
+  least `min_relative` of the first face's, and may not lie mostly inside a face already kept; at most
+  `max_faces` are kept, the largest first.
 
 Measured on the 13,065 face crops of ../shared/data: a face is found in 95.0% of them (88% on
 Pixabay portraits, 93-94% on DFDC, SDFD and Yonsei, 99% or more on FFHQ, GAN, LFW and UTKFace), and
@@ -68,6 +71,7 @@ class FaceFinder:
     work_side: int = 640
     profile: bool = True
     extra_neighbors: int = 6  # confirmations a face needs when it is not the best-confirmed one
+    tie_neighbors: int = 1  # a larger box this many confirmations short of the best-confirmed one is the first face
     min_relative: float = 0.3  # a further face's side must be at least this fraction of the first face's
     max_faces: int = 20
 
@@ -93,7 +97,7 @@ class FaceFinder:
             right, bottom = min(width, round((x + w - pad) / scale)), min(height, round((y + h - pad) / scale))
             if right - left >= 2 and bottom - top >= 2:  # a box in the padding only is no face
                 boxes.append(((left, top, right, bottom), neighbours))
-        return merge(boxes, self.extra_neighbors, self.min_relative)[: self.max_faces]
+        return merge(boxes, self.extra_neighbors, self.min_relative, tie=self.tie_neighbors)[: self.max_faces]
 
     def _detect(self, name: str, grey: np.ndarray, side: int) -> list[tuple[tuple[int, int, int, int], int]]:
         """(x, y, w, h) boxes with the number of neighbouring detections that confirm each."""
@@ -111,13 +115,16 @@ def _intersection(a: Box, b: Box) -> int:
 
 
 def merge(found: list[tuple[Box, int]], extra_neighbors: int = 6, min_relative: float = 0.3,
-          overlap: float = 0.3) -> list[Box]:
-    """(box, neighbours) → boxes, largest first. The best-confirmed box is the first face; another face needs
+          overlap: float = 0.3, tie: int = 1) -> list[Box]:
+    """(box, neighbours) → boxes, largest first. The first face is the largest of the best-confirmed boxes, where
+    `tie` confirmations fewer still count as best once a box has `extra_neighbors` - 1; another face needs
     `extra_neighbors` confirmations (neighbouring detections), a side of at least `min_relative` of the first
     face's, and at most `overlap` of its area inside a face already kept."""
     if not found:
         return []
-    first, _ = max(found, key=lambda item: (item[1], _area(item[0])))
+    best = max(neighbours for _, neighbours in found)
+    enough = min(best, max(best - tie, extra_neighbors - 1))
+    first, _ = max((item for item in found if item[1] >= enough), key=lambda item: _area(item[0]))
     kept = [first]
     smallest = min_relative * min(first[2] - first[0], first[3] - first[1])
     for box, neighbours in sorted(found, key=lambda item: _area(item[0]), reverse=True):

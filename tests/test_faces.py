@@ -94,6 +94,29 @@ def test_merge_keeps_the_best_confirmed_face_and_drops_inner_weak_and_tiny_boxes
     assert merge([]) == []
 
 
+def test_a_face_that_fills_the_frame_is_not_lost_to_a_smaller_box_confirmed_once_more():
+    """A close face is confirmed at fewer scales: one confirmation short of a small box is a tie, won by the larger."""
+    face, behind = (69, 100, 417, 448), (429, 341, 463, 375)  # the raw detections of ffhq_sample/real/04142.jpg
+    assert merge([(face, 5), (behind, 6)]) == [face]
+    assert merge([(face, 5), (behind, 6)], tie=0) == [behind]  # the rule before: the face in the background alone
+    hair, eye = (111, 95, 167, 151), (246, 165, 298, 217)  # pixabay_portraits/real/12174.jpg
+    assert merge([(hair, 6), (eye, 5), ((100, 108, 299, 369), 5)]) == [(100, 108, 299, 369)]
+    # two confirmations short is no tie, nor one short below extra_neighbors - 1, where false alarms live
+    assert merge([(face, 4), (behind, 6)]) == [behind]
+    assert merge([(face, 3), (behind, 4)]) == [behind]
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "manifest.csv").is_file(), reason="needs ../shared/data")
+def test_the_face_of_a_close_portrait_is_judged_not_the_small_face_behind_it():
+    """FFHQ photo 04142: a man's face fills the frame, a small face in the crowd behind him. The small face alone
+    used to be found (it had one more confirmation), so the verdict was about a stranger 34 pixels wide."""
+    image = load_image(SHARED_DATA / "ffhq_sample" / "real" / "04142.jpg")
+    boxes = find_faces(image)
+    left, top, right, bottom = boxes[0]
+    assert left <= image.width / 2 <= right and top <= image.height / 2 <= bottom
+    assert right - left > 0.5 * image.width
+
+
 @pytest.mark.skipif(not (SHARED_DATA / "manifest.csv").is_file(), reason="needs ../shared/data")
 def test_padding_lets_the_cascade_see_a_face_that_fills_the_frame():
     """A tight Pixabay crop (`boy-1867884`): without the replicated border around it the frontal cascade misses it."""
