@@ -48,6 +48,9 @@ OVERLAY_SIDE = 1024  # /analyze's optional overlay picture: long side at most th
 VIDEO_LIMIT_MB = min(MAX_BYTES, MAX_VIDEO_BYTES) // 1024 // 1024  # the server's upload limit applies to videos too
 TOP_FRAMES = 4
 QUEUE_SIZE = 32  # requests waiting at most; one more gets Gradio's "Queue is full" answer at once
+# The probabilities' bars, without the widget's heading: it names the more probable class, which says "fake" for a
+# score between 50% and the threshold that the verdict below does not flag. The verdict's headline is the reading's.
+LABEL_ARGS = {"label": "The model's probabilities", "num_top_classes": 2, "show_heading": False}
 CONCURRENCY_LIMIT = 1  # analyses at a time: one model, and on CPU one forward already uses every core
 DISPLAY_SIDE = 1600  # pictures sent back to the browser are at most this wide or tall
 THUMBNAIL_SIDE = 360
@@ -184,9 +187,9 @@ def reading(analysis: Analysis, detector: Detector, findings: list[Finding] | No
     """A short plain-language reading of the verdict, the score and the rule behind it, and (given the provenance
     findings) what the file declares beside it: metadata never changes the model's probabilities."""
     p_fake = analysis.p_fake
-    verdict = f"**{verdict_headline(analysis.label, p_fake)}.**"
+    verdict = f"### {verdict_headline(analysis.label, p_fake)}\n\n"  # the verdict's only headline (see LABEL_ARGS)
     if 0.3 < p_fake < 0.7:
-        verdict += " The model is unsure: its score is close to the middle."
+        verdict += "The model is unsure: its score is close to the middle."
     declared = ""
     if findings is not None:
         strong = any(f.strength == "strong" for f in findings)
@@ -437,8 +440,8 @@ def video_for_page(detector: Detector, path, frames, every_second, whole_image, 
 def video_reading(video: VideoAnalysis) -> str:
     info = video.info
     lines = [
-        f"**{'Likely generated or manipulated' if video.label == 'fake' else 'Likely real'}** "
-        f"(video p_fake {video.p_fake:.2f}).",
+        f"### {verdict_headline(video.label, video.p_fake, real='a real video')}",
+        f"Video p_fake {video.p_fake:.2f}.",
         f"_Rule:_ {video.rule}",
         f"{len(video.frames)} frames analysed of {info.frame_count} ({info.duration:.1f} s, {info.width}×{info.height}, "
         f"{info.fps:.1f} fps); the verdict is the mean of the top {video.top_k}.",
@@ -502,7 +505,7 @@ def build_demo(detector: Detector) -> gr.Blocks:
                         samples=[[str(p)] for p in EXAMPLES], type="index", layout="gallery",
                     )
                 with gr.Column(scale=1):
-                    label = gr.Label(label="Verdict", num_top_classes=2)
+                    label = gr.Label(**LABEL_ARGS)
                     verdict = gr.Markdown()
                     report_button = gr.Button("Download the report (HTML, printable to PDF)", visible=False,
                                               elem_id="report")
@@ -527,7 +530,7 @@ def build_demo(detector: Detector) -> gr.Blocks:
                     video_whole = gr.Checkbox(label="Whole frames: no face search")
                     video_button = gr.Button("Analyse video", variant="primary")
                 with gr.Column(scale=1):
-                    video_label = gr.Label(label="Video verdict", num_top_classes=2)
+                    video_label = gr.Label(**LABEL_ARGS)
                     video_text = gr.Markdown()
             video_views = gr.HTML()
         with gr.Tab("About the model"):

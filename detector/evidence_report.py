@@ -92,15 +92,16 @@ def probability_sentence(p_fake: float) -> str:
     return f"The model's probability that this face is fake: {percent(p_fake)} (that it is real: {percent(1 - p_fake)})."
 
 
-def verdict_headline(label: str, p_fake: float) -> str:
-    """The verdict in words. Between 50% and the threshold a face is not flagged, yet its score leans towards fake:
-    saying "likely a real photo" there would contradict the number beside it."""
+def verdict_headline(label: str, p_fake: float, real: str = "a real photo") -> str:
+    """The verdict in words (`real`: what a real one is, "a real photo" or "a real video"). Between 50% and the
+    threshold a face is not flagged, yet its score leans towards fake: saying "likely a real photo" there would
+    contradict the number beside it."""
     sure = "very likely" if p_fake >= 0.9 or p_fake <= 0.1 else "likely"
     if label == "fake":
         return f"Flagged: {sure} generated or manipulated"
     if p_fake >= 0.5:
         return "Not flagged, but not clearly real: its score leans towards fake without reaching the threshold"
-    return f"Not flagged: {sure} a real photo"
+    return f"Not flagged: {sure} {real}"
 
 
 def good_photos(detector: Detector) -> str:

@@ -116,7 +116,8 @@ VERDICT_COLOURS = {"fake": (220, 38, 38), "real": (22, 163, 74)}  # red, green
 
 
 def draw_faces(image: Image.Image, faces: list[tuple[tuple[float, float, float, float], str, float]]) -> Image.Image:
-    """A copy of `image` with each (box, label, p_fake) drawn: a box coloured by the label, 'label p_fake' above it."""
+    """A copy of `image` with each (box, label, p_fake) drawn: a box coloured by the label, 'label, p(fake) 0.70' above
+    it (a bare "real 0.70" read as 70% real)."""
     from PIL import ImageDraw, ImageFont
 
     drawn = image.convert("RGB").copy()
@@ -127,7 +128,7 @@ def draw_faces(image: Image.Image, faces: list[tuple[tuple[float, float, float, 
         colour = VERDICT_COLOURS.get(label, (250, 204, 21))
         left, top, right, bottom = (round(v) for v in box)
         draw.rectangle((left, top, right - 1, bottom - 1), outline=colour, width=width)
-        text = f"{label} {p_fake:.2f}"
+        text = f"{label}, p(fake) {p_fake:.2f}"
         text_box = draw.textbbox((0, 0), text, font=font)
         text_w, text_h = text_box[2] - text_box[0] + 2 * width, text_box[3] - text_box[1] + 2 * width
         y = top - text_h if top - text_h >= 0 else top  # above the box, or inside it at the top edge

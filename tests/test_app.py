@@ -176,6 +176,19 @@ def test_the_page_label_never_reads_100_percent(detector, face_paths):
     assert app_module.page_result(middle, detector)[0] == {"real": 0.42, "fake": 0.58}
 
 
+def test_the_page_headline_is_the_verdict_not_the_more_probable_class(detector, face_paths):
+    """At p(fake) 0.6, under the threshold, the Label's heading read "fake" above a reading that said "Not flagged".
+    The widget now shows its bars only (the browser test sees no heading) and the reading opens with the verdict."""
+    import dataclasses
+    analysis = detector.analyze(face_paths[0])
+    grey = dataclasses.replace(analysis, label="real", probabilities={"real": 0.4, "fake": 0.6})
+    _, _, text = app_module.page_result(grey, detector)
+    assert text.startswith("### Not flagged, but not clearly real")
+    flagged = dataclasses.replace(analysis, label="fake", probabilities={"real": 0.05, "fake": 0.95})
+    assert app_module.page_result(flagged, detector)[2].startswith("### Flagged: very likely generated or manipulated")
+    assert app_module.LABEL_ARGS["show_heading"] is False
+
+
 def test_page_shows_a_message_instead_of_a_traceback(detector, tmp_path):
     path = Path(get_upload_folder()) / f"upload-{tmp_path.name}" / "broken.jpg"  # where Gradio puts uploads
     path.parent.mkdir(parents=True)
@@ -266,6 +279,7 @@ def test_video_page_shows_the_rule_the_timeline_and_the_most_suspicious_frames(d
                                                   progress=lambda value, **kwargs: steps.append(value))
     assert not upload.exists()  # read into memory and deleted before decoding
     assert set(label) == {"real", "fake"} and "Rule:" in text and "top 2" in text
+    assert text.startswith("### Flagged" if label["fake"] >= (detector.threshold or 0.5) else "### Not flagged")
     assert 'id="timeline"' in html and html.count("<figure") == app_module.TOP_FRAMES
     assert steps[0] == (0, 8) and steps[-1] == (8, 8)
     label, text, html = app_module.video_for_page(detector, None, 8, False, False)

@@ -53,6 +53,10 @@ def test_upload_shows_label_probabilities_and_overlay(browser, page_url, face_pa
     assert "real" in body and "fake" in body
     assert body.count("%") >= 2  # both probabilities
     assert "probability that this face is fake" in body
+    # one headline, the verdict's: the Label's own heading names the more probable class, "fake" for a score the
+    # verdict does not flag (between 50% and the threshold)
+    assert page.locator("[data-testid='label-output-value']").count() == 0
+    assert page.locator("h3").filter(has_text="lagged").count() == 1
     page.close()
 
 
