@@ -5,9 +5,9 @@
     python -m benchmarks.face_recall --min-neighbors 5 --pad 0   # try other settings of FaceFinder
 
 Every image in ../shared/data is a face crop holding one face, so recall = images where at least one
-face was found / all images; "centred" = images where a box covers the picture's middle, where a crop's own
-face is (a face behind it or a false alarm judged alone is not); "extra" counts images where more than one box was returned (at least one
-of them is a false alarm). The multi-face pictures paste 4 of those faces (random sizes, random
+face was found / all images; "centred" = images where a box covers the picture's middle, where a crop's
+own face is (a face behind it or a false alarm judged alone is not); "extra" counts images where more
+than one box was returned (at least one of them is a false alarm). The multi-face pictures paste 4 of those faces (random sizes, random
 places, no overlap) on a plain canvas; a pasted face counts as found when a box's centre lies inside
 it, and a box inside no pasted face is a false alarm. Times are per image, one OpenCV thread.
 Results also go to benchmarks/results/face_recall.json. Wall time counts waiting for a core on a busy
