@@ -7,9 +7,9 @@
 Every image in ../shared/data is a face crop holding one face, so recall = images where at least one
 face was found / all images; "centred" = images where a box covers the picture's middle, where a crop's
 own face is (a face behind it or a false alarm judged alone is not); "extra" counts images where more
-than one box was returned (at least one of them is a false alarm). The multi-face pictures paste 4 of those faces (random sizes, random
-places, no overlap) on a plain canvas; a pasted face counts as found when a box's centre lies inside
-it, and a box inside no pasted face is a false alarm. Times are per image, one OpenCV thread.
+than one box was returned (at least one of them is a false alarm). The multi-face pictures paste 4 of
+those faces (random sizes, random places, no overlap) on a plain canvas; a pasted face counts as found
+when a box's centre lies inside it, and a box inside no pasted face is a false alarm. Times are per image, one OpenCV thread.
 Results also go to benchmarks/results/face_recall.json. Wall time counts waiting for a core on a busy
 machine; CPU time does not.
 """
@@ -44,9 +44,13 @@ def load_rows(data: Path, per_source: int | None, seed: int) -> list[dict]:
     return rows
 
 
+def inside(point: tuple[float, float], box: Box) -> bool:
+    return box[0] <= point[0] < box[2] and box[1] <= point[1] < box[3]
+
+
 def holds_centre(box: Box, size: tuple[int, int]) -> bool:
     """Whether `box` covers the middle of the picture, where a face crop's own face is."""
-    return box[0] <= size[0] / 2 <= box[2] and box[1] <= size[1] / 2 <= box[3]
+    return inside((size[0] / 2, size[1] / 2), box)
 
 
 def single_face_recall(finder: FaceFinder, data: Path, rows: list[dict]) -> dict:
@@ -101,7 +105,6 @@ def compose(faces: list[Image.Image], rng: random.Random, size=(1280, 800)) -> t
 def match(boxes: list[Box], truth: list[Box]) -> tuple[int, int]:
     """(pasted faces with a box centred inside them, boxes centred inside no pasted face)."""
     centres = [((b[0] + b[2]) / 2, (b[1] + b[3]) / 2) for b in boxes]
-    inside = lambda c, t: t[0] <= c[0] < t[2] and t[1] <= c[1] < t[3]
     found = sum(any(inside(c, t) for c in centres) for t in truth)
     false_alarms = sum(not any(inside(c, t) for t in truth) for c in centres)
     return found, false_alarms
