@@ -27,6 +27,7 @@ from detector.images import open_file_rgb, reencode_jpeg
 from detector.preprocess import Preprocessor
 
 from .self_blend import SelfBlend
+from .source_adversary import PSEUDO_FAKES, SourceDomains
 
 VALIDATION_SPLITS = ("validation", "valid", "val")
 
@@ -459,21 +460,27 @@ class PseudoFakes:
 
 
 def attach_transform(dataset: datasets.Dataset, transform, pseudo_fakes: PseudoFakes | None = None,
-                     face_view: FaceCropView | None = None) -> datasets.Dataset:
+                     face_view: FaceCropView | None = None, domains: SourceDomains | None = None) -> datasets.Dataset:
     """Decode lazily; for training, take the face-crop view and make pseudo-fakes; apply `transform`
-    → {'pixel_values', 'target'} per example."""
+    → {'pixel_values', 'target'} per example, and 'domain' (the index of its label and source in `domains`,
+    pseudo-fakes as their own source) when `domains` is given."""
 
     def apply(batch):
-        pixels, targets = [], []
-        for item, target in zip(batch["image"], batch["target"]):
+        pixels, targets, indices = [], [], []
+        sources = batch[domains.column] if domains is not None else [None] * len(batch["target"])
+        for item, target, source in zip(batch["image"], batch["target"], sources):
             image = open_rgb(item)
             if face_view is not None:
                 image = face_view(image)
             if pseudo_fakes is not None:
-                image, target = pseudo_fakes(image, target)
+                image, blended = pseudo_fakes(image, target)
+                source = PSEUDO_FAKES if blended != target else source
+                target = blended
             pixels.append(transform(image))
             targets.append(target)
-        return {"pixel_values": pixels, "target": targets}
+            if domains is not None:
+                indices.append(domains.index(str(source), target))
+        return {"pixel_values": pixels, "target": targets, **({"domain": indices} if domains is not None else {})}
 
     return dataset.with_transform(apply)
 
@@ -509,7 +516,10 @@ def eval_transform(config: dict) -> Preprocessor:
 
 
 def collate(examples: list[dict]) -> dict:
-    return {
+    batch = {
         "pixel_values": torch.stack([example["pixel_values"] for example in examples]),
         "target": torch.tensor([example["target"] for example in examples]),
     }
+    if "domain" in examples[0]:
+        batch["domain"] = torch.tensor([example["domain"] for example in examples])
+    return batch

@@ -48,6 +48,7 @@ from . import TRAINING_FILE
 from .data import (FACE_CROP_MARGIN, FaceCropView, PseudoFakes, add_data_arguments, attach_transform, balanced_weights, collate, describe,
                    eval_transform, load_splits, spec_from_args, train_transform)
 from .metrics import binary_metrics, plot_training_curves
+from .source_adversary import SourceAdversary, SourceDomains, detector_of, reversal_weight
 
 FAKE = LABEL_NAMES.index("fake")
 logger = get_logger(__name__)
@@ -94,6 +95,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="with probability P, frame every image, real or fake, around the face found as FFHQ aligns "
                              "its photographs (as the GAN faces come), so that this framing carries no label; "
                              "P + --face-crops at most 1")
+    recipe.add_argument("--source-adversarial", type=float, default=0.0, metavar="WEIGHT",
+                        help="train against a head that guesses each image's source within its class, through a gradient "
+                             "reversal of this peak weight (training/source_adversary.py; needs --source-column)")
     optim.add_argument("--patience", type=int, default=0, help="stop after N epochs without a better AUC (0 = never)")
     run = parser.add_argument_group("run")
     run.add_argument("--output-dir", default="runs/detector")
@@ -203,6 +207,12 @@ def main(argv=None) -> dict:
         model.load_state_dict(initial.model.state_dict())
         init_sha256 = weights_sha256(initial.folder)
     config = data_config(model)
+    domains = None
+    if args.source_adversarial > 0:
+        if not spec.source_column:
+            raise SystemExit("--source-adversarial needs --source-column (the column that names each image's source)")
+        domains = SourceDomains.from_dataset(train_set, spec.source_column, pseudo_fakes=args.pseudo_fakes > 0)
+        model = SourceAdversary(model, domains)
     sampler = None
     if args.balance:
         if not spec.source_column:
@@ -215,7 +225,7 @@ def main(argv=None) -> dict:
                  if args.face_crops > 0 or args.aligned_framing > 0 else None)
     train_loader = torch.utils.data.DataLoader(
         attach_transform(train_set, train_transform(config, args.aug_strength, args.equalise_quality, args.framing),
-                         pseudo_fakes, face_view),
+                         pseudo_fakes, face_view, domains),
         batch_size=args.batch_size, shuffle=sampler is None, sampler=sampler, drop_last=len(train_set) > args.batch_size,
         num_workers=args.workers, collate_fn=collate, persistent_workers=args.workers > 0,
     )
@@ -251,7 +261,7 @@ def main(argv=None) -> dict:
 
     for epoch in range(state["epoch"] + 1, args.epochs + 1):
         model.train()
-        total, count, started = 0.0, 0, time.perf_counter()
+        total, source_total, count, started = 0.0, 0.0, 0, time.perf_counter()
         bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch}/{args.epochs}", disable=not accelerator.is_local_main_process)
         for step, batch in enumerate(train_loader):
             if step >= steps_per_epoch:
@@ -261,12 +271,22 @@ def main(argv=None) -> dict:
                     group["lr"] = learning_rate(args, state["step"], steps_per_epoch)
             pixels = batch["pixel_values"].contiguous(memory_format=torch.channels_last)
             with accelerator.autocast():
-                loss = torch.nn.functional.cross_entropy(model(pixels), batch["target"], label_smoothing=args.label_smoothing)
+                if domains is None:
+                    logits = model(pixels)
+                else:
+                    logits, source_logits = model(pixels, reversal=reversal_weight(
+                        args.source_adversarial, state["step"], args.epochs * steps_per_epoch))
+                loss = class_loss = torch.nn.functional.cross_entropy(logits, batch["target"],
+                                                                      label_smoothing=args.label_smoothing)
+                if domains is not None:
+                    source_loss = accelerator.unwrap_model(model).source_loss(source_logits, batch["domain"], batch["target"])
+                    source_total += source_loss.item()
+                    loss = class_loss + source_loss
             accelerator.backward(loss)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             state["step"] += 1
-            total += loss.item()
+            total += class_loss.item()
             count += 1
             bar.update()
             bar.set_postfix(loss=f"{total / count:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
@@ -279,6 +299,7 @@ def main(argv=None) -> dict:
         metrics = binary_metrics(is_fake, p_fake)
         row = {"epoch": epoch, "train_loss": total / max(1, count), "val_loss": val_loss, "train_images_per_s": images_per_s,
                "lr": optimizer.param_groups[0]["lr"], "processes": accelerator.num_processes,
+               **({"train_source_loss": source_total / max(1, count)} if domains is not None else {}),
                **{f"val_{k}": v for k, v in metrics.items()}}
         logger.info("epoch %d: train loss %.4f, val loss %.4f, AUC %.4f, accuracy %.4f", epoch, row["train_loss"],
                     val_loss, metrics["roc_auc"], metrics["accuracy"])
@@ -291,7 +312,7 @@ def main(argv=None) -> dict:
             log = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
             plot_training_curves(log, output / "training_curves.png")
             if improved:
-                save_model_folder(accelerator.unwrap_model(model), output / "best",
+                save_model_folder(detector_of(accelerator.unwrap_model(model)), output / "best",
                                   {"epoch": epoch, "validation": metrics, "data": data_counts, "args": vars(args),
                                    "init_sha256": state["init_sha256"]})
         accelerator.wait_for_everyone()
