@@ -5,9 +5,9 @@ framing), and a model can learn "looks like source S" instead of "real" or "fake
 from the detector's pooled features, which source an image came from, and a gradient reversal layer (Ganin &
 Lempitsky, "Unsupervised Domain Adaptation by Backpropagation", ICML 2015) trains the backbone to make that guess
 fail. The guess is class-conditional: a real photo's source is guessed among the sources of real photos only, a
-fake's among the sources of fakes (self-blended pseudo-fakes count as one source of fakes), so the features keep
-what separates real from fake and lose what separates one real source from another, and one kind of fake from
-another: the traces an unseen source would share.
+fake's among the sources of fakes (self-blended pseudo-fakes count as one source of fakes), so that the features
+keep what separates real from fake and lose what separates one real source from another, and one kind of fake from
+another. Measured on the shared data (docs/generalisation/source_adversarial.md): no gain that held over two seeds.
 
 The head lives only during training: `SourceAdversary.detector` is the timm model that is saved and served.
 """
