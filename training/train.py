@@ -213,6 +213,8 @@ def main(argv=None) -> dict:
             raise SystemExit("--source-adversarial needs --source-column (the column that names each image's source)")
         domains = SourceDomains.from_dataset(train_set, spec.source_column, pseudo_fakes=args.pseudo_fakes > 0)
         model = SourceAdversary(model, domains)
+        logger.info("source-adversarial: a head guesses among %d (label, source) pairs (%s), gradient reversal rising "
+                    "to %g", len(domains.names), ", ".join(domains.names), args.source_adversarial)
     sampler = None
     if args.balance:
         if not spec.source_column:
