@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import os
 from pathlib import Path
 
@@ -17,6 +18,23 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 SHARED_DATA = ROOT.parent / "shared" / "data"
 TEST_IMG_SIZE = 64  # small input keeps the real ResNeXt-50 fast
+
+
+def photos(source: str, label: str, count: int = 6) -> list[Path]:
+    """The first `count` photos of one source and class of the shared data, by file name."""
+    return sorted((SHARED_DATA / source / label).glob("*.jpg"))[:count]
+
+
+def small_manifest(path: Path, counts: dict[tuple[str, str], int]) -> Path:
+    """A CSV in the shared manifest's shape (file, label, source) listing `photos(source, label, count)` for each
+    (source, label): count, by absolute path."""
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["file", "label", "source"])
+        for (source, label), count in counts.items():
+            for photo in photos(source, label, count):
+                writer.writerow([str(photo), label, source])
+    return path
 
 
 def write_model_folder(folder: Path, img_size: int = TEST_IMG_SIZE, seed: int = 0) -> Path:

@@ -1,14 +1,13 @@
 """Leave-one-source-out on a small CSV of shared photos: what each row trains on, what it tests on, rerunning."""
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
 import pytest
 
-from conftest import SHARED_DATA
-from test_training import REAL, SMOKE, photos
+from conftest import SHARED_DATA, small_manifest
+from test_training import REAL, SMOKE
 from training import leave_one_out
 from training.data import DataError, DataSpec, held_out_set, load_splits
 
@@ -21,14 +20,7 @@ SOURCES = {("utkface_adults", "real"): 6, ("sdfd_diffusion", "fake"): 6, ("lfw_f
 @pytest.fixture(scope="module")
 def manifest(tmp_path_factory) -> Path:
     """A CSV with a real-only source, a fake-only source and a source with both classes."""
-    path = tmp_path_factory.mktemp("loso") / "faces.csv"
-    with path.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["file", "label", "source"])
-        for (source, label), count in SOURCES.items():
-            for photo in photos(source, label, count):
-                writer.writerow([str(photo), label, source])
-    return path
+    return small_manifest(tmp_path_factory.mktemp("loso") / "faces.csv", SOURCES)
 
 
 def spec(manifest: Path, source: str | None) -> DataSpec:

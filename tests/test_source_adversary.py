@@ -1,14 +1,13 @@
 """Source-adversarial training: the gradient reversal, the class-conditional source guess, and a real run with it."""
 from __future__ import annotations
 
-import csv
 import json
 
 import datasets
 import pytest
 import torch
 
-from conftest import EXAMPLES, SHARED_DATA, TEST_IMG_SIZE
+from conftest import EXAMPLES, SHARED_DATA, TEST_IMG_SIZE, small_manifest
 from detector import Detector
 from detector.model import LABEL_NAMES, create_model, load_model
 from training import train
@@ -105,17 +104,8 @@ def test_batches_name_each_image_source_and_pseudo_fakes_their_own(tmp_path):
 
 @pytest.mark.skipif(not (SHARED_DATA / "manifest.csv").is_file(), reason="needs ../shared/data")
 def test_a_source_adversarial_run_trains_resumes_and_saves_a_plain_detector(tmp_path):
-    with (SHARED_DATA / "manifest.csv").open() as f:
-        manifest = list(csv.DictReader(f))
-    rows = []
-    for source, label in (("utkface_adults", "real"), ("pixabay_portraits", "real"), ("sdfd_diffusion", "fake"),
-                          ("gan_faces_site", "fake")):
-        rows += [row for row in manifest if row["source"] == source and row["label"] == label][:5]
-    table = tmp_path / "faces.csv"
-    with table.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["file", "label", "source"])
-        writer.writeheader()
-        writer.writerows({"file": str(SHARED_DATA / r["file"]), "label": r["label"], "source": r["source"]} for r in rows)
+    table = small_manifest(tmp_path / "faces.csv", {("utkface_adults", "real"): 5, ("pixabay_portraits", "real"): 5,
+                                                    ("sdfd_diffusion", "fake"): 5, ("gan_faces_site", "fake"): 5})
     argv = ["--dataset", str(table), "--image-column", "file", "--source-column", "source", "--img-size",
             str(TEST_IMG_SIZE), "--workers", "0", "--batch-size", "4", "--max-steps-per-epoch", "2", "--mixed-precision",
             "no", "--scheduler", "cosine", "--lr", "1e-3", "--pseudo-fakes", "0.3", "--source-adversarial", "0.5",

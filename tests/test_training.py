@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import SHARED_DATA, TEST_IMG_SIZE
+from conftest import SHARED_DATA, TEST_IMG_SIZE, photos
 from detector import Detector
 from detector.model import LABEL_NAMES, load_model, weights_sha256
 from training import train
@@ -23,10 +23,6 @@ SMOKE = ["--img-size", str(TEST_IMG_SIZE), "--workers", "0", "--batch-size", "4"
          "--mixed-precision", "no"]
 
 pytestmark = pytest.mark.skipif(not (SHARED_DATA / "manifest.csv").is_file(), reason="needs ../shared/data")
-
-
-def photos(source: str, label: str, count: int = 6) -> list[Path]:
-    return sorted((SHARED_DATA / source / label).glob("*.jpg"))[:count]
 
 
 @pytest.fixture(scope="module")
