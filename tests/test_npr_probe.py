@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from conftest import SHARED_DATA
+from conftest import SHARED_DATA, small_manifest
 from training import npr_probe
 
 
@@ -37,20 +37,10 @@ def test_net_is_two_resnet50_stages_with_a_two_class_head():
 @pytest.mark.slow
 @pytest.mark.skipif(not (SHARED_DATA / "manifest.csv").is_file(), reason="needs ../shared/data")
 def test_a_short_run_reports_in_domain_and_held_out_auc(tmp_path):
-    """On 10 photos of each source and class of the shared data (absolute paths in a small manifest)."""
+    """On 10 photos of each source and class of the shared data (conftest.small_manifest)."""
     with (SHARED_DATA / "manifest.csv").open() as f:
-        rows = list(csv.DictReader(f))
-    kept, seen = [], {}
-    for row in rows:
-        key = (row["source"], row["label"])
-        if seen.get(key, 0) < 10:
-            seen[key] = seen.get(key, 0) + 1
-            kept.append({"file": str(SHARED_DATA / row["file"]), "label": row["label"], "source": row["source"]})
-    manifest = tmp_path / "small.csv"
-    with manifest.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["file", "label", "source"])
-        writer.writeheader()
-        writer.writerows(kept)
+        pairs = {(row["source"], row["label"]): 10 for row in csv.DictReader(f)}
+    manifest = small_manifest(tmp_path / "small.csv", pairs)
     rows = npr_probe.main(["--dataset", str(manifest), "--image-column", "file", "--source-column", "source", "--sources", "gan_faces_site", "--minutes", "0.05",
                            "--crop", "64", "--batch-size", "8", "--workers", "0", "--output-dir", str(tmp_path / "out")])
     assert rows[0]["source"] == "gan_faces_site" and rows[0]["steps"] >= 1
