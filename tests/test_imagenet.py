@@ -1,0 +1,132 @@
+"""ImageNet weights from the TFLite file in ../shared/pretrained: the right ImageNet labels, batch norm un-folded
+without changing the function, a file that does not fit refused by name, and a training run that starts from it."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import timm
+import torch
+from PIL import Image
+
+from conftest import EXAMPLES, ROOT, SHARED_DATA, TEST_IMG_SIZE, photos, small_manifest
+from detector import Detector
+from training import train
+from training.imagenet import ImportError_, TFLITE_MEAN_STD, imagenet_model, load_tflite, read_tflite
+
+PRETRAINED = ROOT.parent / "shared" / "pretrained"
+TFLITE = PRETRAINED / "tf2_mobilenet_v2_1.0_224_ptq.tflite"
+
+pytestmark = pytest.mark.skipif(not TFLITE.is_file() or not SHARED_DATA.is_dir(), reason="needs ../shared")
+
+
+def to_pixels(image: Image.Image, size: int = 224) -> torch.Tensor:
+    """A photo as the TFLite network takes it: size × size RGB in [-1, 1]."""
+    array = np.asarray(image.convert("RGB").resize((size, size), Image.Resampling.BICUBIC), dtype=np.float32) / 255
+    mean = torch.tensor(TFLITE_MEAN_STD)[:, None, None]
+    return (torch.from_numpy(array).permute(2, 0, 1) - mean) / mean
+
+
+@pytest.fixture(scope="module")
+def test_photos() -> torch.Tensor:
+    return torch.stack([to_pixels(Image.open(PRETRAINED / name)) for name in ("sunflower.png", "bird.png")])
+
+
+@pytest.fixture(scope="module")
+def face_batches() -> list[torch.Tensor]:
+    """16 real face photos in two batches of 8, as training passes them, for the batch-norm statistics."""
+    faces = [to_pixels(Image.open(path)) for path in photos("ffhq_sample", "real", 8) + photos("pixabay_portraits", "real", 8)]
+    return [torch.stack(faces[0::2]), torch.stack(faces[1::2])]
+
+
+@pytest.fixture(scope="module")
+def imagenet(face_batches) -> torch.nn.Module:
+    return imagenet_model("mobilenetv2_100", num_classes=1000, pretrained_file=TFLITE, photos=face_batches).eval()
+
+
+def test_the_file_is_read_in_graph_order_and_dequantised():
+    convs = read_tflite(TFLITE)
+    assert len(convs) == 53  # 52 convolutions of MobileNetV2, then the 1×1 classifier
+    assert convs[0].weight.shape == (32, 3, 3, 3) and convs[1].op == "DEPTHWISE_CONV_2D" and convs[1].weight.shape == (32, 1, 3, 3)
+    assert convs[-1].weight.shape == (1001, 1280, 1, 1) and convs[-1].bias.shape == (1001,)
+    assert all(conv.weight.dtype == np.float32 and np.isfinite(conv.weight).all() for conv in convs)
+    assert len(np.unique(convs[0].weight[0])) > 3  # dequantised per channel, not raw int8 levels of one scale
+
+
+def test_the_test_photos_get_their_imagenet_labels(imagenet, test_photos):
+    labels = (PRETRAINED / "imagenet_labels.txt").read_text().splitlines()[1:]  # line 0 is TF's "background"
+    with torch.no_grad():
+        probabilities = imagenet(test_photos).softmax(dim=1)
+    top = probabilities.argmax(dim=1).tolist()
+    assert [labels[i] for i in top] == ["daisy", "chickadee"]
+    assert probabilities.max(dim=1).values.min() > 0.5
+
+
+def test_unfolding_batch_norm_keeps_eval_outputs_and_train_mode_matches_them(face_batches, test_photos):
+    folded = imagenet_model("mobilenetv2_100", num_classes=1000, pretrained_file=TFLITE, photos=face_batches)
+    # the same weights with identity batch norms (the file's folded network as it is): un-folding must not change it
+    plain = timm.create_model("mobilenetv2_100", num_classes=1000, pad_type="same").eval()
+    plain.load_state_dict(folded.state_dict())
+    with torch.no_grad():
+        for module in plain.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.bias.sub_(module.running_mean)
+                module.running_mean.zero_()
+                module.running_var.fill_(1 - module.eps)
+                module.weight.fill_(1.0)
+        expected = plain(test_photos)
+        assert (folded.eval()(test_photos) - expected).abs().max() < 1e-3
+        batch = torch.cat(face_batches)  # train mode normalises by this batch's statistics: those measured, in one batch
+        train_logits, eval_logits = folded.train()(batch), folded.eval()(batch)
+    assert np.corrcoef(train_logits.flatten(), eval_logits.flatten())[0, 1] > 0.999
+    with torch.no_grad():  # without the statistics, train mode is another function
+        naive = plain.train()(batch)
+    assert np.corrcoef(naive.flatten(), eval_logits.flatten())[0, 1] < 0.99
+
+
+@pytest.mark.parametrize("architecture, message", [
+    ("mobilenetv2_140", r"convolution 0 \(MobileNetV2/Conv2d_0_0/Conv2D, CONV_2D\) has weights of shape \(32, 3, 3, 3\), "
+                        r"the model's conv_stem \(48, 3, 3, 3\)"),
+    ("resnet18", "has 52 convolutions before its classifier; resnet18 has 20"),
+])
+def test_a_model_the_file_does_not_fit_is_refused_by_its_first_mismatch(architecture, message, face_batches):
+    model = timm.create_model(architecture, num_classes=2)
+    with pytest.raises(ImportError_, match=message):
+        load_tflite(model, TFLITE, face_batches)
+
+
+def test_a_file_that_is_no_tflite_model_is_refused(tmp_path):
+    bad = tmp_path / "model.tflite"
+    bad.write_bytes(b"not a flatbuffer" * 4)
+    with pytest.raises(ImportError_, match="could not be read as a TFLite model"):
+        read_tflite(bad)
+
+
+def test_the_detector_keeps_a_fresh_head_near_one_half(face_batches):
+    model = imagenet_model("mobilenetv2_100", pretrained_file=TFLITE, photos=face_batches).eval()
+    with torch.no_grad():
+        probabilities = model(face_batches[0]).softmax(dim=1)
+    assert model.get_classifier().out_features == 2
+    assert ((probabilities - 0.5).abs() < 0.25).all()  # timm's own init would start at logits of ±20
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "manifest.csv").is_file(), reason="needs ../shared/data")
+def test_a_run_from_the_tflite_weights_trains_resumes_and_serves(tmp_path):
+    table = small_manifest(tmp_path / "faces.csv", {("utkface_adults", "real"): 6, ("sdfd_diffusion", "fake"): 6})
+    argv = ["--dataset", str(table), "--image-column", "file", "--source-column", "source", "--img-size",
+            str(TEST_IMG_SIZE), "--workers", "0", "--batch-size", "4", "--max-steps-per-epoch", "2", "--mixed-precision",
+            "no", "--skip-image-check", "--pretrained-file", str(TFLITE), "--bn-photos", "8",
+            "--output-dir", str(tmp_path / "run")]
+    assert train.main([*argv, "--epochs", "1"])["step"] == 2
+    assert train.main([*argv, "--epochs", "2", "--resume"])["step"] == 4
+    config = json.loads((tmp_path / "run" / "best" / "config.json").read_text())
+    assert config["architecture"] == "mobilenetv2_100" and config["model_args"]["pad_type"] == "same"
+    assert config["pretrained_cfg"]["mean"] == config["pretrained_cfg"]["std"] == list(TFLITE_MEAN_STD)
+    record = json.loads((tmp_path / "run" / "best" / "training.json").read_text())
+    assert record["args"]["pretrained_file"] == str(TFLITE)
+    detector = Detector.from_pretrained(tmp_path / "run" / "best")
+    assert tuple(detector.preprocess.config["mean"]) == TFLITE_MEAN_STD
+    assert 0 < detector.analyze(EXAMPLES / "real_pixabay_1.jpg").p_fake < 1
+    with pytest.raises(SystemExit):
+        train.main([*argv, "--pretrained", "--output-dir", str(tmp_path / "both")])
