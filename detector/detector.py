@@ -11,13 +11,14 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 from PIL import Image
+from timm.layers import BatchNormAct2d
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from . import explain
 from .errors import DetectorError
 from .faces import DEFAULT_MARGIN, MAX_MARGIN, Box, FaceFinder, crop_box as face_crop_box
 from .images import ImageSource, load_image
-from .model import BUNDLED_MODEL, LoadedModel, load_model
+from .model import BUNDLED_MODEL, LoadedModel, conv_bn_pairs, load_model
 from .preprocess import Preprocessor, crop_box, data_config
 
 
@@ -123,15 +124,13 @@ def native_bf16(device: torch.device) -> bool:
 
 
 def fold_batch_norms(model: torch.nn.Module) -> torch.nn.Module:
-    """Fold each eval-mode BatchNorm into the convolution before it (the same function, one pass over memory
-    less per layer: 5% faster at batch 1, 10% at batch 16 on a 2-core CPU). timm's ResNets register every
-    convolution right before its BatchNorm, so folding pairs neighbours."""
-    for module in list(model.modules()):
-        children = list(module.named_children())
-        for (conv_name, conv), (norm_name, norm) in zip(children, children[1:]):
-            if isinstance(conv, torch.nn.Conv2d) and isinstance(norm, torch.nn.BatchNorm2d):
-                setattr(module, conv_name, fuse_conv_bn_eval(conv, norm))
-                setattr(module, norm_name, torch.nn.Identity())
+    """Fold each eval-mode BatchNorm into the convolution whose output it normalises (the same function, one pass
+    over memory less per layer: 5% faster at batch 1, 10% at batch 16 on a 2-core CPU for ResNeXt-50). The pairs
+    come from the forward's own order (`conv_bn_pairs`); a timm BatchNormAct2d keeps its activation."""
+    for conv_name, conv, norm_name, norm in conv_bn_pairs(model):
+        rest = torch.nn.Sequential(norm.drop, norm.act) if isinstance(norm, BatchNormAct2d) else torch.nn.Identity()
+        model.set_submodule(conv_name, fuse_conv_bn_eval(conv, norm))
+        model.set_submodule(norm_name, rest)
     return model
 
 
@@ -149,7 +148,8 @@ class Detector:
         self.loaded = loaded
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         model = copy.deepcopy(loaded.model) if copy_model else loaded.model
-        self.model = fold_batch_norms(model.eval()).to(self.device)
+        # Inference only: no parameter needs a gradient (Grad-CAM's are taken with respect to a feature map).
+        self.model = fold_batch_norms(model.eval()).requires_grad_(False).to(self.device)
         if precision not in ("auto", "fp32", "bf16"):
             raise DetectorError(f"precision must be 'auto', 'fp32' or 'bf16', not {precision!r}")
         # bf16 backbone weights where native (measured on a 2-core CPU at 128 px: 1.2× faster at batch 1, 2× at

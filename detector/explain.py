@@ -35,21 +35,16 @@ def predict_with_cam(
     last feature map, -2 the one before (finer; the last stage then runs with gradients, in its weights' dtype)."""
     if stage not in CAM_STAGES:
         raise ValueError(f"stage must be one of {CAM_STAGES}, not {stage!r}")
-    with torch.no_grad():
-        pixels = pixels.to(next(model.parameters()).dtype)
-        if stage == -1:
+    pixels = pixels.to(next(model.parameters()).dtype)
+    if stage == -1:
+        with torch.no_grad():
             features = model.forward_features(pixels)
-        else:  # timm's feature_info: the stem, then each stage; the last stage's input is the map explained
-            features = model.forward_intermediates(pixels, indices=[len(model.feature_info) - 2], stop_early=True,
-                                                   intermediates_only=True)[0]
-    # Stage -2: the last stage runs in its weights' dtype (bf16 on the fast path), with gradients.
-    features = (features.detach().float() if stage == -1 else features.detach()).requires_grad_(True)
-    with torch.enable_grad():
-        if stage == -1:
+        features = features.detach().float().requires_grad_(True)
+        with torch.enable_grad():
             logits = model.forward_head(features)
-        else:
-            last = model.get_submodule(model.feature_info[-1]["module"])
-            logits = model.forward_head(last(features).float())
+    else:
+        features, logits = _explained_stage_forward(model, pixels)
+    with torch.enable_grad():
         scaled = logits.detach() / temperature
         probabilities = (scaled if logit_bias is None else scaled + logit_bias.to(scaled)).softmax(dim=1)
         if class_index is not None:
@@ -64,6 +59,27 @@ def predict_with_cam(
 
 
 CAM_STAGES = (-1, -2)  # the last feature map (stride 32), or the one before it (stride 16)
+
+
+def _explained_stage_forward(model: torch.nn.Module, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the map of the stage before the last, logits) from one forward: timm's `feature_info[-2]` module's output
+    is detached there and made to require gradients, so only the layers after it record a graph (in their weights'
+    dtype, bf16 on the fast path; the head in fp32). A model whose parameters require gradients records the whole
+    graph too, to no harm but time: the Detector switches them off."""
+    captured = []
+
+    def explained(module, inputs, output):
+        output = output.detach().requires_grad_(True)
+        captured.append(output)
+        return output
+
+    handle = model.get_submodule(model.feature_info[-2]["module"]).register_forward_hook(explained)
+    try:
+        with torch.enable_grad():
+            logits = model.forward_head(model.forward_features(pixels).float())
+    finally:
+        handle.remove()
+    return captured[0], logits
 
 
 def normalise(cam: np.ndarray) -> np.ndarray:

@@ -25,27 +25,63 @@ from safetensors.torch import load_file
 from .errors import DetectorError
 from .faces import DEFAULT_MARGIN, MAX_MARGIN
 
-ARCHITECTURE = "resnext50_32x4d"
 LABEL_NAMES = ("real", "fake")
 WEIGHTS_FILE = "model.safetensors"
 HUB_FILES = ["config.json", WEIGHTS_FILE, "README.md"]
 LICENSE_FILE = "LICENSE.md"  # published next to them when the licence is "other" (the card's license_link names it)
 PICKLE_FILES = ("pytorch_model.bin", "model.pth", "model.pt", "model.ckpt")
-STRIDE = 32  # ResNeXt-50's total down-sampling
-BUNDLED_MODEL = Path(__file__).resolve().parent.parent / "models" / "deepfake-detector-resnext50"
+BUNDLED_MODEL = Path(__file__).resolve().parent.parent / "models" / "deepfake-detector"
 
 
-def create_model(pretrained: bool = False, img_size: int | None = None, **kwargs) -> torch.nn.Module:
-    """A fresh ResNeXt-50 32x4d with a two-class head labelled (real, fake)."""
+def create_model(architecture: str, pretrained: bool = False, img_size: int | None = None, **kwargs) -> torch.nn.Module:
+    """A fresh timm CNN `architecture` (e.g. mobilenetv2_100, resnext50_32x4d) with a two-class head labelled (real, fake)."""
     # Drop what describes timm's ImageNet weights rather than ours (None values are not exported).
     overlay = {"label_names": list(LABEL_NAMES), "crop_pct": 1.0, "test_input_size": None, "test_crop_pct": None,
                "tag": None, "origin_url": None, "paper_ids": None, "license": None}
     if img_size:
         overlay["input_size"] = (3, img_size, img_size)
-        overlay["pool_size"] = pool_size((3, img_size, img_size))
-    return timm.create_model(
-        ARCHITECTURE, pretrained=pretrained, num_classes=len(LABEL_NAMES), pretrained_cfg_overlay=overlay, **kwargs
+    model = timm.create_model(
+        architecture, pretrained=pretrained, num_classes=len(LABEL_NAMES), pretrained_cfg_overlay=overlay, **kwargs
     )
+    if img_size:
+        model.pretrained_cfg["pool_size"] = pool_size((3, img_size, img_size), feature_stride(model))
+    return model
+
+
+def feature_stride(model: torch.nn.Module) -> int:
+    """The last feature map's total down-sampling (32 for ResNeXt-50 and MobileNetV2), from timm's feature_info."""
+    return int(model.feature_info[-1]["reduction"])
+
+
+def conv_bn_pairs(model: torch.nn.Module) -> list[tuple[str, torch.nn.Conv2d, str, torch.nn.BatchNorm2d]]:
+    """(conv name, conv, BN name, BN) for every batch norm whose input is a convolution's output, in the order the
+    forward runs them (traced on a small input, so modules registered out of order, as MobileNet's projection conv
+    before its squeeze-excitation slot, pair correctly). Folding (serving) and un-folding (ImageNet import) use it."""
+    names = {module: name for name, module in model.named_modules()}
+    outputs: dict[int, torch.nn.Module] = {}  # id of a conv's output tensor → that conv
+    pairs = []
+
+    def trace(module, inputs, output):
+        if isinstance(module, torch.nn.BatchNorm2d):
+            conv = outputs.get(id(inputs[0]))
+            if conv is not None and conv.out_channels == module.num_features:
+                pairs.append((names[conv], conv, names[module], module))
+        else:
+            outputs[id(output)] = module
+
+    handles = [module.register_forward_hook(trace) for module in model.modules()
+               if isinstance(module, (torch.nn.Conv2d, torch.nn.BatchNorm2d))]
+    parameter = next(model.parameters())
+    training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(1, 3, 64, 64, dtype=parameter.dtype, device=parameter.device))
+    finally:
+        model.train(training)
+        for handle in handles:
+            handle.remove()
+    return pairs
 
 
 def replace_folder(staging: Path, target: Path) -> None:
@@ -105,9 +141,10 @@ def _exchange(a: Path, b: Path) -> bool:
     return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
 
 
-def pool_size(input_size) -> tuple[int, int]:
-    """The last feature map's size (ResNeXt-50 downsamples by 32): timm's `pool_size`, and the Grad-CAM grid."""
-    return (max(1, math.ceil(input_size[-2] / STRIDE)), max(1, math.ceil(input_size[-1] / STRIDE)))
+def pool_size(input_size, stride: int) -> tuple[int, int]:
+    """The last feature map's size at `input_size` (`stride`: `feature_stride(model)`): timm's `pool_size`, and the
+    Grad-CAM grid."""
+    return (max(1, math.ceil(input_size[-2] / stride)), max(1, math.ceil(input_size[-1] / stride)))
 
 
 @dataclass(frozen=True)
@@ -185,7 +222,7 @@ def resolve_folder(source: str) -> Path:
 
 
 def read_config(folder: Path) -> dict:
-    """Read and validate config.json: the architecture and the two labels we know how to serve."""
+    """Read and validate config.json: a timm architecture and the two labels we know how to serve."""
     config_path = folder / "config.json"
     if not config_path.is_file():
         raise DetectorError(f"{folder} has no config.json: not a model folder in the Hub layout.")
@@ -195,10 +232,10 @@ def read_config(folder: Path) -> dict:
         raise DetectorError(f"{config_path} is not valid JSON: {err}") from err
     if not isinstance(config, dict):
         raise DetectorError(f"{config_path} must hold a JSON object.")
-    if config.get("architecture") != ARCHITECTURE:
-        raise DetectorError(
-            f"{config_path}: unsupported architecture {config.get('architecture')!r}; this detector serves {ARCHITECTURE}."
-        )
+    architecture = config.get("architecture")
+    if not isinstance(architecture, str) or not timm.is_model(architecture):
+        raise DetectorError(f"{config_path}: unknown architecture {architecture!r}; name a timm CNN such as "
+                            f"mobilenetv2_100 or resnext50_32x4d (timm {timm.__version__}).")
     labels = config.get("label_names")
     if config.get("num_classes") != len(LABEL_NAMES) or not isinstance(labels, list) or sorted(labels) != sorted(LABEL_NAMES):
         raise DetectorError(
@@ -289,19 +326,38 @@ def load_model(source: str | os.PathLike | None = None) -> LoadedModel:
         hint = f" It holds {pickles[0]}, a pickle file, which is refused for safety: convert it to safetensors." if pickles else ""
         raise DetectorError(f"{folder} has no {WEIGHTS_FILE}.{hint}")
     model_args = {**config.get("model_args", {}), "num_classes": len(LABEL_NAMES)}
+    architecture = config["architecture"]
     try:
         model = timm.create_model(
-            ARCHITECTURE,
+            architecture,
             pretrained=False,
             pretrained_cfg_overlay={**config.get("pretrained_cfg", {}), "label_names": config["label_names"]},
             **model_args,
         )
-    except (TypeError, ValueError, KeyError) as err:  # e.g. an option timm's ResNeXt does not take
-        raise DetectorError(f"{folder / 'config.json'}: model_args cannot build {ARCHITECTURE}: {err}") from err
+    except (TypeError, ValueError, KeyError) as err:  # e.g. an option this architecture does not take
+        raise DetectorError(f"{folder / 'config.json'}: model_args cannot build {architecture}: {err}") from err
+    _check_servable(folder / "config.json", architecture, model)
     try:
         state_dict = load_file(str(weights))
         model.load_state_dict(state_dict, strict=True)
     except Exception as err:  # safetensors raises its own types; all mean "bad weights file"
-        raise DetectorError(f"{weights} could not be loaded as {ARCHITECTURE} weights: {err}") from err
+        raise DetectorError(f"{weights} could not be loaded as {architecture} weights, the architecture "
+                            f"{folder / 'config.json'} names: {err}") from err
     model.eval()
     return LoadedModel(model=model, config=config, folder=folder, source=source)
+
+
+def _check_servable(config_path: Path, architecture: str, model: torch.nn.Module) -> None:
+    """The detector serves CNNs: `forward_features` gives a feature map [N, C, h, w] that `forward_head` pools and
+    classifies, and `feature_info` names the stages (Grad-CAM at stage -1 or -2)."""
+    info = getattr(model, "feature_info", None)
+    ok = hasattr(model, "forward_head") and isinstance(info, list) and len(info) >= 2
+    if ok:
+        try:
+            with torch.no_grad():
+                ok = model.eval().forward_features(torch.zeros(1, 3, 64, 64)).ndim == 4
+        except Exception:  # a fixed-size transformer refuses the small probe: not a CNN either
+            ok = False
+    if not ok:
+        raise DetectorError(f"{config_path}: unsupported architecture {architecture!r}; this detector serves timm CNNs "
+                            "whose features are a map (mobilenetv2_100, resnext50_32x4d, ...).")

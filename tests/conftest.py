@@ -17,7 +17,9 @@ from detector.model import LABEL_NAMES, create_model
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 SHARED_DATA = ROOT.parent / "shared" / "data"
-TEST_IMG_SIZE = 64  # small input keeps the real ResNeXt-50 fast
+TEST_IMG_SIZE = 64  # small input keeps the real models fast
+ARCHITECTURES = ("mobilenetv2_100", "resnext50_32x4d")  # the bundled model's and the original design's
+TEST_ARCHITECTURE = "resnext50_32x4d"  # the shared test model (tests that cover both parametrize over ARCHITECTURES)
 
 
 def photos(source: str, label: str, count: int = 6) -> list[Path]:
@@ -37,12 +39,13 @@ def small_manifest(path: Path, counts: dict[tuple[str, str], int]) -> Path:
     return path
 
 
-def write_model_folder(folder: Path, img_size: int = TEST_IMG_SIZE, seed: int = 0) -> Path:
+def write_model_folder(folder: Path, img_size: int = TEST_IMG_SIZE, seed: int = 0,
+                       architecture: str = TEST_ARCHITECTURE) -> Path:
     """A Hub-layout folder (config.json + model.safetensors) holding a randomly initialised detector."""
     import torch
 
     torch.manual_seed(seed)
-    model = create_model(img_size=img_size)
+    model = create_model(architecture, img_size=img_size)
     save_for_hf(model, folder, model_config={"label_names": list(LABEL_NAMES)}, safe_serialization=True,
                 data_config={"input_size": (3, img_size, img_size)})
     (folder / "README.md").write_text("---\nlibrary_name: timm\n---\n# Test model\n")

@@ -25,9 +25,13 @@ def with_preprocessing(**values):
 
 
 CASES = [
-    ("unknown architecture", lambda c: {**c, "architecture": "vit_base_patch16_224"},
-     "unsupported architecture 'vit_base_patch16_224'; this detector serves resnext50_32x4d"),
-    ("no architecture", lambda c: {k: v for k, v in c.items() if k != "architecture"}, "unsupported architecture None"),
+    ("a transformer", lambda c: {**c, "architecture": "vit_base_patch16_224", "model_args": {}},
+     "unsupported architecture 'vit_base_patch16_224'; this detector serves timm CNNs"),
+    ("unknown architecture", lambda c: {**c, "architecture": "resnext51_frobnicated"},
+     "unknown architecture 'resnext51_frobnicated'; name a timm CNN such as mobilenetv2_100"),
+    ("no architecture", lambda c: {k: v for k, v in c.items() if k != "architecture"}, "unknown architecture None"),
+    ("weights of another architecture", lambda c: {**c, "architecture": "mobilenetv2_100"},
+     "could not be loaded as mobilenetv2_100 weights"),
     ("three classes", lambda c: {**c, "num_classes": 3, "label_names": ["real", "fake", "unsure"]},
      "expected 2 classes named ['real', 'fake'], found num_classes=3"),
     ("wrong label names", lambda c: {**c, "label_names": ["cat", "dog"]}, "label_names=['cat', 'dog']"),

@@ -1,4 +1,4 @@
-"""Detector end to end on the real ResNeXt-50 (random weights, 64 px) and real face photos."""
+"""Detector end to end on real timm CNNs (ResNeXt-50 and MobileNetV2, random weights, 64 px) and real face photos."""
 from __future__ import annotations
 
 import io
@@ -12,7 +12,7 @@ from PIL import Image
 from detector import Detector, DetectorError, load_image
 from detector.explain import normalise, predict_with_cam
 from detector.model import load_model
-from conftest import SHARED_DATA
+from conftest import ARCHITECTURES, SHARED_DATA, write_model_folder
 
 
 def test_analyze_gives_probabilities_and_a_label(detector, face_paths):
@@ -174,6 +174,41 @@ def test_the_bundled_model_tells_held_out_gan_faces_from_real_photos():
     detector = Detector.from_pretrained()
     scores = [a.p_fake for source in picks for a in detector.analyze_batch(picks[source])]
     assert roc_auc_score([1] * 24 + [0] * 24, scores) >= 0.9
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_folding_keeps_the_outputs_of_each_architecture(architecture, tmp_path):
+    """Batch norms with statistics of their own (not the identity of a fresh model) fold away, activations kept:
+    MobileNetV2's BatchNormAct2d carries its ReLU6, and its projection conv is registered apart from its BN."""
+    from detector.detector import fold_batch_norms
+
+    model = load_model(write_model_folder(tmp_path / "model", architecture=architecture)).model.float()
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.copy_(torch.randn(module.num_features, generator=generator) * 0.1)
+                module.running_var.copy_(torch.rand(module.num_features, generator=generator) + 0.5)
+                module.weight.copy_(torch.rand(module.num_features, generator=generator) + 0.5)
+    norms = sum(isinstance(module, torch.nn.BatchNorm2d) for module in model.modules())
+    pixels = torch.randn(2, 3, 96, 96, generator=generator)
+    with torch.no_grad():
+        expected = model(pixels)
+        folded = fold_batch_norms(model)
+        assert not any(isinstance(module, torch.nn.BatchNorm2d) for module in folded.modules()) and norms > 10
+        assert torch.allclose(folded(pixels), expected, atol=1e-4 * float(expected.abs().max()))
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_each_architecture_is_served_from_its_config(architecture, tmp_path, face_paths):
+    """The architecture comes from config.json: both CNNs load, analyse and explain at both CAM stages."""
+    folder = write_model_folder(tmp_path / "model", architecture=architecture)
+    assert json.loads((folder / "config.json").read_text())["architecture"] == architecture
+    for stage, grid in ((-1, (2, 2)), (-2, (4, 4))):
+        detector = Detector.from_pretrained(folder, precision="fp32", cam_stage=stage)
+        analysis = detector.analyze(face_paths[0], faces=True)
+        assert analysis.cam.shape == grid and sum(analysis.probabilities.values()) == pytest.approx(1.0, abs=1e-6)
+        assert not any(parameter.requires_grad for parameter in detector.model.parameters())
 
 
 def test_a_model_handed_in_is_not_changed(model_dir):

@@ -10,18 +10,25 @@ from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from timm.data import create_transform, resolve_model_data_config
 
-from conftest import write_model_folder
+from conftest import ARCHITECTURES, write_model_folder
 from detector import load_image
 from detector.explain import activation_map, heatmap, normalise, overlay, predict_with_cam
 from detector.model import load_model
 from detector.preprocess import Preprocessor, crop_box, data_config
 
-SEED = 13  # not the conftest model's: random weights whose CAMs are positive in most cells for both classes
+# not the conftest model's: random weights whose CAMs are positive in several cells for both classes
+SEEDS = {"resnext50_32x4d": 13, "mobilenetv2_100": 1}
+# The blocks textbook Grad-CAM hooks, named here rather than read from feature_info as predict_with_cam does:
+# the last feature map (what forward_features returns) and the stage before the last (stride 16).
+LAST_BLOCK = {"resnext50_32x4d": "layer4", "mobilenetv2_100": "bn2"}
+STAGE_BEFORE = {"resnext50_32x4d": "layer3", "mobilenetv2_100": "blocks.4"}
 
 
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    return load_model(write_model_folder(tmp_path_factory.mktemp("explain-model"), seed=SEED)).model
+@pytest.fixture(scope="module", params=ARCHITECTURES)
+def model(tmp_path_factory, request):
+    folder = write_model_folder(tmp_path_factory.mktemp("explain-model"), seed=SEEDS[request.param],
+                                architecture=request.param)
+    return load_model(folder).model
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +40,7 @@ def pixels(model, face_paths):
 
 def textbook_gradcam(model: torch.nn.Module, pixels: torch.Tensor, classes: list[int], layer=None) -> torch.Tensor:
     """Grad-CAM as the paper defines it: hooks on a block (default the last), a full backward through the whole model."""
-    layer, store = model.layer4[-1] if layer is None else layer, {}
+    layer, store = model.get_submodule(LAST_BLOCK[model.pretrained_cfg["architecture"]]) if layer is None else layer, {}
 
     def keep(module, inputs, output):
         store["activations"] = output
@@ -70,11 +77,13 @@ def test_single_forward_cam_equals_textbook_gradcam(model, pixels, target):
 
 @pytest.mark.parametrize("target", [None, 1], ids=["predicted class", "class 1"])
 def test_finer_cam_equals_textbook_gradcam_on_the_stage_before(model, pixels, target):
-    """stage=-2: still one forward, an 8×8 grid at 128 px (stride 16), equal to Grad-CAM hooked on layer3."""
+    """stage=-2: still one forward, an 8×8 grid at 128 px (stride 16), equal to Grad-CAM hooked on the stage before
+    the last (ResNeXt's layer3, MobileNetV2's blocks.4)."""
     probabilities, cams, explained = predict_with_cam(model, pixels, target, stage=-2)
     expected_classes = explained.tolist()
     assert cams.shape[-2:] == (pixels.shape[-2] // 16, pixels.shape[-1] // 16)
-    assert_close_to_max(cams, textbook_gradcam(model, pixels, expected_classes, layer=model.layer3[-1]))
+    stage = model.get_submodule(STAGE_BEFORE[model.pretrained_cfg["architecture"]])
+    assert_close_to_max(cams, textbook_gradcam(model, pixels, expected_classes, layer=stage))
     coarse, _, _ = predict_with_cam(model, pixels, target)
     assert torch.allclose(probabilities, coarse, atol=1e-6)  # the same forward, the same probabilities
     with pytest.raises(ValueError, match="stage"):
@@ -104,7 +113,7 @@ def test_agrees_with_pytorch_grad_cam(model, pixels, target):
     height, width = pixels.shape[-2:]
     ours = np.stack([cv2.resize(normalise(cam), (width, height)) for cam in cams.numpy()])
     targets = None if target is None else [ClassifierOutputTarget(target)] * len(pixels)
-    with GradCAM(model=model, target_layers=[model.layer4[-1]]) as reference:
+    with GradCAM(model=model, target_layers=[model.get_submodule(LAST_BLOCK[model.pretrained_cfg["architecture"]])]) as reference:
         theirs = reference(input_tensor=pixels, targets=targets)
     model.zero_grad(set_to_none=True)
     assert theirs.shape == ours.shape == (len(pixels), height, width)

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import TEST_IMG_SIZE
+from conftest import TEST_ARCHITECTURE, TEST_IMG_SIZE
 from detector import Detector
 from detector import model as model_module
 from detector.model import create_model, replace_folder, restore_folder
@@ -61,9 +61,9 @@ def test_fallback_crash_is_undone_on_the_next_load(tmp_path, monkeypatch):
 def test_best_checkpoint_survives_a_crash_while_it_is_replaced(tmp_path, monkeypatch):
     """training.train's best/: the old best model stays loadable when writing the new one fails at the last step."""
     torch.manual_seed(0)
-    first = create_model(img_size=TEST_IMG_SIZE)
+    first = create_model(TEST_ARCHITECTURE, img_size=TEST_IMG_SIZE)
     save_model_folder(first, tmp_path / "best", {"epoch": 1})
-    second = create_model(img_size=TEST_IMG_SIZE)
+    second = create_model(TEST_ARCHITECTURE, img_size=TEST_IMG_SIZE)
     failing_rename(monkeypatch)
     save_model_folder(second, tmp_path / "best", {"epoch": 2})
     monkeypatch.undo()
@@ -77,7 +77,7 @@ def test_every_model_folder_is_readable_by_all(tmp_path):
     """best/, averaged and published folders all go through staged_folder: the folder put in place is 0755 and its
     files 0644, though mkdtemp and safetensors create owner-only modes (only publish used to open them up)."""
     torch.manual_seed(0)
-    save_model_folder(create_model(img_size=TEST_IMG_SIZE), tmp_path / "best", {"epoch": 1})
+    save_model_folder(create_model(TEST_ARCHITECTURE, img_size=TEST_IMG_SIZE), tmp_path / "best", {"epoch": 1})
     best = tmp_path / "best"
     assert best.stat().st_mode & 0o777 == 0o755
     modes = {path.name: path.stat().st_mode & 0o777 for path in best.iterdir()}

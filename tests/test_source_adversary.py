@@ -7,7 +7,7 @@ import datasets
 import pytest
 import torch
 
-from conftest import EXAMPLES, SHARED_DATA, TEST_IMG_SIZE, small_manifest
+from conftest import EXAMPLES, SHARED_DATA, TEST_ARCHITECTURE, TEST_IMG_SIZE, small_manifest
 from detector import Detector
 from detector.model import LABEL_NAMES, create_model, load_model
 from training import train
@@ -52,7 +52,7 @@ def test_domains_are_label_and_source_pairs():
 def test_the_source_guess_is_among_the_sources_of_the_image_class_only():
     """A real photo's source logits for fake sources do not count: pushing them up changes nothing."""
     domains = domains_of([("a", REAL), ("b", REAL), ("a", FAKE), ("c", FAKE)])
-    adversary = SourceAdversary(create_model(img_size=TEST_IMG_SIZE), domains)
+    adversary = SourceAdversary(create_model(TEST_ARCHITECTURE, img_size=TEST_IMG_SIZE), domains)
     logits = torch.zeros(1, len(domains.names))
     target, truth = torch.tensor([REAL]), torch.tensor([domains.index("a", REAL)])
     base = adversary.source_loss(logits, truth, target)
@@ -68,7 +68,7 @@ def test_the_backbone_learns_against_the_source_head():
     forward without `reversal` is the detector itself."""
     torch.manual_seed(0)
     domains = domains_of([("a", REAL), ("b", REAL), ("c", FAKE)])
-    adversary = SourceAdversary(create_model(img_size=TEST_IMG_SIZE), domains).eval()
+    adversary = SourceAdversary(create_model(TEST_ARCHITECTURE, img_size=TEST_IMG_SIZE), domains).eval()
     pixels = torch.randn(2, 3, TEST_IMG_SIZE, TEST_IMG_SIZE)
     assert torch.equal(adversary(pixels), adversary.detector(pixels))
     targets, sources = torch.tensor([REAL, REAL]), torch.tensor([domains.index("a", REAL), domains.index("b", REAL)])
@@ -117,7 +117,7 @@ def test_a_source_adversarial_run_trains_resumes_and_saves_a_plain_detector(tmp_
     assert [row["epoch"] for row in rows] == [1, 2]
     assert all(row["train_source_loss"] > 0 for row in rows)
     # the head is not in the servable model
-    assert set(load_model(tmp_path / "run" / "best").model.state_dict()) == set(create_model(img_size=TEST_IMG_SIZE).state_dict())
+    assert set(load_model(tmp_path / "run" / "best").model.state_dict()) == set(create_model(train.DEFAULT_ARCHITECTURE, img_size=TEST_IMG_SIZE).state_dict())
     detector = Detector.from_pretrained(tmp_path / "run" / "best")
     assert set(detector.analyze(EXAMPLES / "real_pixabay_1.jpg").probabilities) == set(LABEL_NAMES)
     with pytest.raises(SystemExit, match="needs --source-column"):

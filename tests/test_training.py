@@ -13,7 +13,7 @@ from PIL import Image
 
 from conftest import SHARED_DATA, TEST_IMG_SIZE, photos
 from detector import Detector
-from detector.model import LABEL_NAMES, load_model, weights_sha256
+from detector.model import LABEL_NAMES, create_model, load_model, weights_sha256
 from training import train
 from training.data import DataError, DataSpec, attach_transform, collate, load_splits, parse_label_map, train_transform
 
@@ -85,7 +85,7 @@ def test_train_resume_and_serve(tmp_path, reals, fakes):
     assert loaded.label_names == list(LABEL_NAMES)
     run(data, tmp_path / "more", "--epochs", "1", "--init-from", str(output / "best"), "--lr", "0")
     started = load_model(tmp_path / "more" / "best").model.state_dict()  # lr 0: the weights it started from
-    fresh = train.create_model(img_size=TEST_IMG_SIZE).state_dict()
+    fresh = create_model(train.DEFAULT_ARCHITECTURE, img_size=TEST_IMG_SIZE).state_dict()
     for name, weights in loaded.model.state_dict().items():
         if name.endswith("weight"):
             assert torch.equal(started[name], weights) and not torch.equal(fresh[name], weights), name

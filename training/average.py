@@ -1,6 +1,6 @@
 """Average the weights of detectors that share one architecture: a model and its fine-tuned continuation.
 
-    python -m training.average --model models/deepfake-detector-resnext50 --model runs/framing/best \
+    python -m training.average --model models/deepfake-detector --model runs/framing/best \
         --weight 0.5 --weight 0.5 --output-dir runs/averaged
     python -m training.evaluate --model runs/averaged --calibrate ...   # then publish it like a training run
 

@@ -2,8 +2,8 @@
 
     python -m training.evaluate --model runs/faces/best ... --output-dir runs/faces/eval
     python -m training.publish --model runs/faces/best --metrics runs/faces/eval/metrics.json \
-        --data-description data_description.md --output-dir models/deepfake-detector-resnext50 [--fp16]
-    HF_TOKEN=... python -m training.publish ... --push owner/deepfake-detector-resnext50
+        --data-description data_description.md --output-dir models/deepfake-detector [--fp16]
+    HF_TOKEN=... python -m training.publish ... --push owner/deepfake-detector
 
 The folder holds config.json, model.safetensors and README.md, the model card rendered from
 `model_card.md`. Every number in the card is read from a file (metrics.json from training.evaluate,
@@ -25,7 +25,7 @@ from safetensors.torch import load_file, save_file
 from detector.errors import DetectorError, run_cli
 from detector.faces import DEFAULT_MARGIN
 from detector.logs import configure_logging
-from detector.model import (ARCHITECTURE, HUB_FILES, LICENSE_FILE, WEIGHTS_FILE, is_hub_id, load_model, pool_size, read_config,
+from detector.model import (HUB_FILES, LICENSE_FILE, WEIGHTS_FILE, feature_stride, is_hub_id, load_model, pool_size, read_config,
                             staged_folder)
 
 from . import TRAINING_FILE
@@ -45,6 +45,7 @@ CARD_METRICS = {
     "average_precision": ("average_precision", "Average precision (fake)"),
     "fpr": ("fpr", "False-positive rate (real called fake)"),
 }
+LEGACY_ARCHITECTURE = "resnext50_32x4d"  # what runs made before --model trained (their args name none)
 PICKLE_SUFFIXES = (".bin", ".pth", ".pt", ".pkl", ".pickle", ".ckpt")
 logger = logging.getLogger(__name__)
 
@@ -101,6 +102,7 @@ def recipe_rows(training: dict) -> list[tuple[str, str]]:
                 if args["scheduler"] == "cosine" else "ReduceLROnPlateau on validation loss")
     augment = train_transform.__doc__.strip().splitlines()[0].rstrip(".")
     return [
+        ("architecture", f"`{args.get('model', LEGACY_ARCHITECTURE)}` (timm)"),
         ("initialisation", initialisation(training)),
         ("input size", f"{args['img_size']}×{args['img_size']} px"),
         ("optimizer", f"{args['optimizer']}, learning rate {args['lr']}, weight decay {args['weight_decay']}"),
@@ -123,6 +125,9 @@ def initialisation(training: dict) -> str:
     if args.get("init_from"):
         return (f"the weights of `{args['init_from']}`" + (f" (weights sha256 {digest[:12]}…)" if digest else "")
                 + ", trained further")
+    if args.get("pretrained_file"):
+        return (f"ImageNet weights of `{Path(args['pretrained_file']).name}` (TFLite, dequantised; batch norm un-folded "
+                f"on {args.get('bn_photos', 256)} real training photos; training/imagenet.py), fine-tuned")
     return "timm ImageNet weights (fine-tuned)" if args["pretrained"] else "from scratch (random initialisation)"
 
 
@@ -215,7 +220,7 @@ def base_model(args: dict) -> str | None:
     if args.get("pretrained"):
         import timm
 
-        return timm.models.get_pretrained_cfg(ARCHITECTURE).hf_hub_id
+        return timm.models.get_pretrained_cfg(args.get("model", LEGACY_ARCHITECTURE)).hf_hub_id
     return None
 
 
@@ -290,12 +295,13 @@ def render_card(config: dict, evaluation: dict, training: dict | None, *, model_
 # --- the folder ---------------------------------------------------------------------------------
 
 
-def with_pool_size(config: dict) -> dict:
-    """config.json with `pool_size` true to its input size (runs made before create_model set it say timm's 7×7)."""
+def with_pool_size(config: dict, stride: int) -> dict:
+    """config.json with `pool_size` true to its input size (runs made before create_model set it say timm's 7×7);
+    `stride`: the model's `feature_stride`."""
     cfg = config.get("pretrained_cfg") or {}
     if "input_size" not in cfg:
         return config
-    return {**config, "pretrained_cfg": {**cfg, "pool_size": list(pool_size(cfg["input_size"]))}}
+    return {**config, "pretrained_cfg": {**cfg, "pool_size": list(pool_size(cfg["input_size"], stride))}}
 
 
 # How people would call the shared data's sources of good real photos (the app quotes these names).
@@ -353,7 +359,8 @@ def build_folder(model: Path, metrics: Path, output: Path, *, fp16: bool = False
                             "licence id with --license.")
 
     with staged_folder(output) as staging:
-        config = with_unseen_reals(with_calibration(with_pool_size(config), evaluation), cross_source)
+        stride = feature_stride(load_model(model).model)
+        config = with_unseen_reals(with_calibration(with_pool_size(config, stride), evaluation), cross_source)
         (staging / "config.json").write_text(json.dumps(config, indent=2) + "\n")
         dtype = write_weights(model / WEIGHTS_FILE, staging / WEIGHTS_FILE, fp16)
         if license == "other":

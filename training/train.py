@@ -1,7 +1,10 @@
-"""Train the deepfake detector (timm ResNeXt-50 32x4d, two classes) on a `datasets` source.
+"""Train the deepfake detector (a timm CNN, two classes) on a `datasets` source.
 
-    # CPU or one GPU
-    python -m training.train --dataset path/to/faces --output-dir runs/faces
+    # CPU or one GPU: MobileNetV2 from the ImageNet weights of a TFLite file (works offline)
+    python -m training.train --dataset path/to/faces --output-dir runs/faces \
+        --pretrained-file ../shared/pretrained/tf2_mobilenet_v2_1.0_224_ptq.tflite
+    # ResNeXt-50 32x4d from timm's ImageNet weights (needs the Hub)
+    python -m training.train --dataset path/to/faces --model resnext50_32x4d --pretrained --output-dir runs/faces
     # a Hub dataset with other label names
     python -m training.train --dataset owner/faces --label-column kind --label-map "Real=real,Fake=fake"
     # the shared data (a CSV manifest with source and group columns)
@@ -41,16 +44,18 @@ from tqdm.auto import tqdm
 from detector.detector import native_bf16
 from detector.errors import run_cli
 from detector.logs import configure_logging
-from detector.model import LABEL_NAMES, create_model, load_model, staged_folder, weights_sha256
+from detector.model import LABEL_NAMES, load_model, staged_folder, weights_sha256
 from detector.preprocess import data_config
 
 from . import TRAINING_FILE
 from .data import (FACE_CROP_MARGIN, FaceCropView, PseudoFakes, add_data_arguments, attach_transform, balanced_weights, collate, describe,
-                   eval_transform, load_splits, spec_from_args, train_transform)
+                   eval_transform, load_splits, open_rgb, spec_from_args, train_transform)
+from .imagenet import imagenet_model
 from .metrics import binary_metrics, plot_training_curves
 from .source_adversary import SourceAdversary, SourceDomains, detector_of, reversal_weight
 
 FAKE = LABEL_NAMES.index("fake")
+DEFAULT_ARCHITECTURE = "mobilenetv2_100"  # the bundled model's; its ImageNet weights come offline (--pretrained-file)
 logger = get_logger(__name__)
 
 
@@ -59,7 +64,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     data = add_data_arguments(parser)
     data.add_argument("--skip-image-check", action="store_true", help="do not open every image before training")
     model = parser.add_argument_group("model")
+    model.add_argument("--model", default=DEFAULT_ARCHITECTURE, metavar="ARCHITECTURE",
+                       help="a timm CNN (default: %(default)s; resnext50_32x4d is the other one measured here)")
     model.add_argument("--pretrained", action="store_true", help="start from timm's ImageNet weights (needs the Hub)")
+    model.add_argument("--pretrained-file", metavar="TFLITE",
+                       help="start from the ImageNet weights of a TFLite classifier that fits --model (training/imagenet.py; "
+                            "e.g. ../shared/pretrained/tf2_mobilenet_v2_1.0_224_ptq.tflite for mobilenetv2_100)")
+    model.add_argument("--bn-photos", type=int, default=256,
+                       help="with --pretrained-file: real training photos its batch-norm statistics are measured on")
     model.add_argument("--init-from", metavar="MODEL",
                        help="start from a detector's weights (folder or Hub id), with a fresh optimiser and schedule")
     model.add_argument("--img-size", type=int, default=224, help="training and serving resolution")
@@ -108,11 +120,23 @@ def parse_args(argv=None) -> argparse.Namespace:
     run.add_argument("--max-steps-per-epoch", type=int, default=0, help="cut epochs short (smoke tests)")
     run.add_argument("--seed", type=int, default=42)
     args = parser.parse_args(argv)
+    if args.pretrained and args.pretrained_file:
+        parser.error("--pretrained and --pretrained-file are two sources of ImageNet weights: choose one")
     views = (args.face_crops, args.aligned_framing)
     if any(not 0 <= value <= 1 for value in views) or sum(views) > 1:
         parser.error(f"--face-crops and --aligned-framing are probabilities of one draw: each from 0 to 1, together "
                      f"at most 1 (got {args.face_crops:g} and {args.aligned_framing:g})")
     return args
+
+
+def real_photo_batches(dataset, model, count: int, seed: int, batch_size: int = 32):
+    """Up to `count` real photos of `dataset` (a seeded draw), preprocessed for `model`, in batches: what an imported
+    network's batch-norm statistics are measured on."""
+    real = dataset.filter(lambda target: target == LABEL_NAMES.index("real"), input_columns="target")
+    chosen = real.shuffle(seed=seed).select(range(min(count, len(real))))
+    preprocess = eval_transform(data_config(model))
+    for start in range(0, len(chosen), batch_size):
+        yield torch.stack([preprocess(open_rgb(item)) for item in chosen[start:start + batch_size]["image"]])
 
 
 def make_optimizer(args, params):
@@ -200,7 +224,9 @@ def main(argv=None) -> dict:
         train_set, val_set = load_splits(spec, check=not args.skip_image_check)
     data_counts = {"train": describe(train_set, spec.source_column), "validation": describe(val_set, spec.source_column)}
 
-    model = create_model(pretrained=args.pretrained, img_size=args.img_size)
+    model = imagenet_model(args.model, pretrained=args.pretrained, img_size=args.img_size,
+                           pretrained_file=args.pretrained_file,  # on --resume the checkpoint's weights replace them
+                           photos=lambda model: real_photo_batches(train_set, model, args.bn_photos, args.seed))
     init_sha256 = None  # which weights --init-from named: a folder's path may later hold others
     if args.init_from and not args.resume:  # on --resume the checkpoint holds newer weights
         initial = load_model(args.init_from)
