@@ -262,6 +262,7 @@ def render_card(config: dict, evaluation: dict, training: dict | None, *, model_
         model_name=model_name,
         model_ref=f"hf-hub:{repo_id}" if repo_id else f"local-dir:{local_ref or model_name}",
         img_size=size,
+        architecture=config["architecture"],
         label_names=config["label_names"],
         dtype=dtype,
         preprocessing=config["pretrained_cfg"],
