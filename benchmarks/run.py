@@ -2,6 +2,7 @@
 
     python -m benchmarks                 # the bundled model (or $DETECTOR_MODEL), prints a table
     python -m benchmarks --quick         # fewer repeats and requests, for a smoke check
+    python -m benchmarks --baseline OLD  # also time OLD's analyze paths in the same run (before/after)
 
 Each line is a median over repeated calls after warm-up. Results also go to
 benchmarks/results/latest.json.
@@ -74,14 +75,29 @@ def bench_forward(detector: Detector, plain: torch.nn.Module, jpeg: bytes, repea
     return medians_ms(paths, repeats)
 
 
-def bench_at_224(jpeg: bytes, repeats: int) -> dict:
-    """forward and analyze for the same architecture at 224 px, the resolution of the project's spec (random
-    weights: speed does not depend on them). The fixed costs (decoding, rendering) are the same as at 128 px;
-    the forward is about 3× longer."""
+def bench_baseline(detector: Detector, baseline: Detector, jpeg: bytes, repeats: int) -> dict:
+    """analyze (whole image, and with face search) of this model and of `baseline`, in alternating blocks of one
+    `medians_ms` call so that both see the same machine: the before/after ratio of a model change."""
+    timings = medians_ms({
+        "baseline_analyze_ms": lambda: baseline.analyze(jpeg).render(),
+        "paired_analyze_ms": lambda: detector.analyze(jpeg).render(),
+        "baseline_analyze_faces_ms": lambda: baseline.analyze(jpeg, faces=True).render(),
+        "paired_analyze_faces_ms": lambda: detector.analyze(jpeg, faces=True).render(),
+    }, repeats)
+    return {**timings, "baseline_input_size": list(baseline.preprocess.config["input_size"]),
+            "analyze_over_baseline": timings["paired_analyze_ms"] / timings["baseline_analyze_ms"],
+            "analyze_faces_over_baseline": timings["paired_analyze_faces_ms"] / timings["baseline_analyze_faces_ms"]}
+
+
+def bench_at_224(detector: Detector, jpeg: bytes, repeats: int) -> dict:
+    """forward and analyze for the same architecture (and model_args) at 224 px, the resolution of the project's
+    spec (random weights: speed does not depend on them)."""
     from training.train import save_model_folder
 
+    config = detector.loaded.config
+    model_args = {key: value for key, value in config.get("model_args", {}).items() if key != "num_classes"}
     with tempfile.TemporaryDirectory() as folder:
-        save_model_folder(create_model(img_size=224), Path(folder, "model"), {})
+        save_model_folder(create_model(config["architecture"], img_size=224, **model_args), Path(folder, "model"), {})
         detector = Detector.from_pretrained(Path(folder, "model"))
         plain = load_model(Path(folder, "model")).model.to(detector.device).eval()
         timings = bench_forward(detector, plain, jpeg, repeats, faces=False)
@@ -89,11 +105,11 @@ def bench_at_224(jpeg: bytes, repeats: int) -> dict:
 
 
 def bench_textbook_gradcam(detector: Detector, plain: torch.nn.Module, jpeg: bytes, repeats: int) -> float:
-    """The naive app: fp32 probabilities, then pytorch-grad-cam's GradCAM on the last block (hooks + full
+    """The naive app: fp32 probabilities, then pytorch-grad-cam's GradCAM on the last stage (hooks + full
     backward, a second forward), with our rendering."""
     from pytorch_grad_cam import GradCAM
 
-    cam = GradCAM(model=plain, target_layers=[plain.layer4[-1]])
+    cam = GradCAM(model=plain, target_layers=[plain.get_submodule(plain.feature_info[-1]["module"])])
 
     def textbook():
         image = load_image(jpeg)
@@ -198,6 +214,9 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="model folder or Hub id (default: $DETECTOR_MODEL or the bundled model)")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--baseline", metavar="MODEL",
+                        help="another model folder or Hub id whose forward and analyze paths are timed in the same run "
+                             "(keys baseline_*), e.g. the previous bundled model")
     args = parser.parse_args(argv)
     repeats = 5 if args.quick else 30
     detector = Detector.from_pretrained(args.model)
@@ -206,7 +225,10 @@ def main(argv=None) -> dict:
                "input_size": list(detector.preprocess.config["input_size"]), "image": "1024x1024 JPEG"}
     plain = load_model(detector.loaded.folder).model.to(detector.device).eval()  # fp32, as loaded
     results.update(bench_forward(detector, plain, jpeg, repeats))
-    results.update(bench_at_224(jpeg, repeats))
+    if args.baseline:
+        results.update(bench_baseline(detector, Detector.from_pretrained(args.baseline), jpeg, repeats))
+        results["baseline_model"] = args.baseline
+    results.update(bench_at_224(detector, jpeg, repeats))
     results["textbook_gradcam_ms"] = bench_textbook_gradcam(detector, plain, jpeg, repeats)
     results.update(bench_api(detector, jpeg, repeats))
     results.update(bench_cli(detector, str(detector.loaded.folder), 16 if args.quick else 64))

@@ -474,8 +474,8 @@ def summarise(table, threshold: float | None, label_map: dict[str, str] | None) 
         names = sorted({row["label"] for row in labelled})
         if labelled:
             try:  # training only where there are labels to score against
-                from training.data import resolve_label_map
-                from training.metrics import binary_metrics
+                from .labels import resolve_label_map
+                from .metrics import binary_metrics
 
                 mapping = resolve_label_map(names, label_map, "label")
             except (DetectorError, ImportError) as err:
@@ -698,7 +698,7 @@ def finish(args, output: Path, detector, model: str, revision: str, description:
     table = pq.read_table(output, columns=columns)
     label_map = None
     if args.label_map:
-        from training.data import parse_label_map
+        from .labels import parse_label_map
 
         label_map = parse_label_map(args.label_map)
     summary = summarise(table, detector.threshold, label_map)

@@ -20,7 +20,7 @@ from PIL import Image, ImageFilter
 from sklearn.model_selection import StratifiedGroupKFold
 from torchvision import transforms as T
 
-from detector.errors import DetectorError
+from detector.labels import DataError, parse_label_map, resolve_label_map  # noqa: F401  (their home is detector/)
 from detector.model import LABEL_NAMES
 from detector.faces import LARGE_FACE_FINDER, FaceFinder, crop_box as face_crop_box
 from detector.images import open_file_rgb, reencode_jpeg
@@ -30,10 +30,6 @@ from .self_blend import SelfBlend
 from .source_adversary import PSEUDO_FAKES, SourceDomains
 
 VALIDATION_SPLITS = ("validation", "valid", "val")
-
-
-class DataError(DetectorError):
-    """A dataset problem the user must fix (unmapped label, empty class, unreadable file...)."""
 
 
 @dataclass
@@ -73,20 +69,6 @@ def spec_from_args(args: argparse.Namespace) -> DataSpec:
     )
 
 
-def parse_label_map(text: str | None) -> dict[str, str] | None:
-    """'Real=real,Fake=fake' → {'Real': 'real', 'Fake': 'fake'}."""
-    if not text:
-        return None
-    pairs = [item.split("=", 1) for item in text.split(",") if item.strip()]
-    if any(len(pair) != 2 for pair in pairs):
-        raise DataError(f"--label-map must look like 'Real=real,Fake=fake', got {text!r}")
-    mapping = {key.strip(): value.strip().lower() for key, value in pairs}
-    bad = sorted(set(mapping.values()) - set(LABEL_NAMES))
-    if bad:
-        raise DataError(f"--label-map targets must be {list(LABEL_NAMES)}, got {bad}")
-    return mapping
-
-
 def load_raw(spec: DataSpec) -> datasets.DatasetDict:
     """Read SOURCE as a DatasetDict, whatever its form."""
     path = Path(spec.source).expanduser()
@@ -114,18 +96,6 @@ def label_names_of(dataset: datasets.Dataset, column: str) -> list[str]:
     if isinstance(feature, datasets.ClassLabel):
         return list(feature.names)
     return sorted({str(value) for value in dataset[column]})
-
-
-def resolve_label_map(names: list[str], label_map: dict[str, str] | None, column: str) -> dict[str, int]:
-    """Dataset label → target index. Names 'real'/'fake' (any case) map themselves; others need --label-map."""
-    mapping = label_map or {name: name.lower() for name in names if name.lower() in LABEL_NAMES}
-    unmapped = [name for name in names if name not in mapping]
-    if unmapped:
-        raise DataError(
-            f"Column {column!r} has labels {unmapped} that are not mapped onto {list(LABEL_NAMES)}. "
-            f"Pass e.g. --label-map '{unmapped[0]}=fake' (all labels: {names})."
-        )
-    return {name: LABEL_NAMES.index(mapping[name]) for name in names}
 
 
 def with_targets(dataset: datasets.Dataset, spec: DataSpec, both_classes: bool = True) -> datasets.Dataset:
