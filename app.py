@@ -187,9 +187,7 @@ def reading(analysis: Analysis, detector: Detector, findings: list[Finding] | No
     """A short plain-language reading of the verdict, the score and the rule behind it, and (given the provenance
     findings) what the file declares beside it: metadata never changes the model's probabilities."""
     p_fake = analysis.p_fake
-    verdict = f"### {verdict_headline(analysis.label, p_fake)}\n\n"  # the verdict's only headline (see LABEL_ARGS)
-    if 0.3 < p_fake < 0.7:
-        verdict += "The model is unsure: its score is close to the middle."
+    verdict = f"### {verdict_headline(analysis.verdict, p_fake)}\n\n"  # the verdict's only headline (see LABEL_ARGS)
     declared = ""
     if findings is not None:
         strong = any(f.strength == "strong" for f in findings)
@@ -238,7 +236,7 @@ def gallery_html(items: list[tuple[str, Analysis]]) -> str:
     cards = "".join(
         f'<figure style="margin:0;width:180px"><img alt="{html.escape(name)}" '
         f'src="{data_uri(a.render(max_side=THUMBNAIL_SIDE)[2], "JPEG")}" style="width:100%;border-radius:6px"/>'
-        f'<figcaption style="font-size:0.85em">{html.escape(name)}<br/><b>{a.label}</b> (p_fake {a.p_fake:.2f})'
+        f'<figcaption style="font-size:0.85em">{html.escape(name)}<br/><b>{a.verdict}</b> (p_fake {a.p_fake:.2f})'
         "</figcaption></figure>"
         for name, a in items
     )
@@ -440,7 +438,7 @@ def video_for_page(detector: Detector, path, frames, every_second, whole_image, 
 def video_reading(video: VideoAnalysis) -> str:
     info = video.info
     lines = [
-        f"### {verdict_headline(video.label, video.p_fake, real='a real video')}",
+        f"### {verdict_headline(video.verdict, video.p_fake, real='a real video')}",
         f"Video p_fake {video.p_fake:.2f}.",
         f"_Rule:_ {video.rule}",
         f"{len(video.frames)} frames analysed of {info.frame_count} ({info.duration:.1f} s, {info.width}×{info.height}, "
@@ -462,7 +460,7 @@ def video_html(video: VideoAnalysis) -> str:
         f'<figure style="margin:0;width:220px"><img alt="frame {frame.index}" '
         f'src="{data_uri(analysis.render(max_side=THUMBNAIL_SIDE)[2], "JPEG")}" style="width:100%;border-radius:6px"/>'
         f'<figcaption style="font-size:0.85em">{frame.time:.2f} s (frame {frame.index})<br/>'
-        f"<b>{frame.label}</b> (p_fake {frame.p_fake:.2f})</figcaption></figure>"
+        f"<b>{frame.verdict}</b> (p_fake {frame.p_fake:.2f})</figcaption></figure>"
         for frame, analysis in video.top_frames
     )
     return (f'<div class="video-report">{timeline}<h4>Most suspicious frames</h4>'

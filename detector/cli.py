@@ -208,8 +208,8 @@ def _faces(result: dict, searched: bool) -> str:
 
 
 def print_table(results: list[dict], searched: bool = True) -> None:
-    rows = [("file", "label", "p_fake", "faces", "error")]
-    rows += [(r["file"], r["label"] or "-", _probability(r, "fake") or "-", _faces(r, searched), r["error"] or "")
+    rows = [("file", "verdict", "p_fake", "faces", "error")]
+    rows += [(r["file"], r["verdict"] or "-", _probability(r, "fake") or "-", _faces(r, searched), r["error"] or "")
              for r in results]
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     for row in rows:
@@ -221,13 +221,15 @@ def print_table(results: list[dict], searched: bool = True) -> None:
 
 
 def print_csv(results: list[dict]) -> None:
-    """file,label,p_real,p_fake,error,faces: `faces` is the number of faces judged (0: the whole image; empty: failed)."""
+    """file,label,p_real,p_fake,error,faces,verdict: `faces` is the number of faces judged (0: the whole image; empty:
+    failed); `verdict` (likely real / uncertain / likely fake) is the last column, so scripts reading the others by
+    position keep working."""
     writer = csv.writer(sys.stdout, lineterminator="\n")
-    writer.writerow(["file", "label", "p_real", "p_fake", "error", "faces"])
+    writer.writerow(["file", "label", "p_real", "p_fake", "error", "faces", "verdict"])
     for r in results:
         probabilities = r["probabilities"] or {}
         writer.writerow([r["file"], r["label"] or "", probabilities.get("real", ""), probabilities.get("fake", ""), r["error"] or "",
-                         "" if r.get("faces") is None else len(r["faces"])])
+                         "" if r.get("faces") is None else len(r["faces"]), r.get("verdict") or ""])
 
 
 def main(argv: list[str] | None = None) -> int:

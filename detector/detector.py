@@ -20,6 +20,7 @@ from .faces import DEFAULT_MARGIN, MAX_MARGIN, Box, FaceFinder, crop_box as face
 from .images import ImageSource, load_image
 from .model import BUNDLED_MODEL, LoadedModel, conv_bn_pairs, load_model
 from .preprocess import Preprocessor, crop_box, data_config
+from .verdicts import DEFAULT_LOWER_THRESHOLD, UNCERTAIN, verdict_of
 
 
 logger = logging.getLogger(__name__)
@@ -44,13 +45,14 @@ class Analysis:
     image: Image.Image = field(repr=False)
     faces: list["FaceResult"] = field(default_factory=list)
     note: str | None = None
+    verdict: str = UNCERTAIN  # one of VERDICTS, from p_fake and the model's two thresholds
 
     @classmethod
     def of_faces(cls, image: Image.Image, faces: list["FaceResult"]) -> "Analysis":
         """The image's verdict: its most suspicious face."""
         top = max(faces, key=lambda face: face.p_fake)
         return cls(label=top.label, probabilities=dict(top.probabilities), explained=top.analysis.explained,
-                   cam=top.analysis.cam, box=top.cam_box, image=image, faces=faces)
+                   cam=top.analysis.cam, box=top.cam_box, image=image, faces=faces, verdict=top.verdict)
 
     @property
     def p_fake(self) -> float:
@@ -68,7 +70,7 @@ class Analysis:
         """original → activation map → overlay, at the original resolution or scaled once to fit `max_side`.
 
         With `boxes`, each face found is framed on the original and the overlay, coloured by its verdict
-        (red fake, green real) and labelled with its p_fake."""
+        (red likely fake, amber uncertain, green likely real) and labelled with its p_fake."""
         image, scale = self.image, 1.0
         if max_side and max(image.size) > max_side:
             scale = max_side / max(image.size)
@@ -77,13 +79,13 @@ class Analysis:
         heat = explain.heatmap(explain.combined_activation_map(self._cams(scale), image.size))
         overlay = explain.overlay(image, heat)
         if boxes and self.faces:
-            frames = [(tuple(v * scale for v in face.box), face.label, face.p_fake) for face in self.faces]
+            frames = [(tuple(v * scale for v in face.box), face.verdict, face.p_fake) for face in self.faces]
             image, overlay = explain.draw_faces(image, frames), explain.draw_faces(overlay, frames)
         return image, heat, overlay
 
     def to_dict(self) -> dict:
-        return {"label": self.label, "probabilities": dict(self.probabilities), "explained_class": self.explained,
-                "faces": [face.to_dict() for face in self.faces], "note": self.note}
+        return {"label": self.label, "verdict": self.verdict, "probabilities": dict(self.probabilities),
+                "explained_class": self.explained, "faces": [face.to_dict() for face in self.faces], "note": self.note}
 
 
 @dataclass
@@ -103,6 +105,10 @@ class FaceResult:
         return self.analysis.probabilities
 
     @property
+    def verdict(self) -> str:
+        return self.analysis.verdict
+
+    @property
     def p_fake(self) -> float:
         return self.analysis.p_fake
 
@@ -113,7 +119,7 @@ class FaceResult:
         return (self.crop[0] + left, self.crop[1] + top, self.crop[0] + right, self.crop[1] + bottom)
 
     def to_dict(self) -> dict:
-        return {"box": list(self.box), "label": self.label, "probabilities": dict(self.probabilities)}
+        return {"box": list(self.box), "label": self.label, "verdict": self.verdict, "probabilities": dict(self.probabilities)}
 
 
 def native_bf16(device: torch.device) -> bool:
@@ -174,6 +180,11 @@ class Detector:
         self.temperature = float(calibration.get("temperature", 1.0))
         self.bias = float(calibration.get("bias", 0.0))  # added to the fake logit after the temperature
         self.threshold: float | None = calibration.get("threshold")  # p_fake at or above → fake; None: argmax
+        # Below it the verdict is "likely real"; fitted by training.evaluate --calibrate (at most target_fake_miss of
+        # the validation fakes fall below it), else DEFAULT_LOWER_THRESHOLD (never above the threshold).
+        self.lower_threshold: float = float(calibration.get(
+            "lower_threshold", min(DEFAULT_LOWER_THRESHOLD, 0.5 if self.threshold is None else self.threshold)))
+        self.target_fake_miss: float | None = calibration.get("target_fake_miss")
         self.target_fpr: float | None = calibration.get("target_fpr")
         # True: target_fpr is the mean over the kinds (sources) of real photo, each counting equally; then fpr_all_reals
         # is the share of all validation reals the threshold flags.
@@ -262,6 +273,11 @@ class Detector:
         fake, real = self.labels.index("fake"), self.labels.index("real")
         return torch.where(probabilities[:, fake] >= self.threshold, fake, real)
 
+    def verdict(self, p_fake: float) -> str:
+        """The three-level verdict for a p(fake): likely fake at or above the threshold (0.5 without one), likely
+        real below the lower threshold, uncertain between."""
+        return verdict_of(p_fake, self.lower_threshold, 0.5 if self.threshold is None else self.threshold)
+
     def _run(self, images: Iterable[Image.Image], class_index: int | None) -> list[Analysis]:
         images = list(images)
         pixels = torch.stack([self.preprocess(image) for image in images]).to(self.device)
@@ -278,6 +294,7 @@ class Detector:
                 cam=explain.normalise(cam),
                 box=crop_box(image.width, image.height, self.preprocess.config),
                 image=image,
+                verdict=self.verdict(float(probs[self.labels.index("fake")])),
             )
             for image, probs, cam, index, verdict in zip(images, probabilities, cams, explained.tolist(), verdicts)
         ]

@@ -26,6 +26,7 @@ from PIL import Image
 
 from . import provenance
 from .detector import Analysis, Detector
+from .verdicts import LIKELY_FAKE, LIKELY_REAL, UNCERTAIN
 from .model import hub_revision, weights_sha256
 from .spectrum import analysed_region, spectrum
 
@@ -66,7 +67,15 @@ def decision_rule(detector: Detector) -> str:
     if detector.fakes_caught is not None:
         rule += (f" On the same photos it caught {detector.fakes_caught * 100:.0f} of 100 fakes: a picture that is not "
                  "flagged can still be fake.")
-    return rule + good_photos(detector)
+    return rule + lower_rule(detector) + good_photos(detector)
+
+
+def lower_rule(detector: Detector) -> str:
+    """What the lower threshold means: below it "likely real", between the two "uncertain"."""
+    lower = detector.lower_threshold
+    how = ("" if detector.target_fake_miss is None else
+           f": at most {detector.target_fake_miss * 100:.0f} of 100 validation fakes scored below it")
+    return f" Below {lower:.0%} it reads \"likely real\"{how}; between the two, \"uncertain\"."
 
 
 def percent(p: float) -> str:
@@ -92,16 +101,19 @@ def probability_sentence(p_fake: float) -> str:
     return f"The model's probability that this face is fake: {percent(p_fake)} (that it is real: {percent(1 - p_fake)})."
 
 
-def verdict_headline(label: str, p_fake: float, real: str = "a real photo") -> str:
-    """The verdict in words (`real`: what a real one is, "a real photo" or "a real video"). Between 50% and the
-    threshold a face is not flagged, yet its score leans towards fake: saying "likely a real photo" there would
-    contradict the number beside it."""
-    sure = "very likely" if p_fake >= 0.9 or p_fake <= 0.1 else "likely"
-    if label == "fake":
-        return f"Flagged: {sure} generated or manipulated"
-    if p_fake >= 0.5:
-        return "Not flagged, but not clearly real: its score leans towards fake without reaching the threshold"
-    return f"Not flagged: {sure} {real}"
+VERDICT_CLASSES = {LIKELY_FAKE: "fake", UNCERTAIN: "uncertain", LIKELY_REAL: "real"}  # the report's CSS classes
+
+
+def verdict_headline(verdict: str, p_fake: float, real: str = "a real photo") -> str:
+    """The three-level verdict in plain words with the probability beside it (`real`: what a real one is, "a real
+    photo" or "a real video"). Its words follow the verdict, and the verdict follows the number: "likely real" is
+    said only below the lower threshold, "likely fake" only at or above the threshold."""
+    score = f"p(fake) {percent(p_fake)}"
+    if verdict == LIKELY_FAKE:
+        return f"Likely fake: generated or manipulated ({score})"
+    if verdict == LIKELY_REAL:
+        return f"Likely {real} ({score})"
+    return f"Uncertain: the model cannot tell whether this is {real} or a fake ({score})"
 
 
 def good_photos(detector: Detector) -> str:
@@ -183,6 +195,7 @@ th{background:#f3f3f3}code,.mono{font-family:ui-monospace,Menlo,Consolas,monospa
 figure img{width:100%;border-radius:4px}figcaption{text-align:center;font-size:.9em}
 .verdict{font-size:1.2em;padding:10px 12px;border-radius:6px;border:2px solid}
 .rule{font-size:.8em}.fake{border-color:#c62828;background:#fdecea}.real{border-color:#2e7d32;background:#edf7ee}
+.uncertain{border-color:#b45309;background:#fff7e6}
 .strong{color:#b71c1c;font-weight:bold}.weak{color:#8d6e00;font-weight:bold}.warning{color:#e65100;font-weight:bold}
 .error{color:#555;font-style:italic}.info{color:#333}.faces img{width:140px}.muted{color:#555;font-size:.9em}
 @media print{body{margin:0;max-width:none;font-size:11pt}h2{break-after:avoid}figure,tr,.verdict{break-inside:avoid}
@@ -203,7 +216,7 @@ def report_html(evidence: Evidence, detector: Detector) -> str:
     sections = [
         f"<h1>Deepfake face detector: report</h1>"
         f'<p class="muted">{html.escape(e.name)} · analysed {e.created.strftime("%Y-%m-%d %H:%M:%S UTC")}</p>',
-        f'<div class="verdict {a.label}" id="verdict"><b>{verdict_headline(a.label, a.p_fake)}.</b> '
+        f'<div class="verdict {VERDICT_CLASSES[a.verdict]}" id="verdict"><b>{verdict_headline(a.verdict, a.p_fake)}.</b> '
         f"{html.escape(probability_sentence(a.p_fake))}<br/><span class='rule'>{html.escape(decision_rule(detector))}</span></div>"
         + declared + (f"<p><b>Note:</b> {html.escape(a.note)}.</p>" if a.note else ""),
         _findings_section(e.findings),

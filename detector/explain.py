@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .verdicts import VERDICT_COLOURS
+
 
 def predict_with_cam(
     model: torch.nn.Module, pixels: torch.Tensor, class_index: int | None = None,
@@ -128,12 +130,9 @@ def combined_activation_map(cams: list[tuple[np.ndarray, tuple[float, float, flo
     return canvas
 
 
-VERDICT_COLOURS = {"fake": (220, 38, 38), "real": (22, 163, 74)}  # red, green
-
-
 def draw_faces(image: Image.Image, faces: list[tuple[tuple[float, float, float, float], str, float]]) -> Image.Image:
-    """A copy of `image` with each (box, label, p_fake) drawn: a box coloured by the label, 'label, p(fake) 0.70' above
-    it (a bare "real 0.70" read as 70% real)."""
+    """A copy of `image` with each (box, verdict, p_fake) drawn: a box coloured by the verdict (red likely fake, amber
+    uncertain, green likely real), 'verdict, p(fake) 0.70' above it (a bare "real 0.70" read as 70% real)."""
     from PIL import ImageDraw, ImageFont
 
     drawn = image.convert("RGB").copy()
@@ -141,7 +140,7 @@ def draw_faces(image: Image.Image, faces: list[tuple[tuple[float, float, float, 
     width = max(2, round(max(image.size) / 250))
     font = ImageFont.load_default(size=max(12, round(max(image.size) / 40)))
     for box, label, p_fake in faces:
-        colour = VERDICT_COLOURS.get(label, (250, 204, 21))
+        colour = VERDICT_COLOURS.get(label, (107, 114, 128))
         left, top, right, bottom = (round(v) for v in box)
         draw.rectangle((left, top, right - 1, bottom - 1), outline=colour, width=width)
         text = f"{label}, p(fake) {p_fake:.2f}"

@@ -283,10 +283,14 @@ def _check_calibration(config_path: Path, calibration) -> None:
     if not _number(margin) or not 0 <= margin <= MAX_MARGIN:
         raise DetectorError(f"{config_path}: calibration.face_margin must be a number from 0 to {MAX_MARGIN} (a fraction of "
                             f"the face's side), found {margin!r}.")
-    for key in ("threshold", "target_fpr"):
+    for key in ("threshold", "target_fpr", "lower_threshold", "target_fake_miss"):
         value = calibration.get(key)
         if value is not None and (not _number(value) or not 0 < value < 1):
             raise DetectorError(f"{config_path}: calibration.{key} must be a number between 0 and 1, found {value!r}.")
+    lower, upper = calibration.get("lower_threshold"), calibration.get("threshold")
+    if lower is not None and (upper is None or lower > upper):
+        raise DetectorError(f"{config_path}: calibration.lower_threshold ({lower!r}) needs a threshold at or above it, "
+                            f"found {upper!r}.")
     per_source = calibration.get("target_fpr_per_source", False)
     if not isinstance(per_source, bool):
         raise DetectorError(f"{config_path}: calibration.target_fpr_per_source must be true or false, found {per_source!r}.")

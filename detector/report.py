@@ -1,6 +1,7 @@
 """One result row per input, the stable JSON shape shared by the CLI and the API.
 
-Keys `file`, `label`, `probabilities`, `error` are a promise to scripts: add fields, never rename.
+Keys `file`, `label`, `probabilities`, `error` are a promise to scripts: add fields, never rename. `verdict` is the
+three-level reading (likely real / uncertain / likely fake) of the same probability.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ def _cam(cam, box) -> dict:
 
 
 def face_row(face: FaceResult, cams: bool = False) -> dict:
-    """{'box', 'label', 'probabilities'} (+ 'cam', 'cam_box' in the image's pixels with `cams`)."""
+    """{'box', 'label', 'verdict', 'probabilities'} (+ 'cam', 'cam_box' in the image's pixels with `cams`)."""
     row = face.to_dict()
     if cams:
         row.update(_cam(face.analysis.cam, face.cam_box))
@@ -21,7 +22,8 @@ def face_row(face: FaceResult, cams: bool = False) -> dict:
 
 
 def result_row(file: str, analysis: Analysis | None, error: str | None = None, cams: bool = False) -> dict:
-    """{'file', 'label', 'probabilities', 'error', 'explained_class', 'faces', 'note'}: None where the input failed.
+    """{'file', 'label', 'verdict', 'probabilities', 'error', 'explained_class', 'faces', 'note'}: None where the input
+    failed.
 
     `faces` lists every face found ([] when none was found, or in whole-image mode); `label` and
     `probabilities` are then the most suspicious face's. `note` says when no face was found and the
@@ -30,6 +32,7 @@ def result_row(file: str, analysis: Analysis | None, error: str | None = None, c
     row = {
         "file": file,
         "label": analysis.label if analysis else None,
+        "verdict": analysis.verdict if analysis else None,
         "probabilities": dict(analysis.probabilities) if analysis else None,
         "error": error,
         "explained_class": analysis.explained if analysis else None,
@@ -42,11 +45,11 @@ def result_row(file: str, analysis: Analysis | None, error: str | None = None, c
 
 
 def video_row(file: str, video: VideoAnalysis | None, error: str | None = None) -> dict:
-    """A video's row: `file`, `label`, `probabilities`, `error` as for images (the video's verdict), then
+    """A video's row: `file`, `label`, `verdict`, `probabilities`, `error` as for images (the video's verdict), then
     `rule` (how frame scores make the verdict), `top_k`, `frames_sampled`, `frames_without_face`,
     `undecodable_frames`, `video` (width, height, fps, frame_count, duration_s) and `frames` (index, time,
     label, probabilities, faces, note per sampled frame); None where the video failed."""
-    row = {"file": file, "label": video.label if video else None,
+    row = {"file": file, "label": video.label if video else None, "verdict": video.verdict if video else None,
            "probabilities": dict(video.probabilities) if video else None, "error": error}
     details = video.to_dict() if video else {}
     for key in ("rule", "top_k", "frames_sampled", "frames_without_face", "undecodable_frames", "video", "frames"):

@@ -86,6 +86,7 @@ class FrameResult:
     probabilities: dict[str, float]
     faces: list[dict]  # box, label, probabilities per face found ([] when none)
     note: str | None  # set when no face was found and the whole frame was analysed
+    verdict: str = ""  # likely real / uncertain / likely fake (detector.VERDICTS)
 
     @property
     def p_fake(self) -> float:
@@ -94,10 +95,10 @@ class FrameResult:
     @classmethod
     def of(cls, index: int, time: float, analysis: Analysis) -> "FrameResult":
         return cls(index, time, analysis.label, dict(analysis.probabilities), [face.to_dict() for face in analysis.faces],
-                   analysis.note)
+                   analysis.note, analysis.verdict)
 
     def to_dict(self) -> dict:
-        return {"index": self.index, "time": round(self.time, 3), "label": self.label,
+        return {"index": self.index, "time": round(self.time, 3), "label": self.label, "verdict": self.verdict,
                 "probabilities": dict(self.probabilities), "faces": self.faces, "note": self.note}
 
 
@@ -112,6 +113,7 @@ class VideoAnalysis:
     info: VideoInfo
     undecodable: int = 0  # sampled frames the decoder could not return
     threshold: float = 0.5  # the video is fake when p_fake reaches it
+    verdict: str = ""  # likely real / uncertain / likely fake, by the detector's two thresholds
 
     @property
     def rule(self) -> str:
@@ -133,7 +135,8 @@ class VideoAnalysis:
         return timeline_plot(self, size)
 
     def to_dict(self) -> dict:
-        return {"label": self.label, "probabilities": dict(self.probabilities), "rule": self.rule, "top_k": self.top_k,
+        return {"label": self.label, "verdict": self.verdict, "probabilities": dict(self.probabilities), "rule": self.rule,
+                "top_k": self.top_k,
                 "frames_sampled": len(self.frames), "frames_without_face": self.frames_without_face,
                 "undecodable_frames": self.undecodable, "video": self.info.to_dict(),
                 "frames": [frame.to_dict() for frame in self.frames]}
@@ -270,7 +273,8 @@ def analyze_video(detector: Detector, source: VideoSource, frames: int | None = 
     threshold = 0.5 if getattr(detector, "threshold", None) is None else float(detector.threshold)
     probabilities = {name: (p_fake if name == "fake" else 1 - p_fake) for name in detector.labels}
     return VideoAnalysis(label="fake" if p_fake >= threshold else "real", probabilities=probabilities, frames=results,
-                         top_frames=top, info=info, undecodable=undecodable, threshold=threshold)
+                         top_frames=top, info=info, undecodable=undecodable, threshold=threshold,
+                         verdict=detector.verdict(p_fake))
 
 
 # --- the timeline -----------------------------------------------------------------------------------
@@ -282,7 +286,7 @@ def timeline_plot(video: VideoAnalysis, size: tuple[int, int] = (900, 300)) -> I
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from .explain import VERDICT_COLOURS
+    from .verdicts import VERDICT_COLOURS
 
     dpi = 100
     figure = Figure(figsize=(size[0] / dpi, size[1] / dpi), dpi=dpi)
@@ -292,11 +296,11 @@ def timeline_plot(video: VideoAnalysis, size: tuple[int, int] = (900, 300)) -> I
     scores = [frame.p_fake for frame in video.frames]
     axes.plot(times, scores, color="#888888", linewidth=1, zorder=1)
     for frame in video.frames:
-        colour = tuple(c / 255 for c in VERDICT_COLOURS[frame.label])
+        colour = tuple(c / 255 for c in VERDICT_COLOURS[frame.verdict])
         axes.scatter([frame.time], [frame.p_fake], s=28, zorder=2, edgecolors=[colour],
                      facecolors="none" if frame.note else [colour])
     axes.axhline(video.threshold, color="#444444", linestyle=":", linewidth=1)
-    axes.axhline(video.p_fake, color=tuple(c / 255 for c in VERDICT_COLOURS[video.label]), linestyle="--", linewidth=1.5,
+    axes.axhline(video.p_fake, color=tuple(c / 255 for c in VERDICT_COLOURS[video.verdict]), linestyle="--", linewidth=1.5,
                  label=f"video score {video.p_fake:.2f} (mean of top {video.top_k} of {len(video.frames)} frames)")
     axes.set_xlim(0, max(video.info.duration, max(times) + 1e-3))
     axes.set_ylim(-0.02, 1.02)

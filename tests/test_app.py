@@ -178,14 +178,17 @@ def test_the_page_label_never_reads_100_percent(detector, face_paths):
 
 def test_the_page_headline_is_the_verdict_not_the_more_probable_class(detector, face_paths):
     """At p(fake) 0.6, under the threshold, the Label's heading read "fake" above a reading that said "Not flagged".
-    The widget now shows its bars only (the browser test sees no heading) and the reading opens with the verdict."""
+    The widget now shows its bars only (the browser test sees no heading) and the reading opens with the verdict,
+    in plain words with the probability beside it."""
     import dataclasses
     analysis = detector.analyze(face_paths[0])
-    grey = dataclasses.replace(analysis, label="real", probabilities={"real": 0.4, "fake": 0.6})
+    grey = dataclasses.replace(analysis, label="real", verdict="uncertain", probabilities={"real": 0.4, "fake": 0.6})
     _, _, text = app_module.page_result(grey, detector)
-    assert text.startswith("### Not flagged, but not clearly real")
-    flagged = dataclasses.replace(analysis, label="fake", probabilities={"real": 0.05, "fake": 0.95})
-    assert app_module.page_result(flagged, detector)[2].startswith("### Flagged: very likely generated or manipulated")
+    assert text.startswith("### Uncertain: the model cannot tell") and "(p(fake) 60%)" in text.splitlines()[0]
+    flagged = dataclasses.replace(analysis, label="fake", verdict="likely fake", probabilities={"real": 0.05, "fake": 0.95})
+    assert app_module.page_result(flagged, detector)[2].startswith("### Likely fake: generated or manipulated (p(fake) 95%)")
+    clear = dataclasses.replace(analysis, label="real", verdict="likely real", probabilities={"real": 0.9, "fake": 0.1})
+    assert app_module.page_result(clear, detector)[2].startswith("### Likely a real photo (p(fake) 10%)")
     assert app_module.LABEL_ARGS["show_heading"] is False
 
 
@@ -279,7 +282,8 @@ def test_video_page_shows_the_rule_the_timeline_and_the_most_suspicious_frames(d
                                                   progress=lambda value, **kwargs: steps.append(value))
     assert not upload.exists()  # read into memory and deleted before decoding
     assert set(label) == {"real", "fake"} and "Rule:" in text and "top 2" in text
-    assert text.startswith("### Flagged" if label["fake"] >= (detector.threshold or 0.5) else "### Not flagged")
+    assert text.startswith("### Likely fake" if label["fake"] >= (detector.threshold or 0.5) else
+                           ("### Likely a real video" if label["fake"] < detector.lower_threshold else "### Uncertain"))
     assert 'id="timeline"' in html and html.count("<figure") == app_module.TOP_FRAMES
     assert steps[0] == (0, 8) and steps[-1] == (8, 8)
     label, text, html = app_module.video_for_page(detector, None, 8, False, False)

@@ -78,7 +78,7 @@ def test_csv_and_exit_0_when_every_input_succeeds(inputs, model_dir):
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
     assert [row["file"] for row in rows] == ["photos/fake_sdfd_1.jpg", "photos/real_pixabay_2.jpg"]
     for row in rows:
-        assert list(row) == ["file", "label", "p_real", "p_fake", "error", "faces"]
+        assert list(row) == ["file", "label", "p_real", "p_fake", "error", "faces", "verdict"]
         assert row["error"] == "" and row["label"] in ("real", "fake") and row["faces"] == "1"
         assert float(row["p_real"]) + float(row["p_fake"]) == pytest.approx(1.0, abs=1e-5)
 
@@ -87,7 +87,7 @@ def test_table_names_every_file_and_uses_the_model_from_the_environment(inputs, 
     result = run(["photos", "missing.jpg"], inputs, DETECTOR_MODEL=str(model_dir))
     assert result.returncode == 1, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0].split() == ["file", "label", "p_fake", "faces", "error"]
+    assert lines[0].split() == ["file", "verdict", "p_fake", "faces", "error"]
     for name in ["photos/broken.jpg", *GOOD_PHOTOS, "missing.jpg"]:
         assert any(line.startswith(name + " ") for line in lines), name
     assert "No such file" in next(line for line in lines if line.startswith("missing.jpg"))
@@ -131,7 +131,7 @@ def test_faces_are_listed_and_whole_image_mode_skips_the_search(inputs, model_di
     group, wall, single = json.loads(searched.stdout)
     assert len(group["faces"]) == 4 and group["note"] is None
     for face in group["faces"]:
-        assert set(face) == {"box", "label", "probabilities"} and len(face["box"]) == 4
+        assert set(face) == {"box", "label", "verdict", "probabilities"} and len(face["box"]) == 4
         assert face["label"] == max(face["probabilities"], key=face["probabilities"].get)
     assert group["probabilities"] == max((f["probabilities"] for f in group["faces"]), key=lambda p: p["fake"])
     assert wall["faces"] == [] and wall["note"] == "no face found: whole image analysed, the model was trained on faces"

@@ -80,13 +80,13 @@ def test_a_probability_is_never_shown_as_certain(p, words):
     assert percent(p) == words
 
 
-def test_a_face_between_the_middle_and_the_threshold_is_not_called_likely_real():
-    """Not flagged at p(fake) 0.8 (threshold 0.84): the words must not contradict the number beside them."""
-    grey = verdict_headline("real", 0.8)
-    assert grey.startswith("Not flagged") and "leans towards fake" in grey and "real photo" not in grey
-    assert verdict_headline("real", 0.2) == "Not flagged: likely a real photo"
-    assert verdict_headline("real", 0.05) == "Not flagged: very likely a real photo"
-    assert verdict_headline("fake", 0.97) == "Flagged: very likely generated or manipulated"
+@pytest.mark.parametrize("verdict, p, words", [
+    ("uncertain", 0.8, "Uncertain: the model cannot tell whether this is a real photo or a fake (p(fake) 80%)"),
+    ("likely real", 0.05, "Likely a real photo (p(fake) 5%)"),
+    ("likely fake", 0.97, "Likely fake: generated or manipulated (p(fake) 97%)"),
+])
+def test_the_headline_is_the_verdict_in_plain_words_with_its_probability(verdict, p, words):
+    assert verdict_headline(verdict, p) == words
 
 
 def test_the_bundled_models_confident_verdict_reads_more_than_99_not_100(tmp_path):

@@ -37,7 +37,7 @@ from detector.model import LABEL_NAMES
 from .data import (DataError, DataSpec, add_data_arguments, held_out_set, load_raw, load_splits, open_rgb, spec_from_args,
                    with_targets)
 from .metrics import (apply_temperature, binary_metrics, expected_calibration_error, fit_temperature_and_bias, plot_confusion,
-                      fpr_per_source, plot_reliability, plot_robustness, plot_roc, threshold_for_fpr)
+                      fpr_per_source, plot_reliability, plot_robustness, plot_roc, threshold_for_fpr, threshold_for_miss)
 from .robustness import PERTURBATIONS
 
 FAKE = LABEL_NAMES.index("fake")
@@ -57,6 +57,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     extra.add_argument("--calibrate", action="store_true",
                        help="fit temperature scaling and a decision threshold on these images (use the validation split)")
     extra.add_argument("--target-fpr", type=float, default=0.05, help="the threshold calls this fraction of real images fake")
+    extra.add_argument("--target-fake-miss", type=float, default=0.05,
+                       help="the lower threshold (below it the verdict is 'likely real') lets at most this fraction of "
+                            "the fake images fall under it")
     extra.add_argument("--fpr-per-source", action="store_true",
                        help="--target-fpr is the mean over the sources of real images, each counting equally, so that many "
                             "easy reals cannot hide a rare hard kind (needs --source-column); stored with the threshold")
@@ -159,13 +162,16 @@ def evaluate(detector: Detector, dataset: datasets.Dataset, source_column: str |
     return result
 
 
-def calibrate(result: dict, target_fpr: float, face_margin: float | None = None, per_source: bool = False) -> dict:
+def calibrate(result: dict, target_fpr: float, face_margin: float | None = None, per_source: bool = False,
+              target_fake_miss: float = 0.05) -> dict:
     """Temperature, fake-logit bias and decision threshold fitted on these predictions, with the metrics they give.
     (The threshold keeps the same images on each side whatever the temperature and bias: both are monotonic.)
     `face_margin`: the margin round each face the predictions were made with, when they came from face search; the
     detector then crops with it, so the threshold meets the crops it was fitted on.
     `per_source`: `target_fpr` is the mean over the sources of real images (each counting equally), not the share of
-    all real images; the result then also holds the share of all reals called fake and each source's."""
+    all real images; the result then also holds the share of all reals called fake and each source's.
+    `target_fake_miss`: the lower threshold of the three-level verdict lets at most this share of the fakes fall
+    below it (never above the threshold); stored with the shares of reals and fakes each level then holds."""
     is_fake, p_fake = np.array(result["is_fake"]), np.array(result["p_fake"])
     sources = result.get("sources") if per_source else None
     if per_source and sources is None:
@@ -174,11 +180,18 @@ def calibrate(result: dict, target_fpr: float, face_margin: float | None = None,
     calibrated = apply_temperature(p_fake, temperature, bias)
     threshold = threshold_for_fpr(is_fake, calibrated, target_fpr, sources)
     at_threshold = binary_metrics(is_fake, calibrated, threshold)
+    lower = min(threshold_for_miss(is_fake, calibrated, target_fake_miss), threshold)
+    levels = {name: {"reals": float(np.mean(inside[~is_fake.astype(bool)])), "fakes": float(np.mean(inside[is_fake.astype(bool)]))}
+              for name, inside in (("likely real", calibrated < lower), ("uncertain", (calibrated >= lower) & (calibrated < threshold)),
+                                   ("likely fake", calibrated >= threshold))}
     return {
         "temperature": temperature,
         "bias": bias,
         "threshold": threshold,
         "target_fpr": target_fpr,
+        "lower_threshold": lower,
+        "target_fake_miss": target_fake_miss,
+        "verdict_shares": levels,
         **({} if face_margin is None else {"face_margin": face_margin}),
         "fakes_caught": at_threshold["recall"],
         **({} if sources is None else {"target_fpr_per_source": True, "fpr_all_reals": at_threshold["fpr"],
@@ -278,7 +291,7 @@ def main(argv=None) -> dict:
     result = evaluate(detector, dataset, args.source_column, faces=args.faces)
     if args.calibrate:
         result["calibration"] = calibrate(result, args.target_fpr, detector.face_margin if args.faces else None,
-                                          per_source=args.fpr_per_source)
+                                          per_source=args.fpr_per_source, target_fake_miss=args.target_fake_miss)
     if args.robustness is not None:  # --robustness alone: every perturbation
         result["robustness"], result["robustness_at_threshold"] = robustness(detector, dataset, result, faces=args.faces,
                                                                              names=args.robustness)

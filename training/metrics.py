@@ -142,6 +142,15 @@ def threshold_for_fpr(is_fake: np.ndarray, p_fake: np.ndarray, target_fpr: float
     return float(candidates[np.argmax(flagged <= target_fpr + 1e-12)])
 
 
+def threshold_for_miss(is_fake: np.ndarray, p_fake: np.ndarray, max_missed: float) -> float:
+    """The highest threshold on p_fake below which at most `max_missed` of the fake images fall: the lower threshold
+    of the three-level verdict (below it, "likely real")."""
+    fakes = np.sort(np.asarray(p_fake, dtype=float)[np.asarray(is_fake, dtype=bool)])
+    if not len(fakes):
+        raise ValueError("a lower threshold needs fake images to fit on")
+    return float(fakes[min(len(fakes) - 1, int(np.floor(max_missed * len(fakes))))])
+
+
 def fpr_per_source(is_fake: np.ndarray, p_fake: np.ndarray, sources, threshold: float) -> dict[str, float]:
     """Share of each source's real images at or above `threshold`."""
     is_real = ~np.asarray(is_fake, dtype=bool)

@@ -329,8 +329,8 @@ def with_calibration(config: dict, evaluation: dict) -> dict:
     fitted = evaluation.get("calibration")
     if not fitted:
         return config
-    keys = ("temperature", "bias", "threshold", "target_fpr", "face_margin", "target_fpr_per_source", "fpr_all_reals",
-            "fakes_caught")
+    keys = ("temperature", "bias", "threshold", "target_fpr", "lower_threshold", "target_fake_miss", "face_margin",
+            "target_fpr_per_source", "fpr_all_reals", "fakes_caught")
     return {**config, "calibration": {key: fitted[key] for key in keys if key in fitted}}
 
 
