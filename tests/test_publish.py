@@ -313,8 +313,11 @@ def test_calibration_and_robustness_are_measured_and_published(report_dir, publi
     assert flagged["clean"]["fakes_caught"] == pytest.approx(fitted["metrics_at_threshold"]["recall"])
     assert (report_dir / "reliability.png").stat().st_size > 0 and (report_dir / "robustness.png").stat().st_size > 0
     config = json.loads((published / "config.json").read_text())
-    assert config["calibration"] == {key: fitted[key] for key in ("temperature", "bias", "threshold", "target_fpr", "fakes_caught")}
+    assert config["calibration"] == {key: fitted[key] for key in ("temperature", "bias", "threshold", "target_fpr", "fakes_caught",
+                                                                  "lower_threshold", "target_fake_miss")}
+    assert config["calibration"]["lower_threshold"] <= config["calibration"]["threshold"]
     card = (published / "README.md").read_text()
+    assert f"*likely real* below\n{fitted['lower_threshold']:.4f}" in card and "of the fakes" in card
     assert "Calibration and decision threshold" in card and "jpeg_q75" in card
     assert "| perturbation | ROC-AUC | reals called fake | fakes caught |" in card and "| border_0.2 |" in card
     assert "Notes from the training run" in card and "shortened from 20 to 12 epochs" in card
