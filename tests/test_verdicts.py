@@ -87,6 +87,11 @@ def test_calibration_fits_the_lower_threshold_by_its_stated_rule():
     assert shares["likely real"]["fakes"] == below.mean()
     assert sum(level["reals"] for level in shares.values()) == pytest.approx(1.0)
     assert threshold_for_miss([True, True, False], [0.2, 0.9, 0.1], 0.0) == 0.2
+    sources = ["photos"] * 400 + ["gan"] * 200 + ["diffusion"] * 200
+    by_source = calibrate({"is_fake": is_fake.tolist(), "p_fake": p_fake.tolist(), "sources": sources}, target_fpr=0.05,
+                          per_source=True)["fakes_caught_by_source"]
+    caught = np.array(fitted["p_fake_calibrated"])[400:600] >= fitted["threshold"]
+    assert set(by_source) == {"gan", "diffusion"} and by_source["gan"] == pytest.approx(caught.mean())
 
 
 def test_the_cli_csv_and_json_carry_the_verdict(model_dir):

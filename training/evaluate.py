@@ -196,11 +196,20 @@ def calibrate(result: dict, target_fpr: float, face_margin: float | None = None,
         "fakes_caught": at_threshold["recall"],
         **({} if sources is None else {"target_fpr_per_source": True, "fpr_all_reals": at_threshold["fpr"],
                                        "fpr_by_source": fpr_per_source(is_fake, calibrated, sources, threshold)}),
+        **({} if result.get("sources") is None else {"fakes_caught_by_source": caught_per_source(
+            is_fake, calibrated, result["sources"], threshold)}),
         "ece_before": expected_calibration_error(is_fake, p_fake),
         "ece_after": expected_calibration_error(is_fake, calibrated),
         "metrics_at_threshold": at_threshold,
         "p_fake_calibrated": calibrated.tolist(),
     }
+
+
+def caught_per_source(is_fake, p_fake, sources, threshold: float) -> dict[str, float]:
+    """Share of each source's fake images at or above `threshold` (sources without fakes left out)."""
+    is_fake, p_fake, sources = np.asarray(is_fake, dtype=bool), np.asarray(p_fake, dtype=float), np.asarray(sources).astype(str)
+    return {name: float(np.mean(p_fake[is_fake & (sources == name)] >= threshold))
+            for name in sorted(set(sources[is_fake]))}
 
 
 def robustness(detector: Detector, dataset: datasets.Dataset, result: dict, progress: bool = True,

@@ -1,0 +1,28 @@
+"""Every relative link in the README and the docs resolves to a file of the repository."""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from conftest import ROOT
+
+DOCUMENTS = [ROOT / "README.md", ROOT / "SECURITY.md", *sorted((ROOT / "docs").rglob("*.md")),
+             ROOT / "models" / "deepfake-detector" / "README.md"]
+LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def relative_links(path):
+    for target in LINK.findall(path.read_text(encoding="utf-8")):
+        if not re.match(r"^(https?:|mailto:|#|data:)", target):
+            yield target.split("#")[0]
+
+
+@pytest.mark.parametrize("path", DOCUMENTS, ids=[str(path.relative_to(ROOT)) for path in DOCUMENTS])
+def test_every_relative_link_resolves(path):
+    broken = [target for target in relative_links(path) if target and not (path.parent / target).exists()]
+    assert not broken, f"{path.relative_to(ROOT)} links to missing files: {broken}"
+
+
+def test_the_readme_is_read_in_five_minutes():
+    assert len((ROOT / "README.md").read_text().splitlines()) <= 250
