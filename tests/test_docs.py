@@ -26,3 +26,11 @@ def test_every_relative_link_resolves(path):
 
 def test_the_readme_is_read_in_five_minutes():
     assert len((ROOT / "README.md").read_text().splitlines()) <= 250
+
+
+def test_the_readmes_measured_tables_are_rendered_from_the_measured_files():
+    """Each number of the README's generated blocks has one home, the file that measured it."""
+    from training.summary import write
+
+    text = (ROOT / "README.md").read_text()
+    assert write(text) == text, "run: python -m training.summary --write README.md"
