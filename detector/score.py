@@ -48,6 +48,7 @@ COLUMNS = {  # the output table's columns, in order: a promise to scripts (add, 
     "p_fake": "probability that the image is generated/manipulated (the most suspicious face's, with face search)",
     "p_real": "1 - p_fake",
     "predicted": "'real' or 'fake': p_fake against the model's calibrated threshold (else the more probable class)",
+    "verdict": "'likely real', 'uncertain' or 'likely fake': p_fake against the model's two thresholds",
     "faces": "JSON list of {box, label, probabilities} per face found (face search only; [] when none was found)",
     "note": "set when no face was found and the whole image was analysed",
     "error": "why this input could not be scored (null when it was)",
@@ -55,7 +56,7 @@ COLUMNS = {  # the output table's columns, in order: a promise to scripts (add, 
     "model_revision": "the Hub commit of the weights, else sha256: of model.safetensors",
 }
 ORDER = "_order"  # internal: the row's position in the input
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the verdict column
 
 
 # ---------------------------------------------------------------- inputs
@@ -262,6 +263,7 @@ def score_items(detector, items: list[dict], faces: bool, model: str, revision: 
             "p_fake": p_fake,
             "p_real": float(analysis.probabilities["real"]) if analysis else None,
             "predicted": analysis.label if analysis else None,
+            "verdict": analysis.verdict if analysis else None,
         })
         if faces:
             row["faces"] = json.dumps([face.to_dict() for face in analysis.faces]) if analysis else None
@@ -277,7 +279,7 @@ def schema(faces: bool, has_label: bool):
     fields = [(ORDER, pa.int64()), ("id", pa.string())]
     if has_label:
         fields.append(("label", pa.string()))
-    fields += [("p_fake", pa.float64()), ("p_real", pa.float64()), ("predicted", pa.string())]
+    fields += [("p_fake", pa.float64()), ("p_real", pa.float64()), ("predicted", pa.string()), ("verdict", pa.string())]
     if faces:
         fields += [("faces", pa.string()), ("note", pa.string())]
     fields += [("error", pa.string()), ("model", pa.string()), ("model_revision", pa.string())]

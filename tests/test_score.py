@@ -69,6 +69,8 @@ def test_one_row_per_image_in_order_bad_files_become_error_rows(one_process, col
     for row in scored:
         assert 0 <= row["p_fake"] <= 1 and abs(row["p_fake"] + row["p_real"] - 1) < 1e-6
         assert row["predicted"] in ("real", "fake") and len(json.loads(row["faces"])) >= 1  # face search is on
+        assert row["verdict"] in ("likely real", "uncertain", "likely fake")
+        assert (row["verdict"] == "likely fake") == (row["predicted"] == "fake")
         assert row["model"] == str(model_dir) and row["model_revision"].startswith("sha256:")
     by_id = {row["id"]: row for row in table}
     assert by_id["more/fake_sdfd_1.jpg"]["p_fake"] == pytest.approx(by_id["fake_sdfd_1.jpg"]["p_fake"], abs=1e-6)
@@ -80,7 +82,7 @@ def test_one_row_per_image_in_order_bad_files_become_error_rows(one_process, col
     assert len(summary["error_reasons"]) == 2 and "metrics" not in summary  # no label column
     assert one_process.with_name("scores_hist.png").read_bytes().startswith(b"\x89PNG")
     assert one_process.with_suffix(".csv").read_text().splitlines()[0].split(",")[:5] == \
-        ['"id"', '"p_fake"', '"p_real"', '"predicted"', '"faces"']
+        ['"id"', '"p_fake"', '"p_real"', '"predicted"', '"verdict"']
     assert not Path(f"{one_process}.parts").exists()  # merged, then cleaned up
 
 
