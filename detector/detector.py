@@ -148,7 +148,8 @@ class Detector:
                  copy_model: bool = True, cam_stage: int = -1):
         """`face_margin`: the margin round each face found, as a fraction of its side (default: the one the stored
         threshold was fitted with, `calibration.face_margin`, else `faces.DEFAULT_MARGIN`).
-        `cam_stage`: -1 explains the last feature map (4×4 at 128 px), -2 the stage before it (8×8, finer).
+        `cam_stage`: -1 explains the last feature map (stride 32: 7×7 at 224 px), -2 the stage before it (stride 16:
+        14×14, finer).
         `copy_model=False` lets the detector fold, cast and move `loaded.model` itself instead of a copy
         (`from_pretrained` does: nobody else holds that model); a model handed in is never changed."""
         self.loaded = loaded

@@ -6,8 +6,8 @@ once without gradients, then `forward_head` with gradients on the detached featu
 probabilities and the CAM come from the same forward; the result equals textbook Grad-CAM
 (hooks + full backward on the last block), which tests/test_explain.py checks.
 
-`stage=-2` explains the stage before the last instead (ResNeXt: stride 16, an 8×8 grid at 128 px
-instead of 4×4): the backbone runs without gradients up to that stage, the last stage and the head
+`stage=-2` explains the stage before the last instead (timm's `feature_info[-2]`, stride 16: a 14×14 grid at 224 px
+instead of 7×7): the backbone runs without gradients up to that stage, the last stage and the head
 with them, and the gradient flows back through the last stage only. Still one forward; equal to
 textbook Grad-CAM on that stage's last block (also checked).
 """
