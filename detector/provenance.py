@@ -52,17 +52,27 @@ SYNTHETIC_SOURCE_TYPES = {  # declared non-photographic content that need not be
     "virtualRecording": "a recording of a virtual scene",
     "dataDrivenMedia": "rendered from data",
 }
-# Software names that generators write (EXIF Software, XMP CreatorTool, PNG text, C2PA claim generator); lower case
-# substrings → the name shown. One list for every source.
+# Software names that generators write (EXIF Software, XMP CreatorTool, PNG text, C2PA claim generator): a regular
+# expression on the lower-cased text, matched where a word starts (never inside another word), → the name shown.
+# One list for every source.
 KNOWN_GENERATORS = (
-    ("adobe firefly", "Adobe Firefly"),
-    ("dall-e", "DALL·E"), ("dall·e", "DALL·E"), ("dalle", "DALL·E"),
-    ("chatgpt", "ChatGPT (OpenAI)"), ("gpt-4o", "GPT-4o (OpenAI)"), ("openai", "OpenAI"),
-    ("midjourney", "Midjourney"),
-    ("stable diffusion", "Stable Diffusion"), ("stablediffusion", "Stable Diffusion"),
-    ("automatic1111", "Stable Diffusion web UI"), ("comfyui", "ComfyUI"), ("invokeai", "InvokeAI"),
-    ("fooocus", "Fooocus"), ("novelai", "NovelAI"), ("leonardo.ai", "Leonardo.Ai"), ("ideogram", "Ideogram"),
-    ("imagen", "Google Imagen"), ("bing image creator", "Bing Image Creator"), ("black forest labs", "FLUX"),
+    (r"adobe firefly", "Adobe Firefly"),
+    (r"dall-e", "DALL·E"), (r"dall·e", "DALL·E"), (r"dalle", "DALL·E"),
+    (r"chatgpt", "ChatGPT (OpenAI)"), (r"gpt-4o", "GPT-4o (OpenAI)"), (r"openai", "OpenAI"),
+    (r"midjourney", "Midjourney"),
+    (r"stable diffusion", "Stable Diffusion"), (r"stablediffusion", "Stable Diffusion"),
+    (r"automatic1111", "Stable Diffusion web UI"), (r"comfyui", "ComfyUI"), (r"invokeai", "InvokeAI"),
+    (r"fooocus", "Fooocus"), (r"novelai", "NovelAI"), (r"leonardo\.ai", "Leonardo.Ai"), (r"ideogram", "Ideogram"),
+    # "imagen" is also Spanish for "image" and starts Imagenomic's name: only "Google Imagen" or "Imagen" + version
+    (r"google imagen(?![a-z])|imagen ?[1-9](?![0-9.])", "Google Imagen"),
+    (r"bing image creator", "Bing Image Creator"), (r"black forest labs", "FLUX"),
+)
+# Software that must never be taken for a generator, whatever it contains: retouching tools and editors whose names
+# hold a generator's word (lower case; removed from the text before KNOWN_GENERATORS is matched).
+NOT_GENERATORS = (
+    "imagenomic",  # Imagenomic Portraiture, Noiseware, Realgrain: skin retouching and noise plug-ins
+    "editor de imagen", "editor de imágenes", "editor de imagenes", "visor de imagen", "visor de imágenes",
+    "procesador de imagen", "captura de imagen", "gestor de imagen",  # Spanish editors and viewers ("imagen" = image)
 )
 # PNG text keys that generators write → the tool
 GENERATOR_TEXT_KEYS = {
@@ -174,7 +184,9 @@ def _dedupe(findings: list[Finding]) -> list[Finding]:
 def known_generator(value) -> str | None:
     """The generator a Software-like string names, if it is on KNOWN_GENERATORS."""
     lowered = _text(value).lower()
-    return next((shown for needle, shown in KNOWN_GENERATORS if needle in lowered), None)
+    for phrase in NOT_GENERATORS:
+        lowered = lowered.replace(phrase, " ")
+    return next((shown for pattern, shown in KNOWN_GENERATORS if re.search(rf"(?<![a-z0-9])(?:{pattern})", lowered)), None)
 
 
 def _source_type(uri: str, source: str, where: str) -> Finding | None:

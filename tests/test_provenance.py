@@ -221,6 +221,24 @@ def test_exif_software_of_a_known_generator(software, shown):
     assert (found.kind, found.strength) == ("generator", "strong") and shown in found.message
 
 
+@pytest.mark.parametrize("software", ["Imagenomic Portraiture 4.0", "Imagenomic Noiseware 5", "Editor de imagen 2.1",
+                                      "Editor de imágenes de Windows", "Visor de imágenes 3", "GIMP 2.10", "ImageNet tools"])
+def test_retouching_tools_and_editors_are_never_called_generators(software):
+    """"imagen" (Google Imagen) was matched inside "Imagenomic" and the Spanish "imagen": a retouched real photo
+    was reported as strong evidence of an AI origin."""
+    exif = Image.Exif()
+    exif[provenance.EXIF_SOFTWARE] = software
+    findings = check(jpeg(exif=exif))
+    assert provenance.known_generator(software) is None
+    assert not any(f.strength == "strong" for f in findings)
+    assert {(f.kind, f.strength) for f in findings if f.source == "exif"} == {("software", "info")}
+
+
+@pytest.mark.parametrize("software", ["Google Imagen 3", "Imagen 2", "imagen3"])
+def test_google_imagen_is_still_named(software):
+    assert provenance.known_generator(software) == "Google Imagen"
+
+
 def test_camera_tags_and_an_editor_are_information_only():
     exif = Image.Exif()
     exif[provenance.EXIF_MAKE], exif[provenance.EXIF_MODEL] = "Canon", "EOS R5"
