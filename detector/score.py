@@ -18,6 +18,7 @@ to a temporary name, then renamed). A bad input (missing, undecodable, too large
 from __future__ import annotations
 
 import argparse
+import csv
 import itertools
 import json
 import logging
@@ -86,13 +87,21 @@ def folder_source(folder: Path) -> Source:
     return Source(description=f"folder {folder}", rows=rows)
 
 
+def csv_header(path: Path) -> list[str]:
+    """A CSV's column names: its cells are then read as written (an id "007" stays "007", not the number 7)."""
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        return next(csv.reader(f), [])
+
+
 def manifest_source(path: Path, image_column: str, label_column: str | None, id_column: str | None) -> Source:
     """A CSV or Parquet table of image paths (relative ones are resolved against the table's folder)."""
+    import pyarrow as pa
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
     try:
-        table = pq.read_table(path) if path.suffix.lower() == ".parquet" else pacsv.read_csv(path)
+        table = pq.read_table(path) if path.suffix.lower() == ".parquet" else pacsv.read_csv(
+            path, convert_options=pacsv.ConvertOptions(column_types=dict.fromkeys(csv_header(path), pa.string())))
     except Exception as err:  # pyarrow's own errors name the line or the column
         raise DetectorError(f"Could not read the manifest {path}: {err}") from None
     columns = table.column_names
@@ -168,7 +177,10 @@ def dataset_row(item: dict, index: int, image_column, label_column, id_column, l
     row = {"id": str(item[id_column]) if id_column else str(index), "image": item.get(image_column)}
     if label_column:
         label = item.get(label_column)
-        row["label"] = None if label is None else (label_names[label] if label_names and isinstance(label, int) else str(label))
+        if label_names and isinstance(label, int):  # a ClassLabel: -1 is "no label" (common in Hub test splits)
+            row["label"] = label_names[label] if 0 <= label < len(label_names) else None
+        else:
+            row["label"] = None if label is None else str(label)
     return row
 
 

@@ -257,3 +257,23 @@ def test_every_process_gets_work_and_a_resumed_job_keeps_its_shards(tmp_path):
     parts.check(meta)  # shard_rows is derived, not part of the job
     with pytest.raises(score.DetectorError, match="different job"):
         parts.check({"shard_size": 512})
+
+
+def test_manifest_ids_are_read_as_written(tmp_path):
+    """The CSV reader inferred types: id 007 came out as 7, and a label column of 0/1 as numbers."""
+    from detector.score import manifest_source
+
+    manifest = tmp_path / "list.csv"
+    manifest.write_text("file,key,truth\na.jpg,007,0\nb.jpg,0042,1\n")
+    rows = manifest_source(manifest, "file", "truth", "key").rows
+    assert [row["id"] for row in rows] == ["007", "0042"] and [row["label"] for row in rows] == ["0", "1"]
+
+
+def test_an_unlabelled_classlabel_row_is_unlabelled_not_fake():
+    """ClassLabel -1 means "no label" (Hub test splits): it indexed label_names[-1] and became "fake"."""
+    from detector.score import dataset_row
+
+    names = ["real", "fake"]
+    assert dataset_row({"image": "x", "label": -1}, 0, "image", "label", None, names)["label"] is None
+    assert dataset_row({"image": "x", "label": 1}, 0, "image", "label", None, names)["label"] == "fake"
+    assert dataset_row({"image": "x", "label": None}, 0, "image", "label", None, names)["label"] is None
