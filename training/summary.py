@@ -11,6 +11,7 @@ again and compares them with the README, so a number changes only where it was m
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import re
 from pathlib import Path
@@ -28,6 +29,8 @@ SUMMARY = {
     "leave_one_out_before": ["docs/generalisation/leave_one_out_fake_sources.json",
                              "docs/generalisation/leave_one_out_real_sources.json"],
     "speed": "docs/imagenet/speed.json",
+    "epochs": "docs/imagenet/metrics.csv",
+    "cam": "docs/imagenet/cam_faithfulness.json",
 }
 BEFORE, AFTER = "ResNeXt-50 from scratch, 128 px (until 2026-12-06)", "MobileNetV2 from ImageNet, 224 px (now)"
 KINDS = {"dfdc_faces": "deepfake video frames (DFDC)", "gan_faces_site": "GAN faces", "lfw_faceswap": "face swaps (LFW)",
@@ -168,16 +171,52 @@ def speed_block() -> str:
     ])
 
 
-BLOCKS = {"measured": measured_block, "speed": speed_block}
+def epochs_block() -> str:
+    """The training run's epochs, from the metrics.csv training.train wrote."""
+    path = ROOT / SUMMARY["epochs"]
+    if not path.is_file():
+        return "Not measured yet."
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    cells = lambda key, fmt: " | ".join(fmt(float(row[key])) for row in rows)
+    return "\n".join([
+        "| epoch | " + " | ".join(row["epoch"] for row in rows) + " |",
+        "| --- |" + " ---: |" * len(rows),
+        "| training loss | " + cells("train_loss", lambda v: f"{v:.3f}") + " |",
+        "| validation ROC-AUC, whole images | " + cells("val_roc_auc", lambda v: f"{v:.3f}") + " |",
+        "| learning rate at the epoch's end | " + cells("lr", lambda v: f"{v:.1e}") + " |",
+        "| training images a second | " + cells("train_images_per_s", lambda v: f"{v:.1f}") + " |",
+    ])
+
+
+def cam_block() -> str:
+    """Grad-CAM faithfulness at the last stage and the stage before (benchmarks.cam_faithfulness)."""
+    cam = read("cam")
+    if not cam:
+        return "Not measured yet."
+    rows = ["| map | grid at 224 px | drop, top 10% blurred | over a random map | drop, top 25% | over a random map "
+            "| one analysis |", "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    for stage, grid in ((-1, "7×7 (stride 32)"), (-2, "14×14 (stride 16)")):
+        key = f"stage{stage}"
+        rows.append(f"| stage {stage} | {grid} | {cam[f'{key}_top10pct_drop']:.3f} | {cam[f'{key}_top10pct_drop_over_random']:+.3f} "
+                    f"| {cam[f'{key}_top25pct_drop']:.3f} | {cam[f'{key}_top25pct_drop_over_random']:+.3f} "
+                    f"| {cam[f'{key}_analysis_ms']:.1f} ms |")
+    return "\n".join(rows)
+
+
+BLOCKS = {"measured": measured_block, "speed": speed_block, "epochs": epochs_block, "cam": cam_block}
 
 
 def write(text: str) -> str:
-    """`text` with each block's markers holding its freshly rendered content."""
+    """`text` with each block whose markers it holds filled with its freshly rendered content."""
+    found = False
     for name, render in BLOCKS.items():
         pattern = re.compile(rf"(<!-- {name}:start[^>]*-->\n).*?(<!-- {name}:end -->)", re.S)
-        if not pattern.search(text):
-            raise SystemExit(f"no <!-- {name}:start --> ... <!-- {name}:end --> markers")
-        text = pattern.sub(lambda m: m.group(1) + render() + "\n" + m.group(2), text)
+        if pattern.search(text):
+            found = True
+            text = pattern.sub(lambda m: m.group(1) + render() + "\n" + m.group(2), text)
+    if not found:
+        raise SystemExit("no <!-- NAME:start --> ... <!-- NAME:end --> markers")
     return text
 
 
