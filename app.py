@@ -28,7 +28,7 @@ import gradio as gr
 from gradio.utils import get_upload_folder, is_in_or_equal
 
 from detector import Analysis, Detector, DetectorError
-from detector.evidence_report import (LIMITS, Evidence, data_uri, decision_rule, examine,  # noqa: F401 (re-exported)
+from detector.evidence_report import (Evidence, limits, data_uri, decision_rule, examine,  # noqa: F401 (re-exported)
                                       good_photos, probability_sentence, report_filename, report_html, shown_probabilities,
                                       verdict_headline)
 from detector.images import FORMAT_NAMES, MAX_BYTES
@@ -196,7 +196,7 @@ def reading(analysis: Analysis, detector: Detector, findings: list[Finding] | No
         f"{verdict} {probability_sentence(p_fake)} {decision_rule(detector)}\n\n"
         f"{declared}{faces_line(analysis)}"
         f"Red areas in the activation map are where the evidence for *{analysis.explained}* came from.\n\n"
-        f"_Limits:_ {LIMITS}"
+        f"_Limits:_ {limits(detector)}"
     )
 
 
@@ -432,10 +432,10 @@ def video_for_page(detector: Detector, path, frames, every_second, whole_image, 
         video, _ = analyze_video_file(detector, path, frames, every_second, whole_image, report)
     except DetectorError as err:
         return None, f"⚠️ **This video could not be analysed.** {err}", ""
-    return shown_probabilities(video.probabilities), video_reading(video), video_html(video)
+    return shown_probabilities(video.probabilities), video_reading(video, detector), video_html(video)
 
 
-def video_reading(video: VideoAnalysis) -> str:
+def video_reading(video: VideoAnalysis, detector: Detector) -> str:
     info = video.info
     lines = [
         f"### {verdict_headline(video.verdict, video.p_fake, real='a real video')}",
@@ -449,7 +449,7 @@ def video_reading(video: VideoAnalysis) -> str:
                      "and the model was trained on faces.")
     if video.undecodable:
         lines.append(f"{video.undecodable} sampled frames could not be decoded and were skipped.")
-    lines.append(f"_Limits:_ {LIMITS}")
+    lines.append(f"_Limits:_ {limits(detector)}")
     return "\n\n".join(lines)
 
 

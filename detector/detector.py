@@ -192,6 +192,7 @@ class Detector:
         self.target_fpr_per_source: bool = calibration.get("target_fpr_per_source", False)
         self.fpr_all_reals: float | None = calibration.get("fpr_all_reals")
         self.fakes_caught: float | None = calibration.get("fakes_caught")  # share of the validation fakes flagged
+        self.training_images: int | None = loaded.config.get("training_images")  # written by training.publish
         # Measured by leave-one-source-out (training.publish --leave-one-out): kind of real photo → share called fake.
         self.unseen_reals: dict[str, float] = dict(loaded.config.get("unseen_reals_called_fake") or {})
         logger.info("model %s from %s: %s weights on %s, input %s px, threshold %s", loaded.source, loaded.folder,

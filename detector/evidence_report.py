@@ -8,7 +8,7 @@ The report inlines every picture as a data URI (no other file, no network), prin
 holds: the verdict and calibrated probability with the decision rule, the model (id, revision, weights sha256),
 the input (name, sha256, size), every face with its box, probabilities and overlay, the provenance findings, the
 frequency view, and the model's known limits. The app (a download and the `/report` endpoint) and the CLI
-(`--report DIR`) write the same file. The plain-language texts the page shows (`decision_rule`, `LIMITS`) live
+(`--report DIR`) write the same file. The plain-language texts the page shows (`decision_rule`, `limits`) live
 here so that every door says the same thing.
 """
 from __future__ import annotations
@@ -32,8 +32,15 @@ from .spectrum import analysed_region, spectrum
 
 REPORT_SIDE = 1024  # pictures in a report: long side at most this many pixels
 FACE_SIDE = 256
+def limits(detector: Detector) -> str:
+    """The model's known limits in plain words, with the number of photos it was trained on when its config says."""
+    trained = (f"The model was trained on {detector.training_images:,} face photos from public datasets. "
+               if detector.training_images else "The model was trained on face photos from public datasets. ")
+    return trained + LIMITS
+
+
 LIMITS = (
-    "The model was trained on a few thousand face photos from public datasets. It can be wrong, "
+    "It can be wrong, "
     "especially on pictures unlike those (heavy compression, drawings, several faces, no face), and it misses "
     "most fakes made by a generator, face swap or edit that was not in its training data: models trained the "
     "same way, each tested on one such kind it had not seen, did little better than chance. It also goes by how a "
@@ -238,7 +245,7 @@ def report_html(evidence: Evidence, detector: Detector) -> str:
         '<div class="views" style="max-width:420px">'
         + _figure("Spectrum of the analysed region", spectrum(analysed_region(a)), "spectrum", "PNG") + "</div>"
         f'<p class="muted">{html.escape(SPECTRUM_NOTE)}</p>',
-        f"<h2>Known limits</h2><p>{html.escape(LIMITS)}</p>"
+        f"<h2>Known limits</h2><p>{html.escape(limits(detector))}</p>"
         '<p class="muted">Made by the open-source deepfake face detector. This report records one analysis; keep the '
         "original file with it: its sha256 above identifies it.</p>",
     ]

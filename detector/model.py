@@ -248,6 +248,9 @@ def read_config(folder: Path) -> dict:
     _check_data_config(config_path, config.get("pretrained_cfg", {}))
     _check_calibration(config_path, config.get("calibration"))
     _check_unseen_reals(config_path, config.get("unseen_reals_called_fake"))
+    count = config.get("training_images")
+    if count is not None and (not isinstance(count, int) or isinstance(count, bool) or count < 1):
+        raise DetectorError(f"{config_path}: training_images must be a whole number above 0, found {count!r}.")
     return config
 
 

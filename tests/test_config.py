@@ -63,6 +63,7 @@ CASES = [
      "calibration.target_fpr_per_source must be true or false"),
     ("a share of all reals above 1", lambda c: {**c, "calibration": {"fpr_all_reals": 3}}, "calibration.fpr_all_reals must be"),
     ("fakes caught as text", lambda c: {**c, "calibration": {"fakes_caught": "most"}}, "calibration.fakes_caught must be"),
+    ("training images as text", lambda c: {**c, "training_images": "many"}, "training_images must be a whole number"),
     ("unseen reals as a list", lambda c: {**c, "unseen_reals_called_fake": [0.1]}, "unseen_reals_called_fake must map"),
     ("unseen reals above 1", lambda c: {**c, "unseen_reals_called_fake": {"studio portraits": 4}},
      "unseen_reals_called_fake must map"),
@@ -173,3 +174,14 @@ def test_the_face_margin_the_threshold_was_fitted_with_is_the_one_served(model_d
     assert DEFAULT_MARGIN == 0.3
     with pytest.raises(DetectorError, match="face_margin must be from 0"):
         Detector.from_pretrained(folder, face_margin=-1)
+
+
+def test_the_page_states_how_many_photos_the_model_was_trained_on(model_dir, tmp_path):
+    """The page said "a few thousand face photos" whatever the model; the number now comes from config.json."""
+    import app
+
+    config = json.loads((model_dir / "config.json").read_text())
+    counted = Detector.from_pretrained(model_copy(model_dir, tmp_path / "counted", json.dumps({**config, "training_images": 11149})))
+    assert "trained on 11,149 face photos" in app.limits(counted) and "few thousand" not in app.limits(counted)
+    unknown = Detector.from_pretrained(model_copy(model_dir, tmp_path / "unknown", json.dumps(config)))
+    assert app.limits(unknown).startswith("The model was trained on face photos from public datasets.")

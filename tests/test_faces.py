@@ -10,7 +10,7 @@ from PIL import Image
 
 from conftest import SHARED_DATA
 from detector import NO_FACE, Detector, load_image
-from detector.explain import VERDICT_COLOURS
+from detector.verdicts import VERDICT_COLOURS
 from detector.faces import FaceFinder, crop_box, find_faces, merge
 from scenes import background, centre_inside, four_faces
 
@@ -189,7 +189,7 @@ def test_render_frames_each_face_in_its_verdict_colour(detector, four):
     for view in (original, overlay):
         for face in analysis.faces:
             left, top, right, bottom = face.box
-            assert view.getpixel(((left + right) // 2, bottom - 1)) == VERDICT_COLOURS[face.label]
+            assert view.getpixel(((left + right) // 2, bottom - 1)) == VERDICT_COLOURS[face.verdict]
     plain = analysis.render(boxes=False)[0]
     assert plain.tobytes() == picture.tobytes()
     small = analysis.render(max_side=500)
@@ -200,4 +200,4 @@ def test_to_dict_lists_the_faces(detector, four):
     record = json.loads(json.dumps(detector.analyze(four[0], faces=True).to_dict()))
     assert len(record["faces"]) == 4 and record["note"] is None
     for face in record["faces"]:
-        assert set(face) == {"box", "label", "probabilities"} and len(face["box"]) == 4
+        assert set(face) == {"box", "label", "verdict", "probabilities"} and len(face["box"]) == 4

@@ -146,8 +146,10 @@ def test_published_folder_and_card(published, report_dir, run_folder):
     assert not [path for path in published.parent.iterdir() if path.name.startswith(".")]  # no staging left
     config = json.loads((published / "config.json").read_text())
     assert config["unseen_reals_called_fake"] == {"studio portraits": 0.0375}  # from the table's face-search column
-    assert {k: v for k, v in config.items() if k not in ("calibration", "unseen_reals_called_fake")} == json.loads(
-        (run_folder / "config.json").read_text())
+    assert {k: v for k, v in config.items() if k not in ("calibration", "unseen_reals_called_fake", "training_images")} == \
+        json.loads((run_folder / "config.json").read_text())
+    training = json.loads((run_folder / "training.json").read_text())
+    assert config["training_images"] == training["data"]["train"]["n"] > 0  # the page states it
 
     card = ModelCard.load(published / "README.md")
     metrics = json.loads((report_dir / "metrics.json").read_text())["metrics"]

@@ -362,6 +362,8 @@ def build_folder(model: Path, metrics: Path, output: Path, *, fp16: bool = False
     with staged_folder(output) as staging:
         stride = feature_stride(load_model(model).model)
         config = with_unseen_reals(with_calibration(with_pool_size(config, stride), evaluation), cross_source)
+        if training and training.get("data"):  # how many photos the weights learned from, which the page states
+            config["training_images"] = training["data"]["train"]["n"]
         (staging / "config.json").write_text(json.dumps(config, indent=2) + "\n")
         dtype = write_weights(model / WEIGHTS_FILE, staging / WEIGHTS_FILE, fp16)
         if license == "other":

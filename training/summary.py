@@ -145,8 +145,7 @@ def measured_block() -> str:
     lines += ["", "Held-out rows: a model trained with the recipe without that source, then tested on it through face "
               "search (fake sources: ROC-AUC of its fakes against the validation reals; real sources: share of its "
               "photos called fake at a threshold fitted like the bundled model's). Before: trained from random weights "
-              "([docs/generalisation/](docs/generalisation/README.md)); now: from the ImageNet weights "
-              "([docs/imagenet/README.md](docs/imagenet/README.md), with the commands)."]
+              "(`docs/generalisation/`); now: from the ImageNet weights (`docs/imagenet/`, with the commands)."]
     return "\n".join(lines)
 
 
