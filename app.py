@@ -28,7 +28,7 @@ import gradio as gr
 from gradio.utils import get_upload_folder, is_in_or_equal
 
 from detector import Analysis, Detector, DetectorError
-from detector.evidence_report import (Evidence, limits, data_uri, decision_rule, examine,  # noqa: F401 (re-exported)
+from detector.evidence_report import (Evidence, decimals, limits, data_uri, decision_rule, examine,  # noqa: F401 (re-exported)
                                       good_photos, probability_sentence, report_filename, report_html, shown_probabilities,
                                       verdict_headline)
 from detector.images import FORMAT_NAMES, MAX_BYTES
@@ -187,13 +187,14 @@ def reading(analysis: Analysis, detector: Detector, findings: list[Finding] | No
     """A short plain-language reading of the verdict, the score and the rule behind it, and (given the provenance
     findings) what the file declares beside it: metadata never changes the model's probabilities."""
     p_fake = analysis.p_fake
-    verdict = f"### {verdict_headline(analysis.verdict, p_fake)}\n\n"  # the verdict's only headline (see LABEL_ARGS)
+    digits = decimals(p_fake, detector)  # the score and the thresholds rounded alike: "82%" never against "≥ 82%"
+    verdict = f"### {verdict_headline(analysis.verdict, p_fake, digits=digits)}\n\n"  # the only headline (LABEL_ARGS)
     declared = ""
     if findings is not None:
         strong = any(f.strength == "strong" for f in findings)
         declared = f"{'🔴 ' if strong else ''}**What the file declares:** {provenance_summary(findings)}\n\n"
     return (
-        f"{verdict} {probability_sentence(p_fake)} {decision_rule(detector)}\n\n"
+        f"{verdict} {probability_sentence(p_fake, digits, face=bool(analysis.faces))} {decision_rule(detector, p_fake)}\n\n"
         f"{declared}{faces_line(analysis)}"
         f"Red areas in the activation map are where the evidence for *{analysis.explained}* came from.\n\n"
         f"_Limits:_ {limits(detector)}"

@@ -57,41 +57,57 @@ SPECTRUM_NOTE = (
 )
 
 
-def decision_rule(detector: Detector) -> str:
-    """What the threshold means, in photos a person can picture."""
+def decision_rule(detector: Detector, p_fake: float | None = None) -> str:
+    """What the thresholds mean, in photos a person can picture. Given the `p_fake` shown beside it, the thresholds
+    are written with as many decimals as that score (`decimals`), so that the comparison the sentence states stays
+    true when both are rounded (82% against "flags at 82%" for a score just under the threshold)."""
+    digits = decimals(p_fake, detector) if p_fake is not None else 0
     if detector.threshold is None:
         return "It flags an image when p(fake) is above 50% (this model has no calibrated threshold)."
+    threshold = f"{detector.threshold * 100:.{digits}f}%"
     if detector.target_fpr is None:
-        rule = f"It flags an image when p(fake) ≥ {detector.threshold:.0%} (the threshold stored with the model)."
+        rule = f"It flags an image when p(fake) ≥ {threshold} (the threshold stored with the model)."
     elif detector.target_fpr_per_source:
         overall = "" if detector.fpr_all_reals is None else f"; {detector.fpr_all_reals * 100:.0f} of 100 of all of them"
-        rule = (f"It flags an image when p(fake) ≥ {detector.threshold:.0%}: at that threshold it flags about "
+        rule = (f"It flags an image when p(fake) ≥ {threshold}: at that threshold it flags about "
                 f"{detector.target_fpr * 100:.0f} of 100 real photos on average over the kinds of real photo it was "
                 f"validated on, each kind counting equally (held-out photos like its training data{overall}).")
     else:
-        rule = (f"It flags an image when p(fake) ≥ {detector.threshold:.0%}: at that threshold it flags about "
+        rule = (f"It flags an image when p(fake) ≥ {threshold}: at that threshold it flags about "
                 f"{detector.target_fpr * 100:.0f} of 100 real photos (measured on held-out photos like its training data).")
     if detector.fakes_caught is not None:
         rule += (f" On the same photos it caught {detector.fakes_caught * 100:.0f} of 100 fakes: a picture that is not "
                  "flagged can still be fake.")
-    return rule + lower_rule(detector) + good_photos(detector)
+    return rule + lower_rule(detector, digits) + good_photos(detector)
 
 
-def lower_rule(detector: Detector) -> str:
+def lower_rule(detector: Detector, digits: int = 0) -> str:
     """What the lower threshold means: below it "likely real", between the two "uncertain"."""
-    lower = detector.lower_threshold
+    lower = f"{detector.lower_threshold * 100:.{digits}f}%"
     how = ("" if detector.target_fake_miss is None else
            f": at most {detector.target_fake_miss * 100:.0f} of 100 validation fakes scored below it")
-    return f" Below {lower:.0%} it reads \"likely real\"{how}; between the two, \"uncertain\"."
+    return f" Below {lower} it reads \"likely real\"{how}; between the two, \"uncertain\"."
 
 
-def percent(p: float) -> str:
-    """A model's probability as people read it: whole percents, but never "100%" or "0%", which would claim certainty."""
-    if p >= 0.995:
+def decimals(p_fake: float, detector: Detector) -> int:
+    """The fewest decimals of a percent (0 to 3) at which `p_fake` and each of the detector's thresholds, both
+    rounded, still compare as they really do."""
+    thresholds = [t for t in (detector.threshold, detector.lower_threshold) if t is not None]
+    for digits in range(4):
+        shown = lambda value: round(value * 100, digits)
+        if all((shown(p_fake) >= shown(t)) == (p_fake >= t) for t in thresholds):
+            return digits
+    return 3
+
+
+def percent(p: float, digits: int = 0) -> str:
+    """A model's probability as people read it: whole percents (or `digits` decimals), but never "100%" or "0%",
+    which would claim certainty."""
+    if round(p * 100, digits) >= 100 or p >= 0.995 and digits == 0:
         return "more than 99%"
-    if p < 0.005:
+    if round(p * 100, digits) <= 0 or p < 0.005 and digits == 0:
         return "less than 1%"
-    return f"{p:.0%}"
+    return f"{p * 100:.{digits}f}%"
 
 
 SHOWN_RANGE = (0.01, 0.99)  # a widget that rounds to whole percents reads these as 1% and 99%
@@ -104,18 +120,21 @@ def shown_probabilities(probabilities: dict[str, float]) -> dict[str, float]:
     return {name: min(max(p, low), high) for name, p in probabilities.items()}
 
 
-def probability_sentence(p_fake: float) -> str:
-    return f"The model's probability that this face is fake: {percent(p_fake)} (that it is real: {percent(1 - p_fake)})."
+def probability_sentence(p_fake: float, digits: int = 0, face: bool = True) -> str:
+    """The score in words: of "this face" when a face was judged, of "this image" when the whole image was."""
+    subject = "this face" if face else "this image"
+    return (f"The model's probability that {subject} is fake: {percent(p_fake, digits)} (that it is real: "
+            f"{percent(1 - p_fake, digits)}).")
 
 
 VERDICT_CLASSES = {LIKELY_FAKE: "fake", UNCERTAIN: "uncertain", LIKELY_REAL: "real"}  # the report's CSS classes
 
 
-def verdict_headline(verdict: str, p_fake: float, real: str = "a real photo") -> str:
+def verdict_headline(verdict: str, p_fake: float, real: str = "a real photo", digits: int = 0) -> str:
     """The three-level verdict in plain words with the probability beside it (`real`: what a real one is, "a real
     photo" or "a real video"). Its words follow the verdict, and the verdict follows the number: "likely real" is
     said only below the lower threshold, "likely fake" only at or above the threshold."""
-    score = f"p(fake) {percent(p_fake)}"
+    score = f"p(fake) {percent(p_fake, digits)}"
     if verdict == LIKELY_FAKE:
         return f"Likely fake: generated or manipulated ({score})"
     if verdict == LIKELY_REAL:
@@ -214,6 +233,7 @@ figure img{width:100%;border-radius:4px}figcaption{text-align:center;font-size:.
 def report_html(evidence: Evidence, detector: Detector) -> str:
     """The whole report as one HTML document (UTF-8, no external resources)."""
     a, e = evidence.analysis, evidence
+    digits = decimals(a.p_fake, detector)  # the score and the thresholds rounded alike
     original, heat, overlay = a.render(max_side=REPORT_SIDE)
     identity = model_identity(detector)
     rows = lambda pairs: "".join(f"<tr><th>{html.escape(k)}</th><td>{v}</td></tr>" for k, v in pairs)
@@ -223,8 +243,9 @@ def report_html(evidence: Evidence, detector: Detector) -> str:
     sections = [
         f"<h1>Deepfake face detector: report</h1>"
         f'<p class="muted">{html.escape(e.name)} · analysed {e.created.strftime("%Y-%m-%d %H:%M:%S UTC")}</p>',
-        f'<div class="verdict {VERDICT_CLASSES[a.verdict]}" id="verdict"><b>{verdict_headline(a.verdict, a.p_fake)}.</b> '
-        f"{html.escape(probability_sentence(a.p_fake))}<br/><span class='rule'>{html.escape(decision_rule(detector))}</span></div>"
+        f'<div class="verdict {VERDICT_CLASSES[a.verdict]}" id="verdict"><b>{verdict_headline(a.verdict, a.p_fake, digits=digits)}.</b> '
+        f"{html.escape(probability_sentence(a.p_fake, digits, face=bool(a.faces)))}<br/>"
+        f"<span class='rule'>{html.escape(decision_rule(detector, a.p_fake))}</span></div>"
         + declared + (f"<p><b>Note:</b> {html.escape(a.note)}.</p>" if a.note else ""),
         _findings_section(e.findings),
         "<h2>Input</h2><table>" + rows([
@@ -268,7 +289,7 @@ def _faces_section(a: Analysis, overlay: Image.Image) -> str:
         box = ", ".join(f"{v:.0f}" for v in face.box)
         rows.append(f'<tr><td>{index}</td><td><img alt="face {index}" src="{data_uri(crop)}"/></td>'
                     f"<td class=\"mono\">[{box}]</td><td><b>{face.label}</b></td>"
-                    f"<td>{face.probabilities['real']:.4f}</td><td>{face.probabilities['fake']:.4f}</td></tr>")
+                    f"<td>{percent(face.probabilities['real'], 1)}</td><td>{percent(face.probabilities['fake'], 1)}</td></tr>")
     return ('<h2>Faces</h2><p class="muted">Most suspicious first; the verdict is the first one\'s. Box: left, top, '
             'right, bottom in the original\'s pixels.</p><table class="faces"><tr><th>#</th><th>overlay</th><th>box</th>'
             "<th>label</th><th>p_real</th><th>p_fake</th></tr>" + "".join(rows) + "</table>")

@@ -9,7 +9,7 @@ import re
 import pytest
 from PIL import Image
 
-from detector.evidence_report import (decision_rule, examine, model_identity, percent, report_filename, report_html,
+from detector.evidence_report import (decimals, decision_rule, examine, model_identity, percent, report_filename, report_html,
                                       verdict_headline)
 from test_provenance import jpeg, make_signer, picture, sign
 
@@ -36,8 +36,9 @@ def test_report_holds_everything_inline(detector, signed_face):
     identity = model_identity(detector)
     assert identity["weights_sha256"] in document and len(identity["weights_sha256"]) == 64
     assert str(identity["model"]) in document and "local folder" in identity["revision"]
-    assert decision_rule(detector).split(" (")[0] in document.replace("&gt;", ">").replace("&lt;", "<")
-    assert f"probability that this face is fake: {percent(evidence.analysis.p_fake)}" in document
+    assert decision_rule(detector, evidence.analysis.p_fake).split(" (")[0] in document.replace("&gt;", ">").replace("&lt;", "<")
+    p_fake = evidence.analysis.p_fake
+    assert f"probability that this face is fake: {percent(p_fake, decimals(p_fake, detector))}" in document
     for key in ('id="original"', 'id="activation-map"', 'id="overlay"', 'id="spectrum"', 'id="provenance"'):
         assert key in document
     assert "trainedAlgorithmicMedia" in document and "strong evidence of AI origin" in document
@@ -56,7 +57,7 @@ def test_report_lists_every_face_with_its_box(detector, face_paths):
     assert len(evidence.analysis.faces) >= 2
     for face in evidence.analysis.faces:
         assert "[" + ", ".join(f"{v:.0f}" for v in face.box) + "]" in document
-        assert f"{face.probabilities['fake']:.4f}" in document
+        assert f"<td>{percent(face.probabilities['fake'], 1)}</td>" in document  # never 1.0000 or 100%
 
 
 def test_report_without_face_or_metadata_says_so(detector):
@@ -103,3 +104,35 @@ def test_the_bundled_models_confident_verdict_reads_more_than_99_not_100(tmp_pat
     assert "probability that this face is fake: more than 99% (that it is real: less than 1%)" in text
     assert "100%" not in text and " 0% " not in text
     assert "probability that this face is fake: more than 99%" in report_html(evidence, detector)
+
+
+def test_a_score_just_under_the_threshold_never_reads_as_reaching_it(model_dir, tmp_path, face_paths):
+    """Threshold 0.8184, p(fake) 0.8176: the report said "probability 82% … flags an image when p(fake) ≥ 82%".
+    The score and the thresholds are now rounded alike, with the decimals that keep their order."""
+    import dataclasses
+    import json
+
+    import app
+    from detector import Detector
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "model.safetensors").symlink_to(model_dir / "model.safetensors")
+    config = json.loads((model_dir / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "calibration": {"threshold": 0.8184, "lower_threshold": 0.3}}))
+    detector = Detector.from_pretrained(folder)
+    evidence = examine(detector, face_paths[0].read_bytes(), "face.jpg")
+    near = dataclasses.replace(evidence.analysis, verdict="uncertain", probabilities={"real": 0.1824, "fake": 0.8176})
+    document = report_html(dataclasses.replace(evidence, analysis=near), detector).replace("&quot;", '"')
+    assert "p(fake) 81.76%" in document and "p(fake) ≥ 81.84%" in document and "≥ 82%" not in document
+    reading = app.page_result(near, detector)[2]
+    assert "(p(fake) 81.76%)" in reading and "p(fake) ≥ 81.84%" in reading
+    whole = dataclasses.replace(near, faces=[])
+    assert "probability that this image is fake" in app.page_result(whole, detector)[2]
+    far = dataclasses.replace(near, verdict="likely fake", probabilities={"real": 0.05, "fake": 0.95})
+    assert "(p(fake) 95%)" in app.page_result(far, detector)[2]  # whole percents where they suffice
+
+
+def test_the_faces_table_never_shows_certainty():
+    assert percent(0.99996, 1) == "more than 99%" and percent(0.00004, 1) == "less than 1%"
+    assert percent(0.8176, 2) == "81.76%" and percent(0.5) == "50%"
