@@ -529,10 +529,11 @@ def summary_text(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def dataset_card(summary: dict, model: str, revision: str, source: str, when: str) -> str:
+def dataset_card(summary: dict, model: str, revision: str, source: str, when: str, written: list[str]) -> str:
+    """The dataset card; its column table lists the columns of the `written` schema, in their order."""
     threshold = summary["threshold"]
     counts = ", ".join(f"{label}: {count}" for label, count in sorted(summary["predicted"].items())) or "none"
-    columns = "\n".join(f"| `{name}` | {text} |" for name, text in COLUMNS.items())
+    columns = "\n".join(f"| `{name}` | {COLUMNS[name]} |" for name in written if name in COLUMNS)
     metrics = summary.get("metrics")
     metric_text = ("\n## Agreement with the input's labels\n\n" + "\n".join(
         f"- {key}: {metrics[key]:.4f}" for key in ("accuracy", "precision", "recall", "f1", "roc_auc", "fpr")) + "\n"
@@ -566,19 +567,26 @@ especially on kinds of photos it never saw.
 
 
 def push(files: list[Path], repo_id: str, card: str, api=None, private: bool = False) -> str:
-    """Create the Hub dataset repo if needed, upload `files` under data/ and `card` as README.md; returns the commit URL.
+    """Create the Hub dataset repo if needed, then upload `files` under data/ and `card` as README.md in ONE commit
+    (an interruption publishes all of it or nothing, never data beside a stale card); returns the commit URL.
+    An existing repo keeps its visibility: when it differs from `private`, a warning says so.
 
     `api` is an `HfApi`-like object (tests pass a fake); by default one is made with the token in $HF_TOKEN."""
+    from huggingface_hub import CommitOperationAdd
+
     if api is None:
         from huggingface_hub import HfApi
 
         api = HfApi(token=os.environ.get("HF_TOKEN"))
     api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
-    for file in files:
-        api.upload_file(path_or_fileobj=str(file), path_in_repo=f"data/{Path(file).name}", repo_id=repo_id,
-                        repo_type="dataset", commit_message=f"Upload {Path(file).name}")
-    commit = api.upload_file(path_or_fileobj=card.encode(), path_in_repo="README.md", repo_id=repo_id,
-                             repo_type="dataset", commit_message="Dataset card")
+    visible = getattr(api.repo_info(repo_id, repo_type="dataset"), "private", private)
+    if visible is not None and bool(visible) != private:
+        logger.warning("%s already exists and is %s: its visibility is left as it is (change it on the Hub)",
+                       repo_id, "private" if visible else "public")
+    operations = [CommitOperationAdd(path_in_repo=f"data/{Path(file).name}", path_or_fileobj=str(file)) for file in files]
+    operations.append(CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=card.encode()))
+    commit = api.create_commit(repo_id=repo_id, repo_type="dataset", operations=operations,
+                               commit_message="Scores and dataset card")
     return str(getattr(commit, "commit_url", commit))
 
 
@@ -726,7 +734,7 @@ def finish(args, output: Path, detector, model: str, revision: str, description:
     print(summary_text(summary))
     logger.info("wrote %s", ", ".join(str(path) for path in written))
     if args.push:
-        card = dataset_card(summary, model, revision, description, summary["when"])
+        card = dataset_card(summary, model, revision, description, summary["when"], pq.read_schema(output).names)
         url = push([output, summary_file, histogram], args.push, card, private=args.private)
         logger.info("published %s", url)
     if not args.keep_parts:

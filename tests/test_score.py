@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -192,13 +193,23 @@ class FakeHfApi:
         self.calls, self.uploaded = [], {}
         FakeHfApi.instances.append(self)
 
+    existing_private = None  # an existing repo's visibility (None: the repo is new, made as asked)
+
     def create_repo(self, repo_id, **kwargs):
         self.calls.append(("create_repo", repo_id, kwargs))
+        self.asked_private = kwargs.get("private", False)
 
-    def upload_file(self, *, path_or_fileobj, path_in_repo, repo_id, repo_type, **kwargs):
-        self.calls.append(("upload_file", repo_id, repo_type, path_in_repo))
-        data = path_or_fileobj if isinstance(path_or_fileobj, bytes) else Path(path_or_fileobj).read_bytes()
-        self.uploaded[path_in_repo] = data
+    def repo_info(self, repo_id, repo_type=None):
+        import types
+
+        private = self.asked_private if self.existing_private is None else self.existing_private
+        return types.SimpleNamespace(private=private)
+
+    def create_commit(self, *, repo_id, repo_type, operations, commit_message, **kwargs):
+        self.calls.append(("create_commit", repo_id, repo_type, [op.path_in_repo for op in operations]))
+        for op in operations:
+            data = op.path_or_fileobj
+            self.uploaded[op.path_in_repo] = data if isinstance(data, bytes) else Path(data).read_bytes()
         return f"hub://datasets/{repo_id}/commit/{len(self.calls)}"
 
 
@@ -228,12 +239,26 @@ def test_manifest_with_labels_missing_files_and_push(tmp_path, collection, model
 
     api = FakeHfApi.instances[-1]
     assert api.calls[0] == ("create_repo", "owner/scores", {"repo_type": "dataset", "private": False, "exist_ok": True})
-    assert {call[3] for call in api.calls[1:]} == {"data/scores.parquet", "data/scores_summary.json",
-                                                   "data/scores_hist.png", "README.md"}
-    assert all(call[2] == "dataset" for call in api.calls[1:])
+    (commit,) = api.calls[1:]  # one commit: data and card together or neither
+    assert commit[0] == "create_commit" and commit[2] == "dataset"
+    assert set(commit[3]) == {"data/scores.parquet", "data/scores_summary.json", "data/scores_hist.png", "README.md"}
     assert api.uploaded["data/scores.parquet"] == output.read_bytes()
     card = api.uploaded["README.md"].decode()
     assert str(model_dir) in card and "4** images" in card and "threshold" in card and "data/*.parquet" in card
+    # the card lists the columns the file has: whole-image mode writes no faces or note column
+    listed = re.findall(r"^\| `(\w+)` \|", card, re.M)
+    assert listed == [name for name in pq.read_schema(output).names if not name.startswith("_")]
+    assert "faces" not in listed and "note" not in listed
+
+
+def test_pushing_to_an_existing_repo_of_other_visibility_says_so(tmp_path, caplog):
+    api = FakeHfApi()
+    api.existing_private = False  # a public repo already there
+    (tmp_path / "scores.parquet").write_bytes(b"PAR1")
+    with caplog.at_level("WARNING", logger="detector.score"):
+        score.push([tmp_path / "scores.parquet"], "owner/scores", "card", api=api, private=True)
+    assert "already exists and is public" in caplog.text
+    assert [call[0] for call in api.calls] == ["create_repo", "create_commit"]
 
 
 def test_bad_arguments_are_refused(tmp_path, collection):
