@@ -36,6 +36,7 @@ from detector.logs import configure_logging
 from detector.provenance import Finding, summary as provenance_summary
 from detector.report import result_row, video_row
 from detector.spectrum import analysed_region, spectrum
+from detector.verdicts import VERDICT_COLOURS
 from detector.video import (DEFAULT_FRAMES, FORMAT_NAMES as VIDEO_FORMAT_NAMES, MAX_DURATION_S, MAX_VIDEO_BYTES,
                             VIDEO_EXTENSIONS, VideoAnalysis, analyze_video)
 
@@ -322,8 +323,25 @@ def analyze_for_page(detector: Detector, path: str | None, whole_image: bool = F
 
 
 def page_result(analysis: Analysis, detector: Detector, findings: list[Finding] | None = None):
-    """What the single-image tab shows: the label's probabilities, the pictures, the reading."""
-    return shown_probabilities(analysis.probabilities), views_html(analysis), reading(analysis, detector, findings)
+    """What the single-image tab shows: the probabilities' bars in the verdict's colour, the pictures, the reading."""
+    return (probabilities_label(analysis.probabilities, analysis.verdict), views_html(analysis),
+            reading(analysis, detector, findings))
+
+
+def verdict_class(verdict: str) -> str:
+    """The CSS class of a verdict's colour ("likely fake" → "verdict-likely-fake")."""
+    return "verdict-" + verdict.replace(" ", "-")
+
+
+# The Label's bars take their colour from --stat-background-fill: each verdict's class sets it to the verdict's colour.
+VERDICT_CSS = "\n".join(f".{verdict_class(verdict)} {{ --stat-background-fill: rgb{colour}; }}"
+                        for verdict, colour in VERDICT_COLOURS.items())
+
+
+def probabilities_label(probabilities: dict[str, float], verdict: str) -> gr.Label:
+    """The probabilities' bars (held within 1-99%), coloured by the verdict: red likely fake, amber uncertain, green
+    likely real, so that the bar a person reads agrees with the headline."""
+    return gr.Label(value=shown_probabilities(probabilities), elem_classes=["probabilities", verdict_class(verdict)])
 
 
 @logged
@@ -433,7 +451,7 @@ def video_for_page(detector: Detector, path, frames, every_second, whole_image, 
         video, _ = analyze_video_file(detector, path, frames, every_second, whole_image, report)
     except DetectorError as err:
         return None, f"⚠️ **This video could not be analysed.** {err}", ""
-    return shown_probabilities(video.probabilities), video_reading(video, detector), video_html(video)
+    return probabilities_label(video.probabilities, video.verdict), video_reading(video, detector), video_html(video)
 
 
 def video_reading(video: VideoAnalysis, detector: Detector) -> str:
@@ -608,7 +626,7 @@ def build_demo(detector: Detector) -> gr.Blocks:
 def launch(demo: gr.Blocks, **kwargs):
     """Queue and limits set here, so tests launch the app exactly as users get it."""
     demo.queue(default_concurrency_limit=CONCURRENCY_LIMIT, max_size=QUEUE_SIZE)
-    return demo.launch(max_file_size=MAX_FILE_SIZE, show_error=True, footer_links=["api"], **kwargs)
+    return demo.launch(max_file_size=MAX_FILE_SIZE, show_error=True, footer_links=["api"], css=VERDICT_CSS, **kwargs)
 
 
 # The page's heat map comes from the stage before the last (8×8 at 128 px instead of 4×4). Measured on 200

@@ -13,6 +13,7 @@ from gradio.utils import get_upload_folder
 from PIL import Image
 
 from conftest import serve
+from detector.verdicts import VERDICT_COLOURS
 
 pytestmark = pytest.mark.browser
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -57,6 +58,13 @@ def test_upload_shows_label_probabilities_and_overlay(browser, page_url, face_pa
     # verdict does not flag (between 50% and the threshold)
     assert page.locator("[data-testid='label-output-value']").count() == 0
     assert page.locator("h3").filter(has_text="p(fake)").count() == 1  # "Likely fake … (p(fake) 84%)" or the others
+    # the bars take the verdict's colour: red likely fake, amber uncertain, green likely real
+    headline = page.locator("h3").filter(has_text="p(fake)").inner_text()
+    verdict = next(v for prefix, v in (("Likely fake", "likely fake"), ("Uncertain", "uncertain"),
+                                        ("Likely a real", "likely real")) if headline.startswith(prefix))
+    fill = page.locator(".probabilities").first.evaluate(
+        "e => getComputedStyle(e.querySelector('.bar') || e).getPropertyValue('--stat-background-fill').trim()")
+    assert fill.replace(" ", "") == "rgb{}".format(VERDICT_COLOURS[verdict]).replace(" ", "")
     page.close()
 
 
