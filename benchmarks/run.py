@@ -222,6 +222,7 @@ def main(argv=None) -> dict:
     detector = Detector.from_pretrained(args.model)
     jpeg = test_jpeg()
     results = {"device": str(detector.device), "threads": torch.get_num_threads(), "model": detector.name,
+               "calls_per_median": 3 * max(1, repeats // 3),
                "input_size": list(detector.preprocess.config["input_size"]), "image": "1024x1024 JPEG"}
     plain = load_model(detector.loaded.folder).model.to(detector.device).eval()  # fp32, as loaded
     results.update(bench_forward(detector, plain, jpeg, repeats))

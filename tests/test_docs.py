@@ -28,9 +28,10 @@ def test_the_readme_is_read_in_five_minutes():
     assert len((ROOT / "README.md").read_text().splitlines()) <= 250
 
 
-def test_the_readmes_measured_tables_are_rendered_from_the_measured_files():
-    """Each number of the README's generated blocks has one home, the file that measured it."""
+@pytest.mark.parametrize("name", ["README.md", "docs/imagenet/README.md"])
+def test_the_measured_tables_are_rendered_from_the_measured_files(name):
+    """Each number of the generated blocks has one home, the file that measured it."""
     from training.summary import write
 
-    text = (ROOT / "README.md").read_text()
-    assert write(text) == text, "run: python -m training.summary --write README.md"
+    text = (ROOT / name).read_text()
+    assert write(text) == text, f"run: python -m training.summary --write {name}"
