@@ -48,6 +48,7 @@ logger = logging.getLogger("app")
 OVERLAY_SIDE = 1024  # /analyze's optional overlay picture: long side at most this many pixels
 VIDEO_LIMIT_MB = min(MAX_BYTES, MAX_VIDEO_BYTES) // 1024 // 1024  # the server's upload limit applies to videos too
 TOP_FRAMES = 4
+BATCH_COLUMNS = ["file", "verdict", "p_fake", "error"]  # the Batch tab's table and the first columns of its CSV
 QUEUE_SIZE = 32  # requests waiting at most; one more gets Gradio's "Queue is full" answer at once
 # The probabilities' bars, without the widget's heading: it names the more probable class, which says "fake" for a
 # score between 50% and the threshold that the verdict below does not flag. The verdict's headline is the reading's.
@@ -411,14 +412,14 @@ def batch_for_page(detector: Detector, paths: list[str] | None, whole_image: boo
     report = (lambda done, total: progress((done, total), desc="Analysing photos", unit="photos")) if progress else None
     results = analyze_many(detector, paths, whole_image, report)
     rows = [result_row(name, analysis, error) for name, analysis, error in results]
-    table = [[r["file"], r["label"] or "error", "" if r["error"] else round(r["probabilities"]["fake"], 4), r["error"] or ""]
+    table = [[r["file"], r["verdict"] or "error", "" if r["error"] else round(r["probabilities"]["fake"], 4), r["error"] or ""]
              for r in rows]
     # Inside Gradio's cache, so it is served without a copy and purged with the cache (delete_cache).
     with tempfile.NamedTemporaryFile("w", suffix=".csv", prefix="detections-", dir=get_upload_folder(),
                                      delete=False, newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["file", "label", "p_fake", "error"])
-        writer.writerows(table)
+        writer.writerow([*BATCH_COLUMNS, "label"])  # label (real/fake) last, for scripts that read it
+        writer.writerows([*line, r["label"] or ""] for line, r in zip(table, rows))
     gallery = gallery_html([(name, analysis) for name, analysis, _ in results if analysis])
     return gallery, table, gr.DownloadButton(value=f.name, visible=True)
 
@@ -533,7 +534,7 @@ def build_demo(detector: Detector) -> gr.Blocks:
             uploads = gr.File(label=f"Many photos (up to {MAX_BATCH})", file_count="multiple")
             batch_whole = gr.Checkbox(label="Whole images: no face search")
             batch_button = gr.Button("Analyse all", variant="primary")
-            table = gr.Dataframe(headers=["file", "label", "p_fake", "error"], label="Results", interactive=False)
+            table = gr.Dataframe(headers=BATCH_COLUMNS, label="Results", interactive=False)
             download = gr.DownloadButton("Download CSV", visible=False)
             gallery = gr.HTML()
         with gr.Tab("Video"):

@@ -379,3 +379,25 @@ def test_examples_show_no_metadata_as_no_evidence(detector):
     assert "declares no AI origin" in text and "not evidence that it is real" in text
     assert "No provenance metadata found" in panel and report is None and not button.visible
 
+
+
+def test_the_batch_tab_shows_the_verdict_in_its_table_and_csv(detector, face_paths, tmp_path):
+    """The Batch tab listed `label` (real/fake), which said "real" for a score the verdict calls uncertain."""
+    import csv as csv_module
+
+    folder = Path(get_upload_folder()) / f"batch-{tmp_path.name}"
+    folder.mkdir(parents=True)
+    uploads = []
+    for i, path in enumerate([face_paths[0], face_paths[-1]]):
+        uploads.append(folder / f"{i}.jpg")
+        uploads[-1].write_bytes(path.read_bytes())
+    (folder / "bad.jpg").write_bytes(b"not an image")
+    _, table, button = app_module.batch_for_page(detector, [str(p) for p in uploads] + [str(folder / "bad.jpg")])
+    verdicts = [row[1] for row in table]
+    assert all(v in ("likely real", "uncertain", "likely fake") for v in verdicts[:2]) and verdicts[2] == "error"
+    for row in table[:2]:
+        assert row[1] == detector.verdict(row[2]) or abs(row[2] - detector.lower_threshold) < 1e-4  # rounded to 4 places
+    with open(button.value["path"], newline="") as f:
+        lines = list(csv_module.reader(f))
+    assert lines[0] == [*app_module.BATCH_COLUMNS, "label"] and lines[1][1] == verdicts[0]
+    assert lines[1][4] in ("real", "fake") and lines[3][4] == ""
