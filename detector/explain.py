@@ -143,7 +143,7 @@ def draw_faces(image: Image.Image, faces: list[tuple[tuple[float, float, float, 
         colour = VERDICT_COLOURS.get(label, (107, 114, 128))
         left, top, right, bottom = (round(v) for v in box)
         draw.rectangle((left, top, right - 1, bottom - 1), outline=colour, width=width)
-        text = f"{label}, p(fake) {p_fake:.2f}"
+        text = f"{label}, p(fake) {min(max(p_fake, 0.01), 0.99):.2f}"  # never 1.00 or 0.00: no certainty
         text_box = draw.textbbox((0, 0), text, font=font)
         text_w, text_h = text_box[2] - text_box[0] + 2 * width, text_box[3] - text_box[1] + 2 * width
         y = top - text_h if top - text_h >= 0 else top  # above the box, or inside it at the top edge

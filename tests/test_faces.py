@@ -201,3 +201,17 @@ def test_to_dict_lists_the_faces(detector, four):
     assert len(record["faces"]) == 4 and record["note"] is None
     for face in record["faces"]:
         assert set(face) == {"box", "label", "verdict", "probabilities"} and len(face["box"]) == 4
+
+
+def test_a_face_box_never_reads_certain(monkeypatch):
+    """A box read "likely fake, p(fake) 1.00" beside a reading that never says 100%."""
+    from PIL import ImageDraw
+
+    from detector.explain import draw_faces
+
+    written = []
+    original = ImageDraw.ImageDraw.text
+    monkeypatch.setattr(ImageDraw.ImageDraw, "text", lambda self, xy, text, *a, **k: (written.append(text),
+                                                                                       original(self, xy, text, *a, **k)))
+    draw_faces(Image.new("RGB", (200, 100)), [((10, 30, 60, 90), "likely fake", 0.9996), ((110, 30, 160, 90), "likely real", 0.001)])
+    assert written == ["likely fake, p(fake) 0.99", "likely real, p(fake) 0.01"]
