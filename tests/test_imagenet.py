@@ -13,7 +13,7 @@ from PIL import Image
 from conftest import EXAMPLES, ROOT, SHARED_DATA, TEST_IMG_SIZE, photos, small_manifest
 from detector import Detector
 from training import train
-from training.imagenet import ImportError_, TFLITE_MEAN_STD, imagenet_model, load_tflite, read_tflite
+from training.imagenet import TfliteMismatch, TFLITE_MEAN_STD, imagenet_model, load_tflite, read_tflite
 
 PRETRAINED = ROOT.parent / "shared" / "pretrained"
 TFLITE = PRETRAINED / "tf2_mobilenet_v2_1.0_224_ptq.tflite"
@@ -92,14 +92,14 @@ def test_unfolding_batch_norm_keeps_eval_outputs_and_train_mode_matches_them(fac
 ])
 def test_a_model_the_file_does_not_fit_is_refused_by_its_first_mismatch(architecture, message, face_batches):
     model = timm.create_model(architecture, num_classes=2)
-    with pytest.raises(ImportError_, match=message):
+    with pytest.raises(TfliteMismatch, match=message):
         load_tflite(model, TFLITE, face_batches)
 
 
 def test_a_file_that_is_no_tflite_model_is_refused(tmp_path):
     bad = tmp_path / "model.tflite"
     bad.write_bytes(b"not a flatbuffer" * 4)
-    with pytest.raises(ImportError_, match="could not be read as a TFLite model"):
+    with pytest.raises(TfliteMismatch, match="could not be read as a TFLite model"):
         read_tflite(bad)
 
 
@@ -130,3 +130,15 @@ def test_a_run_from_the_tflite_weights_trains_resumes_and_serves(tmp_path):
     assert 0 < detector.analyze(EXAMPLES / "real_pixabay_1.jpg").p_fake < 1
     with pytest.raises(SystemExit):
         train.main([*argv, "--pretrained", "--output-dir", str(tmp_path / "both")])
+
+
+def test_a_file_that_does_not_fit_ends_the_command_with_one_line(tmp_path, capsys):
+    """--pretrained-file with another architecture: the message names the mismatch, no traceback (exit 2)."""
+    from detector.errors import run_cli
+
+    table = small_manifest(tmp_path / "faces.csv", {("utkface_adults", "real"): 6, ("sdfd_diffusion", "fake"): 6})
+    argv = ["--dataset", str(table), "--image-column", "file", "--model", "resnet18", "--pretrained-file", str(TFLITE),
+            "--img-size", str(TEST_IMG_SIZE), "--workers", "0", "--skip-image-check", "--output-dir", str(tmp_path / "run")]
+    with pytest.raises(SystemExit) as raised:
+        run_cli(lambda: train.main(argv))
+    assert raised.value.code == 2 and "resnet18 cannot be built with TF's \"same\" padding" in capsys.readouterr().err

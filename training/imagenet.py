@@ -29,6 +29,7 @@ import numpy as np
 import timm
 import torch
 
+from detector.errors import DetectorError
 from detector.model import conv_bn_pairs, create_model
 
 logger = logging.getLogger(__name__)
@@ -39,8 +40,8 @@ CONV_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D")
 FRESH_HEAD_STD = 0.01  # a new classifier on imported features starts near p = 0.5
 
 
-class ImportError_(ValueError):
-    """A weights file that does not fit the model: the message names the first mismatch."""
+class TfliteMismatch(DetectorError):
+    """A TFLite file that cannot be read, or that does not fit the model: the message names the first mismatch."""
 
 
 @dataclass
@@ -62,7 +63,7 @@ def _dequantise(model, subgraph, index: int) -> np.ndarray:
     dtype = {tflite.TensorType.FLOAT32: np.float32, tflite.TensorType.INT8: np.int8, tflite.TensorType.UINT8: np.uint8,
              tflite.TensorType.INT32: np.int32}.get(tensor.Type())
     if dtype is None or not isinstance(data, np.ndarray):
-        raise ImportError_(f"tensor {tensor.Name().decode()!r} has type {tensor.Type()} or no data: not a constant "
+        raise TfliteMismatch(f"tensor {tensor.Name().decode()!r} has type {tensor.Type()} or no data: not a constant "
                            "float32/int8/uint8/int32 tensor")
     values = data.view(dtype).reshape(tensor.ShapeAsNumpy()).astype(np.float32)
     quant = tensor.Quantization()
@@ -87,7 +88,7 @@ def read_tflite(path: str | Path) -> list[TfliteConv]:
         subgraph = model.Subgraphs(0)
         count = subgraph.OperatorsLength()
     except Exception as err:  # a truncated or foreign file breaks the flatbuffer reader in many ways
-        raise ImportError_(f"{path} could not be read as a TFLite model: {err}") from err
+        raise TfliteMismatch(f"{path} could not be read as a TFLite model: {err}") from err
     op_names = {value: name for name, value in vars(tflite.BuiltinOperator).items() if not name.startswith("_")}
     convs = []
     for i in range(count):
@@ -106,7 +107,7 @@ def read_tflite(path: str | Path) -> list[TfliteConv]:
         convs.append(TfliteConv(subgraph.Tensors(weight_index).Name().decode(errors="replace").split(";")[0], op,
                                 np.ascontiguousarray(weight), bias))
     if not convs:
-        raise ImportError_(f"{path} holds no convolution: not a TFLite CNN classifier")
+        raise TfliteMismatch(f"{path} holds no convolution: not a TFLite CNN classifier")
     return convs
 
 
@@ -118,17 +119,17 @@ def load_tflite(model: torch.nn.Module, path: str | Path, photos: Iterable[torch
     classifier = model.get_classifier()
     body, head = convs[:-1], convs[-1]
     if len(body) != len(pairs):
-        raise ImportError_(f"{path} has {len(body)} convolutions before its classifier; "
+        raise TfliteMismatch(f"{path} has {len(body)} convolutions before its classifier; "
                            f"{model.pretrained_cfg.get('architecture', type(model).__name__)} has {len(pairs)} "
                            "convolutions followed by batch norm")
     for i, (tf, (conv_name, conv, _, _)) in enumerate(zip(body, pairs)):
         if tuple(tf.weight.shape) != tuple(conv.weight.shape):
-            raise ImportError_(f"{path}: convolution {i} ({tf.name}, {tf.op}) has weights of shape {tuple(tf.weight.shape)}, "
+            raise TfliteMismatch(f"{path}: convolution {i} ({tf.name}, {tf.op}) has weights of shape {tuple(tf.weight.shape)}, "
                                f"the model's {conv_name} {tuple(conv.weight.shape)}: this file is not for this model")
     head_weight = head.weight.reshape(len(head.weight), -1)
     imagenet_head = isinstance(classifier, torch.nn.Linear) and head_weight.shape[0] - 1 == classifier.out_features
     if imagenet_head and head_weight.shape[1] != classifier.in_features:
-        raise ImportError_(f"{path}: the classifier takes {head_weight.shape[1]} features, the model's "
+        raise TfliteMismatch(f"{path}: the classifier takes {head_weight.shape[1]} features, the model's "
                            f"{classifier.in_features}")
     with torch.no_grad():
         for tf, (_, conv, _, norm) in zip(body, pairs):
@@ -178,7 +179,7 @@ def unfold_batch_norms(model: torch.nn.Module, pairs, photos: Iterable[torch.Ten
         for handle in handles:
             handle.remove()
     if not seen:
-        raise ImportError_("no photos to measure the batch-norm statistics on")
+        raise TfliteMismatch("no photos to measure the batch-norm statistics on")
     for name, _, _, norm in pairs:
         mean = sums[name][0] / count[name]
         var = (sums[name][1] / count[name] - mean * mean).clamp(min=0)
@@ -198,10 +199,17 @@ def imagenet_model(architecture: str, *, pretrained: bool = False, pretrained_fi
     if pretrained and pretrained_file:
         raise ValueError("pass pretrained or pretrained_file, not both")
     kwargs = {"pad_type": TFLITE_PAD_TYPE} if pretrained_file else {}
-    if num_classes is None:
-        model = create_model(architecture, pretrained=pretrained, img_size=img_size, **kwargs)
-    else:
-        model = timm.create_model(architecture, pretrained=pretrained, num_classes=num_classes, **kwargs)
+    try:
+        if num_classes is None:
+            model = create_model(architecture, pretrained=pretrained, img_size=img_size, **kwargs)
+        else:
+            model = timm.create_model(architecture, pretrained=pretrained, num_classes=num_classes, **kwargs)
+    except TypeError as err:  # an architecture without TF's padding option (timm's ResNets) cannot hold TF's weights
+        if not pretrained_file:
+            raise
+        raise TfliteMismatch(f"{architecture} cannot be built with TF's \"same\" padding ({err}), so it cannot take the "
+                             f"weights of {pretrained_file}: choose the architecture the file was made for "
+                             "(mobilenetv2_100 for ../shared/pretrained/tf2_mobilenet_v2_1.0_224_ptq.tflite)") from err
     if pretrained_file:
         model.pretrained_cfg = {**model.pretrained_cfg, "mean": TFLITE_MEAN_STD, "std": TFLITE_MEAN_STD}
         if photos is None:
