@@ -25,7 +25,7 @@ SUMMARY = {
     "before": "docs/imagenet/eval-before.json",
     "after": "docs/imagenet/eval-after.json",
     "reals": "docs/imagenet/high_quality_reals.json",
-    "leave_one_out": ["docs/imagenet/leave_one_out.json"],
+    "leave_one_out": ["docs/imagenet/leave_one_out.json", "docs/imagenet/leave_one_out_gan_faces_site.json"],
     "leave_one_out_before": ["docs/generalisation/leave_one_out_fake_sources.json",
                              "docs/generalisation/leave_one_out_real_sources.json"],
     "speed": "docs/imagenet/speed.json",
