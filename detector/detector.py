@@ -183,8 +183,8 @@ class Detector:
         self.threshold: float | None = calibration.get("threshold")  # p_fake at or above → fake; None: argmax
         # Below it the verdict is "likely real"; fitted by training.evaluate --calibrate (at most target_fake_miss of
         # the validation fakes fall below it), else DEFAULT_LOWER_THRESHOLD (never above the threshold).
-        self.lower_threshold: float = float(calibration.get(
-            "lower_threshold", min(DEFAULT_LOWER_THRESHOLD, 0.5 if self.threshold is None else self.threshold)))
+        self.lower_threshold: float = float(calibration.get("lower_threshold",
+                                                            min(DEFAULT_LOWER_THRESHOLD, self.fake_threshold)))
         self.target_fake_miss: float | None = calibration.get("target_fake_miss")
         self.target_fpr: float | None = calibration.get("target_fpr")
         # True: target_fpr is the mean over the kinds (sources) of real photo, each counting equally; then fpr_all_reals
@@ -275,10 +275,15 @@ class Detector:
         fake, real = self.labels.index("fake"), self.labels.index("real")
         return torch.where(probabilities[:, fake] >= self.threshold, fake, real)
 
+    @property
+    def fake_threshold(self) -> float:
+        """The p(fake) at or above which an image is called fake: the calibrated threshold, else 0.5."""
+        return 0.5 if self.threshold is None else float(self.threshold)
+
     def verdict(self, p_fake: float) -> str:
-        """The three-level verdict for a p(fake): likely fake at or above the threshold (0.5 without one), likely
-        real below the lower threshold, uncertain between."""
-        return verdict_of(p_fake, self.lower_threshold, 0.5 if self.threshold is None else self.threshold)
+        """The three-level verdict for a p(fake): likely fake at or above `fake_threshold`, likely real below the
+        lower threshold, uncertain between."""
+        return verdict_of(p_fake, self.lower_threshold, self.fake_threshold)
 
     def _run(self, images: Iterable[Image.Image], class_index: int | None) -> list[Analysis]:
         images = list(images)

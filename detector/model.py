@@ -58,16 +58,17 @@ def conv_bn_pairs(model: torch.nn.Module) -> list[tuple[str, torch.nn.Conv2d, st
     forward runs them (traced on a small input, so modules registered out of order, as MobileNet's projection conv
     before its squeeze-excitation slot, pair correctly). Folding (serving) and un-folding (ImageNet import) use it."""
     names = {module: name for name, module in model.named_modules()}
-    outputs: dict[int, torch.nn.Module] = {}  # id of a conv's output tensor → that conv
+    # id of a conv's output → (that conv, the output): holding the tensor keeps its id from being reused by a later one
+    outputs: dict[int, tuple[torch.nn.Module, torch.Tensor]] = {}
     pairs = []
 
     def trace(module, inputs, output):
         if isinstance(module, torch.nn.BatchNorm2d):
-            conv = outputs.get(id(inputs[0]))
-            if conv is not None and conv.out_channels == module.num_features:
+            conv, output = outputs.get(id(inputs[0]), (None, None))
+            if conv is not None and output is inputs[0] and conv.out_channels == module.num_features:
                 pairs.append((names[conv], conv, names[module], module))
         else:
-            outputs[id(output)] = module
+            outputs[id(output)] = (module, output)
 
     handles = [module.register_forward_hook(trace) for module in model.modules()
                if isinstance(module, (torch.nn.Conv2d, torch.nn.BatchNorm2d))]

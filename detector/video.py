@@ -270,7 +270,7 @@ def analyze_video(detector: Detector, source: VideoSource, frames: int | None = 
     if not results:
         raise DetectorError("No frame of this video could be decoded (the file is truncated or corrupt).")
     p_fake = aggregate([frame.p_fake for frame in results])
-    threshold = 0.5 if getattr(detector, "threshold", None) is None else float(detector.threshold)
+    threshold = detector.fake_threshold
     probabilities = {name: (p_fake if name == "fake" else 1 - p_fake) for name in detector.labels}
     return VideoAnalysis(label="fake" if p_fake >= threshold else "real", probabilities=probabilities, frames=results,
                          top_frames=top, info=info, undecodable=undecodable, threshold=threshold,
