@@ -12,6 +12,7 @@ from PIL import Image
 
 from conftest import EXAMPLES, ROOT, SHARED_DATA, TEST_IMG_SIZE, photos, small_manifest
 from detector import Detector
+from detector.model import load_model
 from training import train
 from training.imagenet import TfliteMismatch, TFLITE_MEAN_STD, imagenet_model, load_tflite, read_tflite
 
@@ -130,6 +131,22 @@ def test_a_run_from_the_tflite_weights_trains_resumes_and_serves(tmp_path):
     assert 0 < detector.analyze(EXAMPLES / "real_pixabay_1.jpg").p_fake < 1
     with pytest.raises(SystemExit):
         train.main([*argv, "--pretrained", "--output-dir", str(tmp_path / "both")])
+
+    # Trained further with --init-from alone: the detector's config gives the architecture, TF's padding and the
+    # [-1, 1] input (a plain mobilenetv2_100 takes the same weights without complaint, and computes another function).
+    more = [arg for arg in argv if arg not in (str(TFLITE), "--pretrained-file")]
+    more = more[:more.index("--output-dir")] + ["--output-dir", str(tmp_path / "more")]
+    train.main([*more, "--init-from", str(tmp_path / "run" / "best"), "--epochs", "1", "--lr", "0"])
+    assert json.loads((tmp_path / "more" / "best" / "config.json").read_text())["model_args"] == config["model_args"]
+    again = Detector.from_pretrained(tmp_path / "more" / "best")
+    assert tuple(again.preprocess.config["mean"]) == TFLITE_MEAN_STD
+    before = load_model(tmp_path / "run" / "best").model.state_dict()
+    after = load_model(tmp_path / "more" / "best").model.state_dict()
+    assert all(torch.equal(after[name], before[name]) for name in before if name.endswith("weight"))  # lr 0
+    for conflicting in (["--pretrained-file", str(TFLITE)], ["--model", "resnext50_32x4d"]):
+        with pytest.raises(SystemExit):
+            train.main([*more, "--init-from", str(tmp_path / "run" / "best"), *conflicting,
+                        "--output-dir", str(tmp_path / "conflict")])
 
 
 def test_a_file_that_does_not_fit_ends_the_command_with_one_line(tmp_path, capsys):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -206,32 +207,105 @@ def last_weights(output: Path) -> dict[str, torch.Tensor]:
     return load_file(str(output / "last" / "model.safetensors"))
 
 
+def record_training_batches(monkeypatch) -> list[str]:
+    """Digests of the pixels of every batch the model trains on, in order (a forward pre-hook in this process: what
+    the loader's workers made, after sampling and augmentation)."""
+    seen: list[str] = []
+    build = train.imagenet_model
+
+    def recording(*args, **kwargs):
+        model = build(*args, **kwargs)
+
+        def record(module, inputs):
+            if module.training:
+                seen.append(hashlib.sha256(inputs[0].detach().contiguous().numpy().tobytes()).hexdigest())
+        model.register_forward_pre_hook(record)
+        return model
+
+    monkeypatch.setattr(train, "imagenet_model", recording)
+    return seen
+
+
+def logged_rows(output: Path) -> list[dict]:
+    """metrics.jsonl without what depends on the clock."""
+    rows = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
+    return [{key: value for key, value in row.items() if key != "train_images_per_s"} for row in rows]
+
+
+class Stop(Exception):
+    """A simulated kill: nothing is cleaned up on the way out (see the staging folder left behind)."""
+
+
 @pytest.mark.slow
-def test_interrupted_and_resumed_run_ends_with_the_same_weights(tmp_path, reals, fakes, monkeypatch):
-    """2 epochs straight vs 1 epoch, a crash, then --resume: the same weights, step counter and patience counter."""
-    data = image_folder(tmp_path / "faces", {"real": reals[:5], "fake": fakes[:5]})
-    common = ["--epochs", "2", "--scheduler", "cosine", "--warmup-epochs", "0.5", "--lr", "1e-3", "--patience", "5"]
+def test_a_run_stopped_anywhere_resumes_exactly_as_the_uninterrupted_run(tmp_path, reals, fakes, monkeypatch):
+    """3 epochs straight vs stopped in epoch 2 at each point of its end (before the checkpoint, inside accelerate's
+    save, between the checkpoint and the metrics log), then --resume: the same batches (order and augmented pixels,
+    with 2 loader workers), the same weights, counters and one metrics row per epoch."""
+    import accelerate
+
+    data = image_folder(tmp_path / "faces", {"real": reals[:6], "fake": fakes[:6]})
+    common = ["--epochs", "3", "--scheduler", "cosine", "--warmup-epochs", "0.5", "--lr", "1e-3", "--patience", "5",
+              "--workers", "2"]
+    steps = 2  # SMOKE's --max-steps-per-epoch
+    seen = record_training_batches(monkeypatch)
     straight = run(data, tmp_path / "straight", *common)
+    batches = list(seen)
+    assert len(batches) == 3 * steps and len(set(batches)) == len(batches)  # each epoch draws anew
+    save_state = accelerate.Accelerator.save_state
 
-    real_append = train.append_log
+    def stop_in_epoch_two(real):
+        def stopping(*args, **kwargs):
+            if len(seen) == 2 * steps:  # at the end of epoch 2
+                raise Stop
+            return real(*args, **kwargs)
+        return stopping
 
-    def crash_in_epoch_two(output, row):
-        if row["epoch"] == 2:
-            raise KeyboardInterrupt("simulated stop")
-        real_append(output, row)
+    def stop_inside_save(self, folder, *args, **kwargs):
+        save_state(self, folder, *args, **kwargs)
+        if len(seen) == 2 * steps:
+            raise Stop  # accelerate's files written, not yet put in place
+        return None
 
-    monkeypatch.setattr(train, "append_log", crash_in_epoch_two)
-    with pytest.raises(KeyboardInterrupt):
-        run(data, tmp_path / "resumed", *common)
-    monkeypatch.undo()
-    saved = json.loads((tmp_path / "resumed" / "last" / "trainer_state.json").read_text())
-    assert saved["epoch"] == 1 and saved["step"] == 2 and "stale" in saved
-    resumed = run(data, tmp_path / "resumed", *common, "--resume")
-    assert resumed == straight and straight["step"] == 4
-    a, b = last_weights(tmp_path / "straight"), last_weights(tmp_path / "resumed")
-    assert a.keys() == b.keys()
-    for name in a:
-        assert torch.allclose(a[name], b[name], atol=1e-6), name
+    points = {
+        "before the checkpoint": (train, "save_checkpoint", stop_in_epoch_two(train.save_checkpoint), 1),
+        "inside accelerate's save": (accelerate.Accelerator, "save_state", stop_inside_save, 1),
+        "before the metrics row": (train, "append_log", stop_in_epoch_two(train.append_log), 2),
+    }
+    for point, (owner, name, stopping, saved_epoch) in points.items():
+        output = tmp_path / point.replace(" ", "-").replace("'", "")
+        seen.clear()
+        with monkeypatch.context() as patch:
+            patch.setattr(owner, name, stopping)
+            with pytest.raises(Stop):
+                run(data, output, *common)
+        saved = json.loads((output / "last" / "trainer_state.json").read_text())
+        assert saved["epoch"] == saved_epoch and saved["step"] == saved_epoch * steps, point
+        seen.clear()
+        resumed = run(data, output, *common, "--resume")
+        assert seen == batches[saved_epoch * steps:], point
+        assert resumed == straight, point
+        assert logged_rows(output) == logged_rows(tmp_path / "straight"), point
+        assert [row["epoch"] for row in logged_rows(output)] == [1, 2, 3]
+        assert not list(output.glob(".last-*")), point  # a staging folder left by the stop is gone
+        a, b = last_weights(tmp_path / "straight"), last_weights(output)
+        assert a.keys() == b.keys()
+        for key in a:
+            assert torch.equal(a[key], b[key]), (point, key)
+
+
+def test_resume_mends_a_metrics_log_written_in_the_old_order(tmp_path):
+    """Logs of runs stopped before the checkpoint came first: an epoch re-run after a stop holds two rows, an epoch
+    the checkpoint never reached one; the resume keeps one row per finished epoch, the latest."""
+    rows = [{"epoch": 1, "val_loss": 0.9}, {"epoch": 2, "val_loss": 0.8}, {"epoch": 2, "val_loss": 0.7},
+            {"epoch": 3, "val_loss": 0.6}]
+    for row in rows:
+        train.append_log(tmp_path, row)
+    train.reconcile_log(tmp_path, 2, None)
+    assert logged_rows(tmp_path) == [{"epoch": 1, "val_loss": 0.9}, {"epoch": 2, "val_loss": 0.7}]
+    with (tmp_path / "metrics.csv").open() as f:
+        assert [row["val_loss"] for row in csv.DictReader(f)] == ["0.9", "0.7"]
+    train.reconcile_log(tmp_path, 3, {"epoch": 3, "val_loss": 0.5})  # the checkpoint's own row, not yet logged
+    assert [row["val_loss"] for row in logged_rows(tmp_path)] == [0.9, 0.7, 0.5]
 
 
 def test_learning_rate_is_a_function_of_the_step():

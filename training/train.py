@@ -29,6 +29,8 @@ import argparse
 import csv
 import json
 import math
+import random
+import shutil
 import time
 from pathlib import Path
 
@@ -44,7 +46,8 @@ from tqdm.auto import tqdm
 from detector.detector import native_bf16
 from detector.errors import run_cli
 from detector.logs import configure_logging
-from detector.model import LABEL_NAMES, load_model, staged_folder, weights_sha256
+from detector.model import (LABEL_NAMES, feature_stride, load_model, pool_size, replace_folder, restore_folder,
+                            staged_folder, weights_sha256)
 from detector.preprocess import data_config
 
 from . import TRAINING_FILE
@@ -56,6 +59,9 @@ from .source_adversary import SourceAdversary, SourceDomains, detector_of, rever
 
 FAKE = LABEL_NAMES.index("fake")
 DEFAULT_ARCHITECTURE = "mobilenetv2_100"  # the bundled model's; its ImageNet weights come offline (--pretrained-file)
+DEFAULT_IMG_SIZE = 224
+CHECKPOINT = "last"  # the resumable state: accelerate's files and STATE_FILE, replaced whole after each epoch
+STATE_FILE = "trainer_state.json"
 logger = get_logger(__name__)
 
 
@@ -64,8 +70,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     data = add_data_arguments(parser)
     data.add_argument("--skip-image-check", action="store_true", help="do not open every image before training")
     model = parser.add_argument_group("model")
-    model.add_argument("--model", default=DEFAULT_ARCHITECTURE, metavar="ARCHITECTURE",
-                       help="a timm CNN (default: %(default)s; resnext50_32x4d is the other one measured here)")
+    model.add_argument("--model", metavar="ARCHITECTURE",
+                       help=f"a timm CNN (default: {DEFAULT_ARCHITECTURE}, or the --init-from detector's; "
+                            "resnext50_32x4d is the other one measured here)")
     model.add_argument("--pretrained", action="store_true", help="start from timm's ImageNet weights (needs the Hub)")
     model.add_argument("--pretrained-file", metavar="TFLITE",
                        help="start from the ImageNet weights of a TFLite classifier that fits --model (training/imagenet.py; "
@@ -73,8 +80,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     model.add_argument("--bn-photos", type=int, default=256,
                        help="with --pretrained-file: real training photos its batch-norm statistics are measured on")
     model.add_argument("--init-from", metavar="MODEL",
-                       help="start from a detector's weights (folder or Hub id), with a fresh optimiser and schedule")
-    model.add_argument("--img-size", type=int, default=224, help="training and serving resolution")
+                       help="start from a detector's weights (folder or Hub id), with a fresh optimiser and schedule; "
+                            "its config gives the architecture, padding and preprocessing")
+    model.add_argument("--img-size", type=int,
+                       help=f"training and serving resolution (default: {DEFAULT_IMG_SIZE}, or the --init-from detector's)")
     optim = parser.add_argument_group("optimisation")
     optim.add_argument("--optimizer", choices=["adam", "adamw", "sgd"], default="adam")
     optim.add_argument("--lr", type=float, default=1e-4)
@@ -122,11 +131,33 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.pretrained and args.pretrained_file:
         parser.error("--pretrained and --pretrained-file are two sources of ImageNet weights: choose one")
+    if args.init_from and (args.pretrained or args.pretrained_file):
+        parser.error("--init-from starts from a detector's weights, which would replace the ImageNet weights of "
+                     "--pretrained or --pretrained-file: drop those")
+    if not args.init_from:  # with --init-from, main() reads both from the detector's config
+        args.model = args.model or DEFAULT_ARCHITECTURE
+        args.img_size = args.img_size or DEFAULT_IMG_SIZE
     views = (args.face_crops, args.aligned_framing)
     if any(not 0 <= value <= 1 for value in views) or sum(views) > 1:
         parser.error(f"--face-crops and --aligned-framing are probabilities of one draw: each from 0 to 1, together "
                      f"at most 1 (got {args.face_crops:g} and {args.aligned_framing:g})")
     return args
+
+
+def initial_model(args) -> tuple[torch.nn.Module, str | None]:
+    """The --init-from detector's model to train further, built from its config (architecture, padding, preprocessing),
+    at --img-size (default: its own); and the sha256 of its weights (None on --resume, whose state holds it)."""
+    initial = load_model(args.init_from)
+    architecture = initial.config["architecture"]
+    if args.model and args.model != architecture:
+        raise SystemExit(f"--init-from {args.init_from} is a {architecture}, not the --model {args.model}: "
+                         f"drop --model or name {architecture}")
+    model = initial.model.train()
+    args.model = architecture
+    args.img_size = args.img_size or int(model.pretrained_cfg["input_size"][-1])
+    size = (3, args.img_size, args.img_size)
+    model.pretrained_cfg = {**model.pretrained_cfg, "input_size": size, "pool_size": pool_size(size, feature_stride(model))}
+    return model, None if args.resume else weights_sha256(initial.folder)
 
 
 def real_photo_batches(dataset, model, count: int, seed: int, batch_size: int = 32):
@@ -187,6 +218,66 @@ def save_model_folder(model, folder: Path, extra: dict) -> None:
         (staging / TRAINING_FILE).write_text(json.dumps(extra, indent=2))
 
 
+def epoch_seed(seed: int, epoch: int, *more: int) -> int:
+    """The seed of epoch `epoch`'s draws: which images, in what order, and every random augmentation, in this process
+    and in each loader worker. A pure function of the run's seed and the epoch (and `more`: a process index), as the
+    learning rate is of the step, so that a resumed run draws exactly what the uninterrupted run drew."""
+    return int(np.random.SeedSequence([seed, epoch, *more]).generate_state(1)[0])
+
+
+class WorkerSeed:
+    """The loader's worker_init_fn: each worker's random, numpy and torch generators from the epoch's base seed
+    (torch gives a worker base + its id) and this process's index, so that no two processes augment alike."""
+
+    def __init__(self, process_index: int):
+        self.process_index = process_index
+
+    def __call__(self, worker_id: int) -> None:
+        seed = int(np.random.SeedSequence([torch.initial_seed(), self.process_index]).generate_state(1)[0])
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+
+
+def save_checkpoint(accelerator: Accelerator, output: Path, state: dict, row: dict) -> None:
+    """accelerate's state of the run (weights, optimiser, random generators) and `state`, with the epoch's metrics
+    row, written into a staging folder that then replaces last/ in one step: a crash leaves the previous checkpoint
+    whole, never new weights beside an old optimiser or epoch counter. Every process writes into the same folder."""
+    staging = output / f".{CHECKPOINT}-staging"
+    if accelerator.is_main_process and staging.exists():
+        shutil.rmtree(staging)  # a crash during an earlier save left it
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(staging))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        (staging / STATE_FILE).write_text(json.dumps({**state, "row": row}))
+        replace_folder(staging, output / CHECKPOINT)
+    accelerator.wait_for_everyone()
+
+
+def reconcile_log(output: Path, epoch: int, row: dict | None) -> None:
+    """On resume: the metrics log holds one row per finished epoch, up to the checkpoint's `epoch`. Rows are appended
+    after the checkpoint is saved, so a crash between the two left the checkpoint's own `row` unwritten; logs written
+    before that order may hold a re-run epoch twice or an epoch the checkpoint never reached."""
+    path = output / "metrics.jsonl"
+    lines = path.read_text().splitlines() if path.exists() else []
+    by_epoch = {}
+    for line in lines:
+        logged = json.loads(line)
+        if logged["epoch"] <= epoch:
+            by_epoch[logged["epoch"]] = logged  # a later row of an epoch is the run the checkpoint continues
+    if row is not None:
+        by_epoch[epoch] = row
+    rows = [by_epoch[key] for key in sorted(by_epoch)]
+    if [json.dumps(r) for r in rows] == lines:
+        return
+    logger.warning("metrics log: %d rows rewritten as %d, one per finished epoch up to %d", len(lines), len(rows), epoch)
+    for name in ("metrics.jsonl", "metrics.csv"):
+        (output / name).unlink(missing_ok=True)
+    for logged in rows:
+        append_log(output, logged)
+
+
 def append_log(output: Path, row: dict) -> None:
     with (output / "metrics.jsonl").open("a") as f:
         f.write(json.dumps(row) + "\n")
@@ -213,9 +304,12 @@ def main(argv=None) -> dict:
     accelerator = Accelerator(mixed_precision=precision)
     set_seed(args.seed)
     output = Path(args.output_dir)
-    state_path = output / "last" / "trainer_state.json"
-    if args.resume and not state_path.exists():
-        raise SystemExit(f"--resume: no checkpoint in {output / 'last'}")
+    checkpoint = output / CHECKPOINT
+    state_path = checkpoint / STATE_FILE
+    if args.resume:
+        restore_folder(checkpoint)  # where a crash inside replace_folder's fallback left it aside
+        if not state_path.exists():
+            raise SystemExit(f"--resume: no checkpoint in {checkpoint}")
     if not args.resume and (output / "metrics.jsonl").exists():
         raise SystemExit(f"{output} already holds a run: pass --resume to continue it, or another --output-dir")
 
@@ -224,14 +318,13 @@ def main(argv=None) -> dict:
         train_set, val_set = load_splits(spec, check=not args.skip_image_check)
     data_counts = {"train": describe(train_set, spec.source_column), "validation": describe(val_set, spec.source_column)}
 
-    model = imagenet_model(args.model, pretrained=args.pretrained, img_size=args.img_size,
-                           pretrained_file=args.pretrained_file,  # on --resume the checkpoint's weights replace them
-                           photos=lambda model: real_photo_batches(train_set, model, args.bn_photos, args.seed))
     init_sha256 = None  # which weights --init-from named: a folder's path may later hold others
-    if args.init_from and not args.resume:  # on --resume the checkpoint holds newer weights
-        initial = load_model(args.init_from)
-        model.load_state_dict(initial.model.state_dict())
-        init_sha256 = weights_sha256(initial.folder)
+    if args.init_from:  # its architecture, padding and preprocessing; on --resume the checkpoint's weights
+        model, init_sha256 = initial_model(args)
+    else:
+        model = imagenet_model(args.model, pretrained=args.pretrained, img_size=args.img_size,
+                               pretrained_file=args.pretrained_file,  # on --resume the checkpoint's weights replace them
+                               photos=lambda model: real_photo_batches(train_set, model, args.bn_photos, args.seed))
     config = data_config(model)
     domains = None
     if args.source_adversarial > 0:
@@ -241,13 +334,14 @@ def main(argv=None) -> dict:
         model = SourceAdversary(model, domains)
         logger.info("source-adversarial: a head guesses among %d (label, source) pairs (%s), gradient reversal rising "
                     "to %g", len(domains.names), ", ".join(domains.names), args.source_adversarial)
+    draws = torch.Generator()  # seeded at each epoch's start (epoch_seed): the sample order and the workers' base seed
     sampler = None
     if args.balance:
         if not spec.source_column:
             raise SystemExit("--balance needs --source-column (the column that names each image's source)")
         weights = balanced_weights(train_set, spec.source_column, args.pseudo_fakes, args.balance_exponent)
         sampler = torch.utils.data.WeightedRandomSampler(torch.from_numpy(weights), num_samples=len(train_set),
-                                                         replacement=True)
+                                                         replacement=True, generator=draws)
     pseudo_fakes = PseudoFakes(args.pseudo_fakes) if args.pseudo_fakes > 0 else None
     face_view = (FaceCropView(args.face_crops, tuple(args.face_crop_margin), aligned=args.aligned_framing)
                  if args.face_crops > 0 or args.aligned_framing > 0 else None)
@@ -255,7 +349,8 @@ def main(argv=None) -> dict:
         attach_transform(train_set, train_transform(config, args.aug_strength, args.equalise_quality, args.framing),
                          pseudo_fakes, face_view, domains),
         batch_size=args.batch_size, shuffle=sampler is None, sampler=sampler, drop_last=len(train_set) > args.batch_size,
-        num_workers=args.workers, collate_fn=collate, persistent_workers=args.workers > 0,
+        num_workers=args.workers, collate_fn=collate, generator=draws, worker_init_fn=WorkerSeed(accelerator.process_index),
+        persistent_workers=False,  # workers started afresh each epoch take that epoch's seed: a resume is exact
     )
     val_loader = torch.utils.data.DataLoader(
         attach_transform(val_set, eval_transform(config)), batch_size=args.batch_size * 2,
@@ -274,8 +369,12 @@ def main(argv=None) -> dict:
     # Everything a resume needs besides what accelerator.save_state keeps (weights, optimiser, RNG states).
     state = {"epoch": 0, "step": 0, "best_auc": -1.0, "stale": 0, "init_sha256": init_sha256}
     if args.resume:
-        accelerator.load_state(str(output / "last"))
-        state = {**state, **json.loads(state_path.read_text())}
+        accelerator.load_state(str(checkpoint))
+        saved = json.loads(state_path.read_text())
+        row = saved.pop("row", None)
+        state = {**state, **saved}
+        if accelerator.is_main_process:
+            reconcile_log(output, state["epoch"], row)
         logger.info("resumed after epoch %d (step %d, best AUC %.4f, %d epochs without improvement)",
                     state["epoch"], state["step"], state["best_auc"], state["stale"])
     if accelerator.is_main_process:
@@ -288,6 +387,9 @@ def main(argv=None) -> dict:
                 args.scheduler, args.lr, accelerator.device, accelerator.mixed_precision)
 
     for epoch in range(state["epoch"] + 1, args.epochs + 1):
+        seed = epoch_seed(args.seed, epoch)
+        draws.manual_seed(seed)  # the same order on every process (each takes its share of the batches)
+        set_seed(epoch_seed(args.seed, epoch, accelerator.process_index))  # augmenting in this process (--workers 0)
         model.train()
         total, source_total, count, started = 0.0, 0.0, 0, time.perf_counter()
         bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch}/{args.epochs}", disable=not accelerator.is_local_main_process)
@@ -335,19 +437,16 @@ def main(argv=None) -> dict:
         state.update(epoch=epoch, best_auc=max(state["best_auc"], metrics["roc_auc"]),
                      stale=0 if improved else state["stale"] + 1)
         model.to(memory_format=torch.contiguous_format)  # safetensors stores contiguous tensors only
-        if accelerator.is_main_process:
+        if accelerator.is_main_process and improved:
+            save_model_folder(detector_of(accelerator.unwrap_model(model)), output / "best",
+                              {"epoch": epoch, "validation": metrics, "data": data_counts, "args": vars(args),
+                               "init_sha256": state["init_sha256"]})
+        save_checkpoint(accelerator, output, state, row)
+        model.to(memory_format=torch.channels_last)
+        if accelerator.is_main_process:  # after the checkpoint: a resume finds this epoch's row or writes it
             append_log(output, row)
             log = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
             plot_training_curves(log, output / "training_curves.png")
-            if improved:
-                save_model_folder(detector_of(accelerator.unwrap_model(model)), output / "best",
-                                  {"epoch": epoch, "validation": metrics, "data": data_counts, "args": vars(args),
-                                   "init_sha256": state["init_sha256"]})
-        accelerator.wait_for_everyone()
-        accelerator.save_state(str(output / "last"))
-        model.to(memory_format=torch.channels_last)
-        if accelerator.is_main_process:
-            state_path.write_text(json.dumps(state))
         if args.patience and state["stale"] >= args.patience:
             logger.info("no better AUC for %d epochs: stopping", state["stale"])
             break
