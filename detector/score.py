@@ -9,10 +9,11 @@ Input: a folder (searched recursively for images), a CSV/Parquet manifest (image
 manifest's folder), or a `datasets` dataset (a Hub id, a local dataset folder or script, or a folder
 written by `Dataset.save_to_disk`), optionally streamed. Output: one row per input, in input order (see
 `COLUMNS`). `accelerate` splits the work (`Accelerator.split_between_processes` over fixed-size shards of
-row indices; `datasets.distributed.split_dataset_by_node` for a stream); images are decoded in DataLoader
-workers and judged by `Detector.analyze_batch`. Every process writes finished shards to `<output>.parts/`;
-a rerun skips the shards already there, and the main process merges them into the final file (written
-to a temporary name, then renamed). A bad input (missing, undecodable, too large) becomes a row with
+row indices; for a stream, each process reads a contiguous block of the source's own shards, so no row is
+read twice); images are decoded in DataLoader workers and judged by `Detector.analyze_batch`. Every process
+writes finished shards to `<output>.parts/`; a rerun skips the shards already there (a stream resumes from
+`IterableDataset.state_dict()`, without reading finished rows again), and the main process merges them into
+the final file (written to a temporary name, then renamed). A bad input (missing, undecodable, too large) becomes a row with
 `error` set; it never stops the job.
 """
 from __future__ import annotations
@@ -56,7 +57,8 @@ COLUMNS = {  # the output table's columns, in order: a promise to scripts (add, 
     "model": "the model's source (Hub id or folder)",
     "model_revision": "the Hub commit of the weights, else sha256: of model.safetensors",
 }
-ORDER = "_order"  # internal: the row's position in the input
+ORDER = "_order"  # internal: the row's position in the input (a stream's: see `stream_order`)
+BLOCK = 2 ** 40  # a stream read in blocks: rank r's row at position p has order r·BLOCK + p
 FORMAT_VERSION = 2  # 2: the verdict column
 
 
@@ -321,6 +323,17 @@ class Parts:
     def done_marker(self, rank: int) -> Path:
         return self.folder / f"rank{rank:03d}.done"
 
+    def stream_state(self, rank: int) -> dict | None:
+        """Where process `rank`'s part of a stream stopped: its finished shards and `IterableDataset.state_dict()`."""
+        path = self.folder / f"rank{rank:03d}-stream.json"
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def save_stream_state(self, rank: int, state: dict) -> None:
+        path = self.folder / f"rank{rank:03d}-stream.json"
+        temporary = path.with_name(f".{path.name}.tmp")
+        temporary.write_text(json.dumps(state))
+        os.replace(temporary, path)
+
     def check(self, meta: dict) -> None:
         """Refuse to mix in another job's shards (every process checks, so all stop together)."""
         meta_file = self.folder / "meta.json"
@@ -364,7 +377,14 @@ def run_shards(accelerator, detector, source: Source, parts: Parts, args, table_
     if not source.streaming:
         total = len(source.rows)
         shards = math.ceil(total / args.shard_rows)
-        todo = [k for k in range(shards) if not parts.shard(k).is_file()]
+        # The main process lists the finished shards and tells the others: listed by each, a fast process's first
+        # shard could change a slower one's list, and the two would split different lists.
+        todo = [[k for k in range(shards) if not parts.shard(k).is_file()] if accelerator.is_main_process else None]
+        if accelerator.num_processes > 1:
+            from accelerate.utils import broadcast_object_list
+
+            broadcast_object_list(todo)
+        todo = todo[0]
         with accelerator.split_between_processes(todo) as mine:
             mine = list(mine)
         if accelerator.is_main_process:
@@ -392,26 +412,32 @@ def run_shards(accelerator, detector, source: Source, parts: Parts, args, table_
                     raise Stopped()
                 current = next(shard_iter, None)
         return written
-    # a stream: this process's part (every N-th row, `split_dataset_by_node`), read shard by shard; its shard k
-    # holds its positions [k·S, (k+1)·S), and the row at position p is row p·N + rank of the whole input
+    # a stream: this process's part (`process_stream`), read shard by shard; its shard k holds its positions
+    # [k·S, (k+1)·S); after each one, the stream's state is saved beside it, and a rerun starts from there: at the
+    # source file it stopped in (datasets skips that file's finished rows by reading them; earlier files are not read)
     rank, processes = accelerator.process_index, accelerator.num_processes
     if parts.done_marker(rank).is_file():
         return 0
-    shard = 0
-    while parts.shard(shard, rank).is_file():
-        shard += 1
-    from datasets.distributed import split_dataset_by_node
-
-    mine = split_dataset_by_node(source.stream, rank=rank, world_size=processes, strategy="examples") \
-        if processes > 1 else source.stream
-    raw = itertools.islice(iter(mine), shard * args.shard_rows, None)  # finished shards: read, never decoded
+    mine, block = process_stream(source.stream, rank, processes)
+    shard, state = 0, parts.stream_state(rank)
+    if state is not None:
+        shard = state["shards"]
+        mine.load_state_dict(state["stream"])
+        raw = iter(mine)
+    else:
+        while parts.shard(shard, rank).is_file():
+            shard += 1
+        if shard:
+            logger.warning("process %d: %d finished rows of the stream are read again to be skipped (their shards have "
+                           "no saved stream state)", rank, shard * args.shard_rows)
+        raw = itertools.islice(iter(mine), shard * args.shard_rows, None)  # finished shards: read, never decoded
     image_column, label_column, id_column = source.columns
     rows_done = shard * args.shard_rows
     while True:
         chunk = list(itertools.islice(raw, args.shard_rows))
         if not chunk:
             break
-        orders = [(rows_done + j) * processes + rank for j in range(len(chunk))]
+        orders = [stream_order(rows_done + j, rank, processes, block) for j in range(len(chunk))]
         rows = {order: dataset_row(item, order, image_column, label_column, id_column, source.label_names)
                 for order, item in zip(orders, chunk)}
         loader = torch.utils.data.DataLoader(Decoded(rows, orders), shuffle=False, **loader_options)
@@ -422,10 +448,35 @@ def run_shards(accelerator, detector, source: Source, parts: Parts, args, table_
                 progress.update(len(items) * processes)
         write_parquet(buffer, parts.shard(shard, rank), table_schema)
         shard, written, rows_done = shard + 1, written + 1, rows_done + len(chunk)
+        parts.save_stream_state(rank, {"shards": shard, "stream": mine.state_dict()})  # after the shard: a crash
+        # between the two computes that shard again
         if args.stop_after_shards and written >= args.stop_after_shards:
             raise Stopped()
     parts.done_marker(rank).write_text(str(rows_done))
     return written
+
+
+def process_stream(stream, rank: int, processes: int):
+    """This process's part of a stream, and whether it is a block: a contiguous run of the source's own shards (its
+    files), read by this process only. A source with fewer shards than processes cannot be split so: each process
+    then reads every row and keeps one in `processes` (`split_dataset_by_node`), which costs that many reads."""
+    if processes == 1:
+        return stream, True
+    if stream.num_shards >= processes:
+        return stream.shard(num_shards=processes, index=rank, contiguous=True), True
+    from datasets.distributed import split_dataset_by_node
+
+    if rank == 0:
+        logger.warning("the stream has %d shard(s) for %d processes: each process reads every row and keeps 1 in %d "
+                       "(%d× the reading of one process); a source in at least %d files is split by file",
+                       stream.num_shards, processes, processes, processes, processes)
+    return split_dataset_by_node(stream, rank=rank, world_size=processes, strategy="examples"), False
+
+
+def stream_order(position: int, rank: int, processes: int, block: bool) -> int:
+    """The sort key of this process's row at `position` of its part: blocks follow one another in rank order; rows
+    kept one in N interleave."""
+    return rank * BLOCK + position if block else position * processes + rank
 
 
 class Stopped(Exception):
@@ -447,8 +498,11 @@ def merge(parts: Parts, source: Source, args, processes: int, table_schema, outp
         if missing:
             raise DetectorError(f"Processes {missing} did not finish their part of the stream; rerun to resume.")
         tables = [pq.read_table(f, schema=table_schema) for f in sorted(parts.folder.glob("rank*-shard-*.parquet"))]
-        table = pa.concat_tables(tables) if tables else table_schema.empty_table()
-        pq.write_table(table.sort_by(ORDER).drop_columns([ORDER]), temporary)
+        table = (pa.concat_tables(tables) if tables else table_schema.empty_table()).sort_by(ORDER)
+        if not source.columns[2]:  # no --id-column: a row's id is its number in the input
+            table = table.set_column(table.schema.get_field_index("id"), "id",
+                                     pa.array([str(i) for i in range(table.num_rows)], pa.string()))
+        pq.write_table(table.drop_columns([ORDER]), temporary)
     else:
         total = len(source.rows)
         files = [parts.shard(k) for k in range(math.ceil(total / args.shard_rows))]
@@ -634,9 +688,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def job_meta(args, source: Source, model: str, revision: str, processes: int) -> dict:
+STOPPED = "stopped (--stop-after-shards)"
+
+
+def agree(accelerator, error: str | None) -> str | None:
+    """Every process's error (None: none), gathered on all: they stop together, each saying which process failed and
+    why, where one failing alone would leave the others to meet a closed connection at the next barrier."""
+    if accelerator.num_processes == 1:
+        return error
+    from accelerate.utils import gather_object
+
+    errors = gather_object([error])
+    return "; ".join(f"process {rank}: {text}" for rank, text in enumerate(errors) if text) or None
+
+
+def job_meta(args, source: Source, model: str, revision: str, processes: int, precision: str) -> dict:
+    """What is being scored, and how (`precision`: the weights' dtype, as "auto" chose it)."""
     meta = {"format": FORMAT_VERSION, "input": source.description, "model": model, "model_revision": revision,
-            "faces": not args.whole_image, "shard_size": args.shard_size, "precision": args.precision,
+            "faces": not args.whole_image, "shard_size": args.shard_size, "precision": precision,
             "streaming": source.streaming}
     if source.streaming:
         meta["processes"] = processes  # a stream's shards are per process: resume with as many
@@ -662,6 +731,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger().setLevel(logging.WARNING)
         logger.setLevel(logging.INFO)
     output = args.output.expanduser().resolve()
+    error = None
     try:
         detector = Detector.from_pretrained(args.model or default_source(), device=str(accelerator.device),
                                             batch_size=args.batch_size, precision=args.precision)
@@ -669,12 +739,19 @@ def main(argv: list[str] | None = None) -> int:
         source = open_source(args)
         faces = not args.whole_image
         table_schema = schema(faces, source.has_label)
-        parts, meta = Parts(output), job_meta(args, source, model, revision, processes)
+        parts = Parts(output)
+        meta = job_meta(args, source, model, revision, processes, str(detector.dtype).removeprefix("torch."))
         if not args.restart:
             parts.check(meta)
         args.shard_rows = parts.shard_rows(meta, None if source.streaming else len(source.rows), processes, args.restart)
-    except DetectorError as err:  # every process meets the same error and stops before the first barrier
-        logger.error("%s", err)
+    except DetectorError as err:
+        error = str(err)
+    except Exception as err:  # not a user's mistake: its traceback is logged, and every process still stops
+        logger.exception("process %d could not start", accelerator.process_index)
+        error = f"{type(err).__name__}: {err}"
+    error = agree(accelerator, error)
+    if error:
+        logger.error("%s", error)
         return 2
     if accelerator.is_main_process:
         output.parent.mkdir(parents=True, exist_ok=True)
@@ -684,13 +761,24 @@ def main(argv: list[str] | None = None) -> int:
                 args.shard_rows, parts.folder)
     started = time.perf_counter()
     with tqdm(unit="image", file=sys.stderr, disable=not accelerator.is_main_process or None, smoothing=0.1) as progress:
+        written, outcome = 0, None
         try:
             written = run_shards(accelerator, detector, source, parts, args, table_schema, model, revision, progress)
         except Stopped:
-            logger.warning("stopped after %d shards (--stop-after-shards); rerun to resume", args.stop_after_shards)
-            return 3
-    logger.info("process %d wrote %d shards in %.1f s", accelerator.process_index, written, time.perf_counter() - started)
-    accelerator.wait_for_everyone()
+            outcome = STOPPED
+        except Exception as err:  # a row's bad image is a row's error; this is the job's (a full disk, a lost stream)
+            logger.exception("process %d failed", accelerator.process_index)
+            outcome = f"{type(err).__name__}: {err}"
+    if outcome is None:
+        logger.info("process %d wrote %d shards in %.1f s", accelerator.process_index, written,
+                    time.perf_counter() - started)
+    outcome = agree(accelerator, outcome)  # every process waits here for the others, as at a barrier
+    if outcome == STOPPED or (outcome and STOPPED in outcome):
+        logger.warning("stopped after %d shards (--stop-after-shards); rerun to resume", args.stop_after_shards)
+        return 3
+    if outcome:
+        logger.error("%s; the finished shards are kept in %s: rerun to resume", outcome, parts.folder)
+        return 1
     if not accelerator.is_main_process:
         return 0
     try:

@@ -102,6 +102,36 @@ def launch(processes: int, args: list[str]) -> subprocess.CompletedProcess:
     return done
 
 
+def test_one_process_failing_stops_every_process_with_its_reason(tmp_path, collection, model_dir):
+    """Only process 1 cannot open the input: both stop before scoring, each log names process 1 and its reason, and
+    no process meets a closed connection at a barrier (a traceback from process 0, before)."""
+    script = tmp_path / "fail_on_rank_1.py"
+    script.write_text(
+        "import os, sys\n"
+        "from detector import score\n"
+        "from detector.errors import DetectorError\n"
+        "real = score.open_source\n"
+        "def open_source(args):\n"
+        "    if os.environ['RANK'] == '1':\n"
+        "        raise DetectorError('this process cannot read the input')\n"
+        "    return real(args)\n"
+        "score.open_source = open_source\n"
+        "raise SystemExit(score.main(sys.argv[1:]))\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true", "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(script),
+               str(collection), "--model", str(model_dir), "--output", str(tmp_path / "scores.parquet"),
+               "--precision", "fp32", "--workers", "0"]
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    assert done.stderr.count("process 1: this process cannot read the input") == 2, done.stderr[-3000:]
+    # no process ends in an uncaught exception (torch prefixes their lines with [rankN]); the launcher still reports
+    # the non-zero exit codes in its own summary
+    assert "[rank0]" not in done.stderr and "[rank1]" not in done.stderr, done.stderr[-3000:]
+    assert "Connection closed" not in done.stderr
+    assert not (tmp_path / "scores.parquet.parts").exists()
+
+
 def test_two_processes_give_the_rows_of_one(tmp_path, one_process, collection, model_dir):
     output = tmp_path / "two.parquet"
     done = launch(2, [str(collection), "--model", str(model_dir), "--output", str(output), "--shard-size", "3"])
@@ -302,3 +332,77 @@ def test_an_unlabelled_classlabel_row_is_unlabelled_not_fake():
     assert dataset_row({"image": "x", "label": -1}, 0, "image", "label", None, names)["label"] is None
     assert dataset_row({"image": "x", "label": 1}, 0, "image", "label", None, names)["label"] == "fake"
     assert dataset_row({"image": "x", "label": None}, 0, "image", "label", None, names)["label"] is None
+
+
+READ: list[str] = []  # the rows a counting stream has produced, in this process
+
+
+def counted_rows(shards: list[list[dict]]):
+    for shard in shards:  # datasets hands each generator its slice of the list: its shards
+        for row in shard:
+            READ.append(row["name"])
+            yield row
+
+
+def counting_stream(face_paths, shards: int, rows_per_shard: int):
+    """A stream in `shards` shards (as a Hub dataset's files) that records every row it produces in READ."""
+    import datasets
+
+    cells = image_bytes(face_paths)
+    rows = [{"image": cells[i % len(cells)], "name": f"item{i}"} for i in range(shards * rows_per_shard)]
+    return datasets.IterableDataset.from_generator(
+        counted_rows, gen_kwargs={"shards": [rows[k * rows_per_shard:(k + 1) * rows_per_shard] for k in range(shards)]},
+        features=datasets.Features({"image": datasets.Image(), "name": datasets.Value("string")}))
+
+
+def test_each_process_reads_only_its_own_files_of_a_stream(face_paths):
+    """Two processes over a stream of four files: each reads two of them, in order, and the sort keys put the rank-0
+    block before the rank-1 block. One file for two processes: each reads all of it, keeping every other row."""
+    stream = counting_stream(face_paths, shards=4, rows_per_shard=3)
+    seen = {}
+    for rank in (0, 1):
+        READ.clear()
+        part, block = score.process_stream(stream, rank, 2)
+        seen[rank] = [row["name"] for row in part]
+        assert block and READ == seen[rank]  # read = kept: nothing read for another process
+    assert seen[0] + seen[1] == [f"item{i}" for i in range(12)]
+    keys = [score.stream_order(p, rank, 2, True) for rank in (0, 1) for p in range(6)]
+    assert keys == sorted(keys)
+
+    READ.clear()
+    part, block = score.process_stream(counting_stream(face_paths, shards=1, rows_per_shard=6), 1, 2)
+    assert not block and [row["name"] for row in part] == ["item1", "item3", "item5"] and len(READ) == 6
+    assert [score.stream_order(p, 1, 2, False) for p in range(3)] == [1, 3, 5]
+
+
+def test_a_resumed_stream_does_not_read_its_finished_files_again(tmp_path, face_paths, model_dir, monkeypatch):
+    """Three files of 4 rows, stopped after one shard of 6 rows (the first file and 2 rows of the second): the rerun
+    starts from the stream's saved state, at the second file (datasets resumes in the file it stopped in and skips
+    its first rows by reading them); it reads 8 rows, not all 12 to skip 6. The file equals an uninterrupted run's."""
+    import datasets
+
+    monkeypatch.setattr(datasets, "load_dataset",
+                        lambda *args, **kwargs: counting_stream(face_paths, shards=3, rows_per_shard=4))
+    common = ["--dataset", "owner/faces", "--streaming", "--id-column", "name", "--model", str(model_dir),
+              "--shard-size", "6", "--whole-image"]
+    assert run([*common, "--output", str(tmp_path / "whole.parquet")]) == 0
+    READ.clear()
+    output = tmp_path / "resumed.parquet"
+    assert run([*common, "--output", str(output), "--stop-after-shards", "1"]) == 3
+    assert READ == [f"item{i}" for i in range(6)]
+    READ.clear()
+    assert run([*common, "--output", str(output)]) == 0
+    assert READ == [f"item{i}" for i in range(4, 12)]
+    assert rows(output) == rows(tmp_path / "whole.parquet")
+
+
+def test_the_job_records_the_precision_it_scored_in(tmp_path, collection, model_dir):
+    """--precision auto is a choice made on the machine: the job's record names what it chose (a rerun elsewhere
+    that chooses otherwise is another job)."""
+    from detector import Detector
+
+    output = tmp_path / "scores.parquet"
+    assert score.main([str(collection), "--model", str(model_dir), "--output", str(output), "--precision", "auto",
+                       "--workers", "0", "--keep-parts"]) == 0
+    chosen = str(Detector.from_pretrained(model_dir).dtype).removeprefix("torch.")
+    assert json.loads((Path(f"{output}.parts") / "meta.json").read_text())["precision"] == chosen
