@@ -58,6 +58,7 @@ COLUMNS = {  # the output table's columns, in order: a promise to scripts (add, 
     "model_revision": "the Hub commit of the weights, else sha256: of model.safetensors",
 }
 ORDER = "_order"  # internal: the row's position in the input (a stream's: see `stream_order`)
+SAVED_STREAM_SHARDS = 64  # a save_to_disk folder streamed: its rows in this many shards (fewer rows: one each)
 BLOCK = 2 ** 40  # a stream read in blocks: rank r's row at position p has order r·BLOCK + p
 FORMAT_VERSION = 2  # 2: the verdict column
 
@@ -134,8 +135,8 @@ def dataset_source(name: str, config: str | None, split: str, image_column: str,
             dataset = datasets.load_from_disk(str(local))
             if isinstance(dataset, datasets.DatasetDict):
                 dataset = dataset[split]
-            if streaming:
-                dataset = dataset.to_iterable_dataset()
+            if streaming:  # in shards, so that processes split it by shard and a resume skips whole ones
+                dataset = dataset.to_iterable_dataset(num_shards=max(1, min(len(dataset), SAVED_STREAM_SHARDS)))
         else:
             dataset = datasets.load_dataset(name, config, split=split, streaming=streaming)
     except (FileNotFoundError, ValueError, KeyError, datasets.exceptions.DatasetNotFoundError) as err:

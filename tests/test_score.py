@@ -196,6 +196,8 @@ def test_a_streamed_dataset_gives_the_rows_of_the_downloaded_one(tmp_path, parqu
     common[1] = str(tmp_path / "saved")
     assert run([*common, "--output", str(tmp_path / "saved.parquet")]) == 0
     assert rows(tmp_path / "saved.parquet") == mapped
+    assert run([*common, "--streaming", "--output", str(tmp_path / "saved-streamed.parquet")]) == 0  # in 10 shards
+    assert rows(tmp_path / "saved-streamed.parquet") == mapped
 
 
 def test_a_stopped_stream_resumes_where_it_stopped(tmp_path, parquet_dataset, model_dir):
