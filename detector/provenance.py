@@ -7,8 +7,10 @@
 Sources, each read with a size cap and never trusted to be well formed:
 
 - **c2pa**: Content Credentials (a signed C2PA manifest store), read with `c2pa-python` without any network
-  access: who signed, the claim generator, the actions, any IPTC `digitalSourceType`, and the validation
-  status as the library reports it (valid, signer not on a trust list, or changed after signing).
+  access: who signed, the claim generator, the actions, any IPTC `digitalSourceType`, in the active manifest and
+  in every earlier manifest its ingredients lead to (each finding says which one), and what the validation codes
+  mean: the file changed after signing, a damaged manifest, or only a problem with the signer's credentials (not on
+  a trust list, expired, revoked), which is no evidence of change.
 - **xmp**: the IPTC `DigitalSourceType` and `xmp:CreatorTool` in the XMP packet.
 - **exif**: `Software`, `Make`, `Model`, and Stable Diffusion web UI settings in `UserComment`.
 - **png-text**: text chunks generators write (`parameters` from the Stable Diffusion web UI, `prompt` and
@@ -246,6 +248,120 @@ def _c2pa(data: bytes) -> list[Finding]:
     return _c2pa_findings(store)
 
 
+# What a failing validation code means for a reader (codes of the C2PA specification, as c2pa-rs reports them):
+# "changed": a hash or signature no longer matches, so the file or its manifest changed after signing; "credential":
+# a problem with who signed or when (not vouched for, expired, revoked, an unverifiable time-stamp), not with the
+# file; anything else: the manifest is damaged or incomplete.
+CREDENTIAL_CODES = {
+    "signingCredential.untrusted": "the signer is not on a trust list this checker knows",
+    "signingCredential.expired": "the signing certificate has expired, and no trusted time-stamp shows that it was "
+                                 "valid when the file was signed",
+    "signingCredential.revoked": "the signing certificate was revoked",
+    "signingCredential.invalid": "the signing certificate is not valid for signing",
+    "claimSignature.outsideValidity": "it was signed outside the signing certificate's validity",
+}
+REVOKED_CODES = ("signingCredential.revoked", "signingCredential.invalid")  # the signature then vouches for nothing
+MAX_CHAIN = 16  # manifests followed through ingredients (a store can hold a long edit history, or a loop)
+RELATIONSHIPS = {"parentOf": "its parent ingredient", "componentOf": "an ingredient composited into it",
+                 "inputTo": "an ingredient used as an input"}
+
+
+def _code_kind(code: str) -> str:
+    if code in CREDENTIAL_CODES or code.startswith(("signingCredential.", "timeStamp.")):
+        return "credential"
+    if code.endswith(".mismatch"):
+        return "changed"
+    return "damaged"
+
+
+def _failures(statuses) -> list[dict]:
+    """Failing validation statuses, from `validation_results` ({"activeManifest": {"failure": [...]}}, c2pa 2.x) or
+    the older `validation_status` list (which also lists failures only)."""
+    if isinstance(statuses, dict):
+        active = statuses.get("activeManifest") if isinstance(statuses.get("activeManifest"), dict) else {}
+        statuses = active.get("failure")
+    return [s for s in statuses or [] if isinstance(s, dict) and s.get("code")]
+
+
+def _validity(failures: list[dict]) -> tuple[str, str]:
+    """(what the failures mean: "valid", "credential", "revoked", "changed" or "damaged"; the reasons, in words)."""
+    kinds = {_code_kind(_text(s["code"])) for s in failures}
+    codes = [_text(s["code"]) for s in failures]
+    reasons = "; ".join(CREDENTIAL_CODES.get(code) or _text(s.get("explanation") or code)
+                        for code, s in zip(codes, failures))
+    if "changed" in kinds:
+        return "changed", reasons
+    if "damaged" in kinds:
+        return "damaged", reasons
+    if any(code in REVOKED_CODES for code in codes):
+        return "revoked", reasons
+    return ("credential", reasons) if failures else ("valid", "")
+
+
+def _manifest_facts(manifest: dict) -> tuple[str, str, list[str], list[dict]]:
+    """(signer, issuer, claim generators, actions) of one manifest."""
+    signature = manifest.get("signature_info") if isinstance(manifest.get("signature_info"), dict) else {}
+    signer = _text(signature.get("common_name") or "") or "an unnamed signer"
+    issuer = _text(signature.get("issuer") or "")
+    generators = [_text(g.get("name", "")) + (f" {_text(g['version'])}" if g.get("version") else "")
+                  for g in manifest.get("claim_generator_info") or [] if isinstance(g, dict)]
+    if not generators and manifest.get("claim_generator"):
+        generators = [_text(manifest["claim_generator"])]
+    actions = []
+    for assertion in manifest.get("assertions") or []:
+        if isinstance(assertion, dict) and str(assertion.get("label", "")).startswith("c2pa.actions"):
+            data = assertion.get("data") if isinstance(assertion.get("data"), dict) else {}
+            actions += [a for a in data.get("actions") or [] if isinstance(a, dict)]
+    return signer, issuer, generators, actions
+
+
+def _ingredient_chain(store: dict, manifests: dict) -> list[tuple[str, dict, str, list[dict]]]:
+    """The manifests the active one reaches through its ingredients, depth first: (how it is reached, in words;
+    the manifest; its relationship; the ingredient's validation failures). Each manifest once; at most MAX_CHAIN."""
+    chain, seen = [], {store.get("active_manifest")}
+
+    def walk(manifest: dict, path: str) -> None:
+        for ingredient in manifest.get("ingredients") or []:
+            if not isinstance(ingredient, dict) or len(chain) >= MAX_CHAIN:
+                continue
+            label = ingredient.get("active_manifest")
+            if not isinstance(label, str) or label in seen or not isinstance(manifests.get(label), dict):
+                continue
+            seen.add(label)
+            relationship = _text(ingredient.get("relationship") or "parentOf")
+            title = _text(ingredient.get("title") or "")
+            where = RELATIONSHIPS.get(relationship, f"an ingredient ({relationship})") + (f" {title!r}" if title else "")
+            where = where if not path else f"{where} of {path}"
+            failures = _failures(ingredient.get("validation_results") or ingredient.get("validation_status"))
+            chain.append((where, manifests[label], relationship, failures))
+            walk(manifests[label], where)
+
+    walk(manifests[store["active_manifest"]], "")
+    return chain
+
+
+def _declarations(manifest: dict, where: str, qualifier: str, weaker: bool) -> list[Finding]:
+    """What one manifest declares about AI: digital source types in its actions, a known generator as its claim
+    generator. `where` names the manifest in the message; `weaker` turns strong into weak (an input ingredient)."""
+    _, _, generators, actions = _manifest_facts(manifest)
+    findings = []
+    for action in actions:
+        if action.get("digitalSourceType"):
+            found = _source_type(str(action["digitalSourceType"]), "c2pa",
+                                 f"{where}: the action {_text(action.get('action', 'unnamed'))}{qualifier}")
+            if found:
+                findings.append(found)
+    for generator in generators:
+        if known_generator(generator):
+            findings.append(Finding("c2pa", "generator", "strong",
+                                    f"{where} name the AI generator {known_generator(generator)} as the claim "
+                                    f"generator ({generator}){qualifier}", {"claim_generator": generator, "where": where}))
+    if weaker:
+        findings = [Finding(f.source, f.kind, "weak", f.message, f.details) if f.strength == "strong" else f
+                    for f in findings]
+    return findings
+
+
 def _c2pa_findings(store: dict) -> list[Finding]:
     if not isinstance(store, dict):
         return [_unreadable("c2pa", "the manifest store is not an object")]
@@ -253,57 +369,54 @@ def _c2pa_findings(store: dict) -> list[Finding]:
     active = manifests.get(store.get("active_manifest")) if isinstance(store.get("active_manifest"), str) else None
     if not isinstance(active, dict):
         return [_unreadable("c2pa", "no active manifest")]
-    signature = active.get("signature_info") if isinstance(active.get("signature_info"), dict) else {}
-    signer = _text(signature.get("common_name") or "") or "an unnamed signer"
-    issuer = _text(signature.get("issuer") or "")
-    generators = [_text(g.get("name", "")) + (f" {_text(g['version'])}" if g.get("version") else "")
-                  for g in active.get("claim_generator_info") or [] if isinstance(g, dict)]
-    if not generators and active.get("claim_generator"):
-        generators = [_text(active["claim_generator"])]
-    actions = []
-    for assertion in active.get("assertions") or []:
-        if isinstance(assertion, dict) and str(assertion.get("label", "")).startswith("c2pa.actions"):
-            data = assertion.get("data") if isinstance(assertion.get("data"), dict) else {}
-            actions += [a for a in data.get("actions") or [] if isinstance(a, dict)]
+    signer, issuer, generators, actions = _manifest_facts(active)
     statuses = [s for s in store.get("validation_status") or [] if isinstance(s, dict)]
     codes = [_text(s.get("code", "")) for s in statuses]
     state = _text(store.get("validation_state") or "")
-    failures = [c for c in codes if c != "signingCredential.untrusted"]
+    failures = _failures(store.get("validation_results")) or [s for s in statuses if s.get("code")]
+    validity, reasons = _validity(failures)
+    chain = _ingredient_chain(store, manifests)
+    signature = active.get("signature_info") if isinstance(active.get("signature_info"), dict) else {}
     details = {"signer": signer, "issuer": issuer, "claim_generator": generators, "validation_state": state,
                "validation_codes": codes, "actions": [_text(a.get("action", "")) for a in actions],
-               "signed_at": _text(signature.get("time") or "")}
+               "signed_at": _text(signature.get("time") or ""), "ingredient_manifests": len(chain)}
     by = f"signed by {signer}" + (f" (issuer {issuer})" if issuer and issuer != signer else "")
     made = f", made with {', '.join(generators)}" if generators else ""
     findings = []
-    if state.lower() == "invalid" or failures:
-        reasons = "; ".join(_text(s.get("explanation") or s.get("code")) for s in statuses
-                            if s.get("code") != "signingCredential.untrusted") or "validation failed"
-        findings.append(Finding("c2pa", "tampered", "warning",
-                                f"Content Credentials {by}{made}, but they do not validate: the file was changed after "
-                                f"signing, or the manifest is damaged ({reasons}). What they declare may no longer "
-                                "describe this picture", details))
-        validity = " (in credentials that do not validate)"
-    elif "signingCredential.untrusted" in codes:
+    qualifier = ""
+    if validity in ("changed", "damaged"):
+        what = ("the file or its manifest was changed after signing" if validity == "changed"
+                else "the manifest is damaged or incomplete")
+        findings.append(Finding("c2pa", "tampered" if validity == "changed" else "damaged", "warning",
+                                f"Content Credentials {by}{made}, but they do not validate: {what} ({reasons}). What "
+                                "they declare may no longer describe this picture", details))
+        qualifier = " (in credentials that do not validate)"
+    elif validity == "revoked":
+        findings.append(Finding("c2pa", "credential", "warning",
+                                f"Content Credentials {by}{made}. The file has not changed since it was signed, but "
+                                f"{reasons}: the signature vouches for nothing", details))
+    elif validity == "credential":
         findings.append(Finding("c2pa", "signed", "info",
-                                f"Content Credentials {by}{made}. The signature matches the file, but the signer is not "
-                                "on a trust list this checker knows: who signed is not vouched for", details))
-        validity = ""
+                                f"Content Credentials {by}{made}. The signature matches the file (nothing changed since "
+                                f"signing), but {reasons}: who signed is not vouched for", details))
     else:
         findings.append(Finding("c2pa", "signed", "info",
                                 f"Content Credentials {by}{made}; the signature is valid ({state or 'no state given'})",
                                 details))
-        validity = ""
-    for action in actions:
-        if action.get("digitalSourceType"):
-            found = _source_type(str(action["digitalSourceType"]), "c2pa",
-                                 f"The Content Credentials' action {_text(action.get('action', 'unnamed'))}{validity}")
-            if found:
-                findings.append(found)
-    for generator in generators:
-        if known_generator(generator):
-            findings.append(Finding("c2pa", "generator", "strong",
-                                    f"The Content Credentials name the AI generator {known_generator(generator)} "
-                                    f"as the claim generator ({generator}){validity}", {"claim_generator": generator}))
+    findings += _declarations(active, "The Content Credentials", qualifier, weaker=False)
+    if chain:
+        listed = "; ".join(f"{where} ({'signed by ' + _manifest_facts(manifest)[0]}"
+                           + (f", made with {', '.join(_manifest_facts(manifest)[2])}" if _manifest_facts(manifest)[2] else "")
+                           + ")" for where, manifest, _, _ in chain)
+        findings.append(Finding("c2pa", "ingredients", "info",
+                                f"The Content Credentials hold {len(chain)} earlier manifest(s), of what the picture was "
+                                f"made from: {listed}", {"ingredients": [where for where, *_ in chain]}))
+    for where, manifest, relationship, ingredient_failures in chain:
+        ingredient_validity, _ = _validity(ingredient_failures)
+        inner = qualifier or (" (in the ingredient's credentials, which do not validate)"
+                              if ingredient_validity in ("changed", "damaged") else "")
+        findings += _declarations(manifest, f"The Content Credentials of {where}", inner,
+                                  weaker=relationship == "inputTo")
     return findings
 
 

@@ -60,8 +60,9 @@ def signer():
     return make_signer()
 
 
-def make_signer():
-    """An ES256 signer with a two-certificate chain (test CA → end entity), made here with `cryptography`."""
+def make_signer(valid_for: datetime.timedelta = datetime.timedelta(days=30)):
+    """An ES256 signer with a two-certificate chain (test CA → end entity), made here with `cryptography`; the
+    certificates expire `valid_for` from now."""
     import c2pa
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
@@ -83,7 +84,7 @@ def make_signer():
     def certificate(subject, issuer, public, signing_key, ca):
         builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer).public_key(public)
                    .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
-                   .not_valid_after(now + datetime.timedelta(days=30))
+                   .not_valid_after(now + valid_for)
                    .add_extension(x509.BasicConstraints(ca=ca, path_length=0 if ca else None), critical=True)
                    .add_extension(usage(ca), critical=True)
                    .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False))
@@ -142,6 +143,91 @@ def test_a_flipped_byte_in_the_picture_is_reported_as_tampered(signed):
     assert "assertion.dataHash.mismatch" in tampered.details["validation_codes"]
     assert tampered.details["validation_state"] == "Invalid"
     assert not [f for f in findings if f.kind == "signed"]
+
+
+def edit(signer, parent: bytes, relationship: str = "parentOf", editor: str = "Photo Editor") -> bytes:
+    """`parent` opened and re-exported by an editor that signs its own manifest with the parent as an ingredient (as
+    an editor does with a Firefly picture); the new manifest declares no source type of its own."""
+    import c2pa
+
+    uses = {"action": "c2pa.opened" if relationship == "parentOf" else "c2pa.placed",
+            "parameters": {"ingredientIds": ["ingredient"]}}
+    created = {"action": "c2pa.created", "digitalSourceType": IPTC_VOCABULARY + "compositeCapture"}
+    actions = [uses] if relationship == "parentOf" else [created, uses]  # a composite starts anew
+    manifest = {"claim_generator_info": [{"name": editor, "version": "2.0"}], "title": "edited.jpg",
+                "assertions": [{"label": "c2pa.actions", "data": {"actions": [
+                    *actions, {"action": "c2pa.color_adjustments"}]}}]}
+    output = io.BytesIO()
+    with c2pa.Builder(json.dumps(manifest)) as builder:
+        builder.add_ingredient(json.dumps({"title": "made.jpg", "relationship": relationship, "label": "ingredient"}),
+                               "image/jpeg", io.BytesIO(parent))
+        builder.sign(signer, "image/jpeg", io.BytesIO(jpeg(picture(2, (128, 96)))), output)
+    return output.getvalue()
+
+
+def test_an_ai_origin_declared_in_a_parent_manifest_is_found_and_attributed(signer, signed):
+    """The store holds the editor's manifest and the generator's: the AI origin of the parent is strong evidence,
+    and the finding says that the parent's credentials declared it, not the editor's."""
+    findings = check(edit(signer, signed))
+    (declared,) = [f for f in findings if f.kind == "ai-declared"]
+    assert declared.strength == "strong" and declared.message.startswith(
+        "The Content Credentials of its parent ingredient 'made.jpg': the action c2pa.created declares")
+    (signature,) = [f for f in findings if f.kind == "signed"]
+    assert "Photo Editor" in signature.message and signature.details["ingredient_manifests"] == 1
+    (chain,) = [f for f in findings if f.kind == "ingredients"]
+    assert "its parent ingredient 'made.jpg' (signed by Provenance Test Signer, made with Provenance Test Tool" in chain.message
+    assert provenance.declares_ai(findings) and "declares an AI origin" in summary(findings)
+    # two edits deep: the generator's manifest is the grandparent, and is named so
+    findings = check(edit(signer, edit(signer, signed), editor="Second Editor"))
+    (declared,) = [f for f in findings if f.kind == "ai-declared"]
+    assert "its parent ingredient 'made.jpg' of its parent ingredient 'made.jpg'" in declared.message
+    # an AI picture composited into a photo: the photo includes AI content
+    assert provenance.declares_ai(check(edit(signer, signed, relationship="componentOf")))
+    # an edited camera capture declares no AI anywhere in its chain
+    camera = sign(signer, jpeg(), source_type="digitalCapture", generator="Camera App")
+    assert not provenance.declares_ai(check(edit(signer, camera)))
+
+
+def test_an_expired_certificate_is_not_tampering(tmp_path):
+    """Signed while its certificate was valid, read after it expired: the reader's state is Invalid (codes
+    signingCredential.expired and .untrusted), but every hash matches. Not "changed after signing": the signature
+    matches the file, and the signer is not vouched for; what the credentials declare still counts."""
+    import time
+
+    signer = make_signer(valid_for=datetime.timedelta(seconds=2))
+    data = sign(signer, jpeg(picture(3)))
+    time.sleep(3)
+    findings = check(data)
+    assert not [f for f in findings if f.kind in ("tampered", "damaged")]
+    (signature,) = [f for f in findings if f.kind == "signed"]
+    assert signature.details["validation_state"] == "Invalid"
+    assert "signingCredential.expired" in signature.details["validation_codes"]
+    assert signature.strength == "info" and "nothing changed since signing" in signature.message
+    assert "has expired" in signature.message
+    assert provenance.declares_ai(findings)
+
+
+@pytest.mark.parametrize("code, kind, strength", [
+    ("assertion.dataHash.mismatch", "tampered", "warning"),
+    ("claimSignature.mismatch", "tampered", "warning"),
+    ("assertion.missing", "damaged", "warning"),
+    ("signingCredential.revoked", "credential", "warning"),
+    ("signingCredential.expired", "signed", "info"),
+    ("timeStamp.untrusted", "signed", "info"),
+    ("timeStamp.outsideValidity", "signed", "info"),
+])
+def test_each_validation_code_is_read_for_what_it_means(signed, code, kind, strength):
+    """The reader's own store with one failing code added: only a mismatch says the file changed."""
+    import c2pa
+
+    with c2pa.Reader("image/jpeg", io.BytesIO(signed)) as reader:
+        store = json.loads(reader.json())
+    failure = {"code": code, "url": "self#jumbf=/c2pa", "explanation": code}
+    store["validation_status"] = [*store.get("validation_status", []), failure]
+    store["validation_results"]["activeManifest"]["failure"].append(failure)
+    store["validation_state"] = "Invalid"
+    findings = provenance._c2pa_findings(store)
+    assert (findings[0].kind, findings[0].strength) == (kind, strength)
 
 
 def test_a_signed_camera_capture_is_information_not_evidence_of_real(signer):
