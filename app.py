@@ -5,8 +5,9 @@
 
 Privacy: an upload is read into memory and its file deleted before the analysis runs; the
 pictures shown back are embedded in the page (data URIs), never written to disk. The page's report is
-built in memory and saved by the browser; only the /report endpoint writes one (it holds the picture)
-into Gradio's cache, for its download, and removes it after REPORT_TTL_S.
+built in memory when asked for, from the last analysis the session holds in memory (for REPORT_TTL_S at
+most), and saved by the browser; only the /report endpoint writes one (it holds the picture) into
+Gradio's cache, for its download, and removes it after REPORT_TTL_S.
 """
 from __future__ import annotations
 
@@ -56,8 +57,11 @@ LABEL_ARGS = {"label": "The model's probabilities", "num_top_classes": 2, "show_
 CONCURRENCY_LIMIT = 1  # analyses at a time: one model, and on CPU one forward already uses every core
 DISPLAY_SIDE = 1600  # pictures sent back to the browser are at most this wide or tall
 THUMBNAIL_SIDE = 360
-REPORT_TTL_S = 300  # a /report file (it holds the picture) stays in Gradio's cache this long for its download
-# The page's report: sent with the result, saved by the browser from memory (a Blob), never written on the server.
+REPORT_TTL_S = 300  # a /report file (it holds the picture) stays in Gradio's cache this long for its download; the
+# page's last analysis stays in the session's memory this long, for its report
+REPORT_EXPIRED = "The analysis is more than 5 minutes old: analyse the photo again to download its report."
+# The page's report: built when the button is pressed (building it with every result cost 14-20% of the request,
+# benchmarks/report_cost.py), sent to the browser and saved from memory (a Blob), never written on the server.
 SAVE_REPORT_JS = """(report) => {
     if (!report || !report.html) return;
     const link = document.createElement("a");
@@ -299,13 +303,21 @@ def remove_report(path: Path) -> None:
 
 
 def page_outputs(detector: Detector, evidence: Evidence | None, error: str | None = None, report: bool = True):
-    """Label, pictures, reading, provenance panel, the report ({name, html}, kept by the page, never on disk) and the
-    visibility of its button."""
+    """Label, pictures, reading, provenance panel, the evidence its report is built from when asked (the session's
+    state, in memory), and the visibility of the report's button."""
     if evidence is None:
         return None, "", f"⚠️ **This file could not be analysed.** {error}", "", None, gr.Button(visible=False)
-    document = ({"name": report_filename(evidence.name), "html": report_html(evidence, detector)} if report else None)
     return (*page_result(evidence.analysis, detector, evidence.findings), provenance_markdown(evidence.findings),
-            document, gr.Button(visible=report))
+            evidence if report else None, gr.Button(visible=report))
+
+
+def report_for_page(detector: Detector, evidence: Evidence | None) -> dict | None:
+    """The report of the page's last analysis, {name, html}, for the browser to save; built in memory, never on disk.
+    Its evidence is held for REPORT_TTL_S: after that, a notice asks for the photo again."""
+    if evidence is None:
+        gr.Warning(REPORT_EXPIRED)
+        return None
+    return {"name": report_filename(evidence.name), "html": report_html(evidence, detector)}
 
 
 @logged
@@ -528,6 +540,7 @@ def build_demo(detector: Detector) -> gr.Blocks:
                     report_button = gr.Button("Download the report (HTML, printable to PDF)", visible=False,
                                               elem_id="report")
                     report_data = gr.JSON(visible=False)  # {name, html}: the browser saves it, the server keeps nothing
+                    evidence = gr.State(time_to_live=REPORT_TTL_S)  # the last analysis, in memory, for its report
             views = gr.HTML()
             provenance_panel = gr.Markdown(elem_id="provenance")
         with gr.Tab("Batch"):
@@ -554,9 +567,15 @@ def build_demo(detector: Detector) -> gr.Blocks:
         with gr.Tab("About the model"):
             gr.Markdown(model_card(detector))
 
-        page = dict(outputs=[label, views, verdict, provenance_panel, report_data, report_button],
+        page = dict(outputs=[label, views, verdict, provenance_panel, evidence, report_button],
                     api_visibility="private", concurrency_id="model")
-        report_button.click(None, [report_data], None, js=SAVE_REPORT_JS, api_visibility="private")
+
+        def on_report(last):
+            """The report of the last analysis, built now and saved by the browser."""
+            return report_for_page(detector, last)
+
+        report_button.click(on_report, [evidence], [report_data], api_visibility="private").then(
+            None, [report_data], None, js=SAVE_REPORT_JS, api_visibility="private")
         upload.upload(lambda path, whole_image: evidence_for_page(detector, path, whole_image), [upload, whole], **page)
 
         def on_camera(path, whole_image):
