@@ -440,6 +440,17 @@ def test_identical_uploads_pending_together_are_each_served(app_temp):
     assert not path.parent.exists()
 
 
+def test_the_page_counts_every_upload_gradio_records(detector):
+    """The counting rests on two Gradio attributes (Blocks.upload_file_set, which the /upload route updates, and
+    temp_file_sets, which delete_cache purges): Gradio 6.31 has no public API that says how many pending requests
+    share an upload (delete_cache deletes by age; an event sees only its own path). If a release renames them,
+    this fails here, rather than the count silently stopping."""
+    demo = app_module.build_demo(detector)
+    assert isinstance(demo.upload_file_set, app_module.UploadCounts)
+    assert any(files is demo.upload_file_set for files in demo.temp_file_sets)
+    demo.close()
+
+
 def test_no_byte_of_any_upload_is_left_on_disk(served, app_temp, client, corpus_dir, capsys):
     """After the corpus, the load test, the busy answers and an upload the server cut off for its size."""
     big = next(entry for entry in ENTRIES if entry.name == "12 MB PNG").data
