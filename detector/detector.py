@@ -15,6 +15,7 @@ from timm.layers import BatchNormAct2d
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from . import explain
+from .calibration import Calibration
 from .errors import DetectorError
 from .faces import DEFAULT_MARGIN, MAX_MARGIN, Box, FaceFinder, crop_box as face_crop_box
 from .images import ImageSource, load_image
@@ -178,8 +179,7 @@ class Detector:
         if not 0 <= self.face_margin <= MAX_MARGIN:
             raise DetectorError(f"face_margin must be from 0 to {MAX_MARGIN} (a fraction of the face's side), "
                                 f"not {face_margin!r}")
-        self.temperature = float(calibration.get("temperature", 1.0))
-        self.bias = float(calibration.get("bias", 0.0))  # added to the fake logit after the temperature
+        self.calibration = Calibration.from_config(calibration)  # logits → calibrated probabilities
         self.threshold: float | None = calibration.get("threshold")  # p_fake at or above → fake; None: argmax
         # Below it the verdict is "likely real"; fitted by training.evaluate --calibrate (at most target_fake_miss of
         # the validation fakes fall below it), else DEFAULT_LOWER_THRESHOLD (never above the threshold).
@@ -261,12 +261,9 @@ class Detector:
             raise DetectorError(f"Unknown class {target!r}; choose one of {self.labels}.")
         return self.labels.index(target)
 
-    def _logit_bias(self) -> torch.Tensor | None:
-        if not self.bias:
-            return None
-        bias = torch.zeros(len(self.labels))
-        bias[self.labels.index("fake")] = self.bias
-        return bias
+    def calibrated(self, logits: torch.Tensor) -> torch.Tensor:
+        """Calibrated probabilities [N, 2] of two-class logits (the config's calibration map)."""
+        return self.calibration.probabilities(logits, self.labels.index("fake"))
 
     def decide(self, probabilities: torch.Tensor) -> torch.Tensor:
         """The verdict per row: fake when p_fake reaches the calibrated threshold, else the most probable class."""
@@ -289,8 +286,7 @@ class Detector:
         images = list(images)
         pixels = torch.stack([self.preprocess(image) for image in images]).to(self.device)
         probabilities, cams, explained = explain.predict_with_cam(
-            self.model, pixels, class_index, temperature=self.temperature, decide=self.decide,
-            logit_bias=self._logit_bias(), stage=self.cam_stage)
+            self.model, pixels, class_index, decide=self.decide, calibrate=self.calibrated, stage=self.cam_stage)
         verdicts = self.decide(probabilities).tolist()
         probabilities, cams = probabilities.cpu().numpy(), cams.cpu().numpy()
         return [

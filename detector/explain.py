@@ -25,13 +25,13 @@ from .verdicts import VERDICT_COLOURS
 
 def predict_with_cam(
     model: torch.nn.Module, pixels: torch.Tensor, class_index: int | None = None,
-    temperature: float = 1.0, decide: Callable[[torch.Tensor], torch.Tensor] | None = None,
-    logit_bias: torch.Tensor | None = None, stage: int = -1,
+    decide: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    calibrate: Callable[[torch.Tensor], torch.Tensor] | None = None, stage: int = -1,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(probabilities [N, C], raw CAMs [N, h, w] ≥ 0, explained class [N]) for a batch of pixels.
 
-    Probabilities are softmax(logits / temperature + logit_bias) (the calibration; the CAM explains the raw
-    class score, which the calibration does not change). The CAM explains `class_index`, else the class
+    Probabilities are `calibrate(logits)` (the calibration, detector/calibration.py; default softmax); the CAM
+    explains the raw class score, which the calibration does not change. The CAM explains `class_index`, else the class
     `decide(probabilities)` picks (default: the most probable one). The backbone runs in its weights'
     dtype (bf16 for the fast path); the head and the gradients are computed in fp32. `stage`: -1 explains the
     last feature map, -2 the one before (finer; the last stage then runs with gradients, in its weights' dtype)."""
@@ -47,8 +47,7 @@ def predict_with_cam(
     else:
         features, logits = _explained_stage_forward(model, pixels)
     with torch.enable_grad():
-        scaled = logits.detach() / temperature
-        probabilities = (scaled if logit_bias is None else scaled + logit_bias.to(scaled)).softmax(dim=1)
+        probabilities = calibrate(logits.detach()) if calibrate else logits.detach().softmax(dim=1)
         if class_index is not None:
             explained = torch.full((len(logits),), class_index, device=logits.device)
         else:

@@ -22,6 +22,7 @@ import timm
 import torch
 from safetensors.torch import load_file
 
+from .calibration import WEIGHTS_KEY
 from .errors import DetectorError
 from .faces import DEFAULT_MARGIN, MAX_MARGIN
 
@@ -269,7 +270,8 @@ def _number(value) -> bool:
 
 
 def _check_calibration(config_path: Path, calibration) -> None:
-    """The block training.evaluate --calibrate fits: temperature > 0, a finite bias, threshold and target_fpr in (0, 1),
+    """The block training.evaluate --calibrate fits: temperature > 0 or log_prob_weights {"fake", "real"} ≥ 0 (not both
+    0; detector/calibration.py), a finite bias, threshold and target_fpr in (0, 1),
     the face margin the threshold was fitted with in [0, MAX_MARGIN], whether target_fpr is a mean over sources of real
     images, the share of all reals it then flags and the share of fakes it caught, each or absent."""
     if calibration is None:
@@ -280,6 +282,13 @@ def _check_calibration(config_path: Path, calibration) -> None:
     temperature = calibration.get("temperature", 1.0)
     if not _number(temperature) or temperature <= 0:
         raise DetectorError(f"{config_path}: calibration.temperature must be a number above 0, found {temperature!r}.")
+    if WEIGHTS_KEY in calibration:
+        weights = calibration[WEIGHTS_KEY]
+        ok = (isinstance(weights, dict) and set(weights) == {"fake", "real"}
+              and all(_number(w) and 0 <= w <= 100 for w in weights.values()) and any(weights.values()))
+        if not ok or "temperature" in calibration:
+            raise DetectorError(f"{config_path}: calibration.{WEIGHTS_KEY} must be {{\"fake\": a, \"real\": b}} with "
+                                f"numbers from 0 to 100, not both 0, and no temperature beside it; found {weights!r}.")
     bias = calibration.get("bias", 0.0)
     if not _number(bias) or abs(bias) > 50:
         raise DetectorError(f"{config_path}: calibration.bias must be a number (a logit, |bias| ≤ 50), found {bias!r}.")

@@ -51,6 +51,11 @@ CASES = [
     ("calibration not an object", lambda c: {**c, "calibration": [0.5]}, "calibration must be a JSON object"),
     ("temperature as text", lambda c: {**c, "calibration": {"temperature": "1.2"}}, "calibration.temperature must be"),
     ("temperature of zero", lambda c: {**c, "calibration": {"temperature": 0}}, "calibration.temperature must be"),
+    ("a negative weight", lambda c: {**c, "calibration": {"log_prob_weights": {"fake": -1, "real": 1}}},
+     "calibration.log_prob_weights must be"),
+    ("weights beside a temperature", lambda c: {**c, "calibration": {"temperature": 2, "log_prob_weights": {
+        "fake": 1, "real": 1}}}, "calibration.log_prob_weights must be"),
+    ("one weight", lambda c: {**c, "calibration": {"log_prob_weights": {"fake": 1}}}, "calibration.log_prob_weights must be"),
     ("threshold above 1", lambda c: {**c, "calibration": {"threshold": 7}}, "calibration.threshold must be"),
     ("threshold as a list", lambda c: {**c, "calibration": {"threshold": [0.5]}}, "calibration.threshold must be"),
     ("target_fpr of NaN", lambda c: {**c, "calibration": {"threshold": 0.6, "target_fpr": float("nan")}},
@@ -108,7 +113,7 @@ def test_calibration_without_target_fpr_serves_and_the_app_states_the_rule(model
     config = json.loads((model_dir / "config.json").read_text())
     config["calibration"] = {"temperature": 1.5, "threshold": 0.6}
     detector = Detector.from_pretrained(model_copy(model_dir, tmp_path / "model", json.dumps(config)))
-    assert (detector.temperature, detector.threshold, detector.target_fpr) == (1.5, 0.6, None)
+    assert (detector.calibration.fake_weight, detector.threshold, detector.target_fpr) == (1 / 1.5, 0.6, None)
     rule = app.decision_rule(detector)
     assert "60%" in rule and "of 100" not in rule
 
@@ -154,6 +159,26 @@ def test_calibration_bias_shifts_the_fake_logit(model_dir, tmp_path):
         logits = raw(detector.preprocess(detector.analyze(photo).image)[None])[0]
     expected = torch.sigmoid((logits[1] - logits[0]) / 0.7 - 0.8).item()
     assert detector.analyze(photo).p_fake == pytest.approx(expected, abs=1e-4)
+
+
+def test_beta_calibration_weights_the_two_log_probabilities(model_dir, tmp_path):
+    """p_fake with {log_prob_weights {fake a, real b}, bias c} = sigmoid(a · log P(fake) − b · log P(real) + c) of the
+    raw logits' softmax (detector/calibration.py), on the served path."""
+    import torch
+
+    from detector.model import load_model
+
+    config = json.loads((model_dir / "config.json").read_text())
+    config["calibration"] = {"log_prob_weights": {"fake": 1.7, "real": 0.4}, "bias": 0.3}
+    detector = Detector.from_pretrained(model_copy(model_dir, tmp_path / "model", json.dumps(config)), precision="fp32")
+    photo = Path(__file__).resolve().parent.parent / "examples" / "real_pixabay_1.jpg"
+    raw = load_model(model_dir).model.eval()
+    with torch.no_grad():
+        log_p = raw(detector.preprocess(detector.analyze(photo).image)[None])[0].log_softmax(0)
+    expected = torch.sigmoid(1.7 * log_p[1] - 0.4 * log_p[0] + 0.3).item()
+    analysis = detector.analyze(photo)
+    assert analysis.p_fake == pytest.approx(expected, abs=1e-4)
+    assert sum(analysis.probabilities.values()) == pytest.approx(1.0)
 
 
 def test_the_face_margin_the_threshold_was_fitted_with_is_the_one_served(model_dir, tmp_path, face_paths):

@@ -63,7 +63,10 @@ def test_every_fake_source_gets_a_row_and_a_rerun_keeps_finished_rows(manifest, 
         assert report["hold_out_source"] == source and 0 <= report["metrics"]["roc_auc"] <= 1
         fitted = report["threshold"]  # fitted on the row's own in-domain validation split, at 5% FPR
         assert fitted["target_fpr"] == 0.05 and report["at_threshold"]["threshold"] == fitted["threshold"]
-        assert set(fitted) == {"temperature", "bias", "threshold", "target_fpr"}  # all of what the threshold was fitted on
+        # all of what the threshold was fitted on: the calibration map (temperature, or beta calibration's two
+        # weights) and its bias
+        assert set(fitted) - {"temperature", "log_prob_weights"} == {"bias", "threshold", "target_fpr"}
+        assert len(set(fitted) & {"temperature", "log_prob_weights"}) == 1
     lfw = reports["lfw_faceswap"]["metrics"]["confusion_matrix"]
     assert sum(lfw[0]) == 6 and sum(lfw[1]) == 6
     table = (tmp_path / "leave_one_out.md").read_text()

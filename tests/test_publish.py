@@ -404,12 +404,21 @@ def test_recipe_names_the_weights_a_run_started_from(run_folder):
     assert "62%-76% of the frame's width, its centre at 52%-57% of the height" in aligned
 
 
-def test_card_code_runs_and_agrees_with_the_detector(tmp_path, run_folder, report_dir, face_paths, monkeypatch):
+@pytest.mark.parametrize("form", ["temperature", "beta"])
+def test_card_code_runs_and_agrees_with_the_detector(tmp_path, run_folder, report_dir, face_paths, monkeypatch, form):
     """The card's Python blocks, run as a reader would (the model named as the card names it): the timm snippet
-    loads the published weights (not a random network), applies the stored calibration and agrees with Detector."""
+    loads the published weights (not a random network), applies the stored calibration (temperature and bias, or
+    beta calibration's two weights) and agrees with Detector."""
     import re
 
-    folder = publish.main([*LICENSE, "--model", str(run_folder), "--metrics", str(report_dir / "metrics.json"),
+    metrics = report_dir / "metrics.json"
+    if form == "beta":
+        report = json.loads(metrics.read_text())
+        report["calibration"].pop("temperature")
+        report["calibration"]["log_prob_weights"] = {"fake": 1.6, "real": 0.5}
+        metrics = tmp_path / "metrics.json"
+        metrics.write_text(json.dumps(report))
+    folder = publish.main([*LICENSE, "--model", str(run_folder), "--metrics", str(metrics),
                            "--output-dir", str(tmp_path / "card-model")])
     text = (folder / "README.md").read_text()
     assert "OWNER" not in text and f'"local-dir:{folder}"' in text
@@ -424,7 +433,10 @@ def test_card_code_runs_and_agrees_with_the_detector(tmp_path, run_folder, repor
     state = plain["model"].state_dict()
     assert all(torch.equal(state[name].float(), tensor.float()) for name, tensor in weights.items())
     calibration = json.loads((folder / "config.json").read_text())["calibration"]
-    assert plain["temperature"] == pytest.approx(calibration["temperature"])
+    if form == "beta":
+        assert (plain["a"], plain["b"]) == (1.6, 0.5) and "beta calibration" in text
+    else:
+        assert plain["temperature"] == pytest.approx(calibration["temperature"])
     reference = Detector.from_pretrained(folder, precision="fp32").analyze(tmp_path / "face.jpg")
     assert plain["p_fake"] == pytest.approx(reference.p_fake, abs=0.02)
     assert library["analysis"].p_fake == pytest.approx(reference.p_fake, abs=0.02)

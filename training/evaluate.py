@@ -30,13 +30,14 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from detector import Detector
+from detector.calibration import Calibration
 from detector.errors import run_cli
 from detector.logs import configure_logging
 from detector.model import LABEL_NAMES
 
 from .data import (DataError, DataSpec, add_data_arguments, held_out_set, load_raw, load_splits, open_rgb, spec_from_args,
                    with_targets)
-from .metrics import (apply_temperature, binary_metrics, expected_calibration_error, fit_temperature_and_bias, plot_confusion,
+from .metrics import (binary_metrics, expected_calibration_error, fit_calibration, plot_confusion,
                       fpr_per_source, plot_reliability, plot_robustness, plot_roc, threshold_for_fpr, threshold_for_miss)
 from .robustness import PERTURBATIONS
 
@@ -164,8 +165,9 @@ def evaluate(detector: Detector, dataset: datasets.Dataset, source_column: str |
 
 def calibrate(result: dict, target_fpr: float, face_margin: float | None = None, per_source: bool = False,
               target_fake_miss: float = 0.05) -> dict:
-    """Temperature, fake-logit bias and decision threshold fitted on these predictions, with the metrics they give.
-    (The threshold keeps the same images on each side whatever the temperature and bias: both are monotonic.)
+    """The calibration map (beta calibration: detector/calibration.py; temperature and bias when its two weights are
+    equal) and decision threshold fitted on these predictions, with the metrics they give. (The threshold keeps the
+    same images on each side whatever the map: it is monotonic.)
     `face_margin`: the margin round each face the predictions were made with, when they came from face search; the
     detector then crops with it, so the threshold meets the crops it was fitted on.
     `per_source`: `target_fpr` is the mean over the sources of real images (each counting equally), not the share of
@@ -176,8 +178,8 @@ def calibrate(result: dict, target_fpr: float, face_margin: float | None = None,
     sources = result.get("sources") if per_source else None
     if per_source and sources is None:
         raise SystemExit("a threshold per source needs the images' sources: give --source-column")
-    temperature, bias = fit_temperature_and_bias(is_fake, p_fake)
-    calibrated = apply_temperature(p_fake, temperature, bias)
+    fitted = fit_calibration(is_fake, p_fake)
+    calibrated = fitted.p_fake(p_fake)
     threshold = threshold_for_fpr(is_fake, calibrated, target_fpr, sources)
     at_threshold = binary_metrics(is_fake, calibrated, threshold)
     lower = min(threshold_for_miss(is_fake, calibrated, target_fake_miss), threshold)
@@ -185,8 +187,7 @@ def calibrate(result: dict, target_fpr: float, face_margin: float | None = None,
               for name, inside in (("likely real", calibrated < lower), ("uncertain", (calibrated >= lower) & (calibrated < threshold)),
                                    ("likely fake", calibrated >= threshold))}
     return {
-        "temperature": temperature,
-        "bias": bias,
+        **fitted.to_config(),  # {"temperature", "bias"}, or the weights of beta calibration and the bias
         "threshold": threshold,
         "target_fpr": target_fpr,
         "lower_threshold": lower,
@@ -225,7 +226,7 @@ def robustness(detector: Detector, dataset: datasets.Dataset, result: dict, prog
 
     def flagged(p_fake: np.ndarray) -> dict:
         if fitted:
-            p_fake = apply_temperature(p_fake, fitted["temperature"], fitted["bias"])
+            p_fake = Calibration.from_config(fitted).p_fake(p_fake)
 
         def shares(rows: np.ndarray) -> dict:  # source_metrics: FPR only with reals, recall only with fakes
             measured = source_metrics(is_fake[rows], p_fake[rows], threshold)

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from detector import Detector
+from detector.calibration import WEIGHTS_KEY, Calibration
 from detector.faces import DEFAULT_MARGIN
 from detector.errors import run_cli
 from detector.logs import configure_logging
@@ -75,12 +76,12 @@ def run_row(source: str, train_argv: list[str], output: Path, face_margin: float
         train.main(argv)
     spec = spec_from_args(train.parse_args(argv))
     detector = Detector.from_pretrained(output / "best", face_margin=face_margin)
-    # The row's own calibration, fitted as the bundled model's is: temperature, bias and 5% FPR on its in-domain validation
+    # The row's own calibration, fitted as the bundled model's is: the calibration map and 5% FPR on its in-domain validation
     # split, through face search (the path the app and the CLI take); with `per_source`, 5% on average over its sources
     # of real images.
     fitted = calibrate(evaluate(detector, load_splits(spec, check=False)[1], spec.source_column, progress=False, faces=True),
                        TARGET_FPR, detector.face_margin, per_source=per_source)
-    detector.temperature, detector.bias, detector.threshold = fitted["temperature"], fitted["bias"], fitted["threshold"]
+    detector.calibration, detector.threshold = Calibration.from_config(fitted), fitted["threshold"]
     held = held_out_set(spec)
     result = evaluate(detector, held, spec.source_column)
     # The app's and the CLI's default path too: find the faces, judge the most suspicious one.
@@ -88,7 +89,7 @@ def run_row(source: str, train_argv: list[str], output: Path, face_margin: float
     trained = json.loads((output / "best" / TRAINING_FILE).read_text())
     context = {"model": str(output / "best"), "split": "held-out", "hold_out_source": source, "data": asdict(spec),
                "in_domain_validation": trained["validation"], "train_arguments": train_argv,
-               "threshold": {key: fitted[key] for key in ("temperature", "bias", "threshold", "target_fpr",
+               "threshold": {key: fitted[key] for key in ("temperature", WEIGHTS_KEY, "bias", "threshold", "target_fpr",
                                                           "target_fpr_per_source") if key in fitted},
                "face_margin": face_margin,
                "face_search": json_safe({key: searched[key] for key in ("metrics", "at_threshold", "per_source")})}

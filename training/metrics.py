@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import roc_auc_score, roc_curve
 
+from detector.calibration import Calibration
 from detector.metrics import binary_metrics  # noqa: F401  (its home is detector/: serving reports it too)
 
 
@@ -81,10 +82,26 @@ def _logit(p_fake: np.ndarray) -> np.ndarray:
     return np.log(p / (1 - p))
 
 
-def apply_temperature(p_fake: np.ndarray, temperature: float, bias: float = 0.0) -> np.ndarray:
-    """p_fake after calibration: sigmoid(logit / temperature + bias), i.e. softmax(logits / T) with `bias` added to
-    the fake logit (the detector applies the same, detector/explain.py)."""
-    return 1 / (1 + np.exp(-(_logit(p_fake) / temperature + bias)))
+def fit_calibration(is_fake: np.ndarray, p_fake: np.ndarray) -> Calibration:
+    """The calibration map (detector/calibration.py) minimising the negative log-likelihood of the labels: beta
+    calibration, fake_weight · log p − real_weight · log(1 − p) + bias, both weights kept at 0 or above so that the
+    map stays monotonic. It starts from temperature and bias (`fit_temperature_and_bias`, its special case of equal
+    weights) and is never worse than it on these scores."""
+    from scipy.optimize import minimize
+
+    y = np.asarray(is_fake, dtype=float)
+    p = np.clip(np.asarray(p_fake, dtype=float), 1e-7, 1 - 1e-7)
+    log_p, log_q = np.log(p), np.log1p(-p)
+
+    def nll(params: np.ndarray) -> float:
+        z = params[0] * log_p - params[1] * log_q + params[2]
+        return float(np.mean(np.logaddexp(0, z) - y * z))  # −log-likelihood of sigmoid(z), without overflow
+
+    temperature, bias = fit_temperature_and_bias(is_fake, p_fake)
+    start = np.array([1 / temperature, 1 / temperature, bias])
+    fitted = minimize(nll, start, method="L-BFGS-B", bounds=[(0, 100), (0, 100), (-50, 50)])
+    best = fitted.x if fitted.success and nll(fitted.x) <= nll(start) and fitted.x[:2].any() else start
+    return Calibration(float(best[0]), float(best[1]), float(best[2]))
 
 
 def fit_temperature(is_fake: np.ndarray, p_fake: np.ndarray) -> float:

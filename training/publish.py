@@ -22,6 +22,7 @@ from pathlib import Path
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from safetensors.torch import load_file, save_file
 
+from detector.calibration import WEIGHTS_KEY
 from detector.errors import DetectorError, run_cli
 from detector.faces import DEFAULT_MARGIN
 from detector.logs import configure_logging
@@ -325,11 +326,11 @@ def with_unseen_reals(config: dict, leave_one_out: dict | None) -> dict:
 
 
 def with_calibration(config: dict, evaluation: dict) -> dict:
-    """config.json plus the temperature and threshold training.evaluate --calibrate fitted, which the detector applies."""
+    """config.json plus the calibration map and thresholds training.evaluate --calibrate fitted, which the detector applies."""
     fitted = evaluation.get("calibration")
     if not fitted:
         return config
-    keys = ("temperature", "bias", "threshold", "target_fpr", "lower_threshold", "target_fake_miss", "face_margin",
+    keys = ("temperature", WEIGHTS_KEY, "bias", "threshold", "target_fpr", "lower_threshold", "target_fake_miss", "face_margin",
             "target_fpr_per_source", "fpr_all_reals", "fakes_caught")
     return {**config, "calibration": {key: fitted[key] for key in keys if key in fitted}}
 
