@@ -104,8 +104,12 @@ def test_a_file_that_is_no_tflite_model_is_refused(tmp_path):
         read_tflite(bad)
 
 
-def test_the_detector_keeps_a_fresh_head_near_one_half(face_batches):
-    model = imagenet_model("mobilenetv2_100", pretrained_file=TFLITE, photos=face_batches).eval()
+@pytest.mark.parametrize("architecture, start", [("mobilenetv2_100", "tflite"), ("mobilenetv2_100", "random"),
+                                                 ("resnext50_32x4d", "random")])
+def test_the_detector_keeps_a_fresh_head_near_one_half(architecture, start, face_batches):
+    """From imported weights or random ones (timm's head init starts a random MobileNetV2 at a loss near 7)."""
+    tflite = {"pretrained_file": TFLITE, "photos": face_batches} if start == "tflite" else {}
+    model = imagenet_model(architecture, **tflite).eval()
     with torch.no_grad():
         probabilities = model(face_batches[0]).softmax(dim=1)
     assert model.get_classifier().out_features == 2

@@ -111,6 +111,17 @@ def read_tflite(path: str | Path) -> list[TfliteConv]:
     return convs
 
 
+def start_near_half(model: torch.nn.Module) -> None:
+    """Start a new two-class classifier near p = 0.5: timm's init for it (uniform ±1/sqrt(features)) starts with
+    logits of ±5 to ±20, imported features or random ones, and the first steps' large gradients would shake the
+    backbone (from random weights: a starting loss near 7 instead of 0.69)."""
+    classifier = model.get_classifier()
+    if isinstance(classifier, torch.nn.Linear):
+        with torch.no_grad():
+            classifier.weight.normal_(0, FRESH_HEAD_STD)
+            classifier.bias.zero_()
+
+
 def load_tflite(model: torch.nn.Module, path: str | Path, photos: Iterable[torch.Tensor]) -> torch.nn.Module:
     """Give `model` the TFLite file's weights (see the module's docstring); `photos`: batches of preprocessed real
     photos (mean/std `TFLITE_MEAN_STD`) for the batch-norm statistics. Returns the model, in eval mode."""
@@ -143,9 +154,8 @@ def load_tflite(model: torch.nn.Module, path: str | Path, photos: Iterable[torch
         if imagenet_head:  # TF's output 0 is "background"
             classifier.weight.copy_(torch.from_numpy(head_weight[1:]))
             classifier.bias.copy_(torch.from_numpy(head.bias[1:]))
-        elif isinstance(classifier, torch.nn.Linear):  # timm's init for a 2-class head (uniform ±1/sqrt(2)) starts with
-            classifier.weight.normal_(0, FRESH_HEAD_STD)  # logits of ±20 on these features: the first steps' large
-            classifier.bias.zero_()                       # gradients would shake the imported backbone
+        else:
+            start_near_half(model)
     unfold_batch_norms(model, pairs, photos)
     logger.info("ImageNet weights from %s: %d convolutions%s, batch norm un-folded", path, len(body),
                 " and the classifier" if imagenet_head else " (the classifier keeps its fresh weights)")
@@ -210,6 +220,8 @@ def imagenet_model(architecture: str, *, pretrained: bool = False, pretrained_fi
         raise TfliteMismatch(f"{architecture} cannot be built with TF's \"same\" padding ({err}), so it cannot take the "
                              f"weights of {pretrained_file}: choose the architecture the file was made for "
                              "(mobilenetv2_100 for ../shared/pretrained/tf2_mobilenet_v2_1.0_224_ptq.tflite)") from err
+    if num_classes is None and not pretrained_file:  # (load_tflite starts it itself, after reading the file)
+        start_near_half(model)
     if pretrained_file:
         model.pretrained_cfg = {**model.pretrained_cfg, "mean": TFLITE_MEAN_STD, "std": TFLITE_MEAN_STD}
         if photos is None:
