@@ -8,7 +8,7 @@
 
 It goes through `Detector.analyze_batch`, the path the app and the CLI serve, so what is measured is
 what users get. Outputs in --output-dir: metrics.json (overall + per source), predictions.csv,
-roc.png, confusion_matrix.png; with --calibrate, the fitted temperature and threshold and
+roc.png, confusion_matrix.png; with --calibrate, the fitted calibration (detector/calibration.py) and threshold and
 reliability.png (with --fpr-per-source, the threshold holds the mean over the sources of real images, each
 counting equally, to --target-fpr); with --robustness, ROC-AUC per perturbation (on the same path, whole
 images or face search) and robustness.png, and the share of reals and of fakes flagged under each at the
@@ -56,7 +56,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                            "--hold-out-source's images (with the other class's validation images if it has one class)")
     extra = parser.add_argument_group("calibration and robustness")
     extra.add_argument("--calibrate", action="store_true",
-                       help="fit temperature scaling and a decision threshold on these images (use the validation split)")
+                       help="fit the calibration (beta calibration of the two class log-probabilities; temperature and bias "
+                            "when its weights are equal) and a decision threshold on these images (use the validation split)")
     extra.add_argument("--target-fpr", type=float, default=0.05, help="the threshold calls this fraction of real images fake")
     extra.add_argument("--target-fake-miss", type=float, default=0.05,
                        help="the lower threshold (below it the verdict is 'likely real') lets at most this fraction of "
