@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from .errors import DetectorError
+from .verdicts import VERDICTS
 from .images import EXTENSIONS, images_in, load_image
 from .logs import configure_logging
 from .model import hub_revision, weights_sha256
@@ -526,13 +527,19 @@ def merge(parts: Parts, source: Source, args, processes: int, table_schema, outp
 # ---------------------------------------------------------------- summary, files, Hub
 
 
+SUMMARISED = ("label", "p_fake", "predicted", "verdict", "error")  # the columns the summary reads
+
+
 def summarise(table, threshold: float | None, label_map: dict[str, str] | None) -> dict:
-    """Counts by predicted label, errors by reason, and `training.metrics` where there is a label column."""
-    rows = table.select([c for c in ("label", "p_fake", "predicted", "error") if c in table.column_names]).to_pylist()
+    """Counts by verdict and by predicted label, errors by reason, and `training.metrics` where there is a label
+    column."""
+    rows = table.select([c for c in SUMMARISED if c in table.column_names]).to_pylist()
     errors = Counter(row["error"] for row in rows if row["error"])
     summary = {
         "rows": len(rows),
         "scored": len(rows) - sum(errors.values()),
+        "verdicts": {verdict: count for verdict in VERDICTS
+                     if (count := sum(row.get("verdict") == verdict for row in rows))},
         "predicted": dict(Counter(row["predicted"] for row in rows if row["predicted"])),
         "errors": sum(errors.values()),
         "error_reasons": dict(errors.most_common()),
@@ -575,6 +582,7 @@ def plot_histogram(p_fake: list[float], path: Path, threshold: float | None) -> 
 
 def summary_text(summary: dict) -> str:
     lines = [f"rows {summary['rows']}, scored {summary['scored']}, errors {summary['errors']}"]
+    lines += [f"  {verdict}: {count}" for verdict, count in summary.get("verdicts", {}).items()]
     lines += [f"  predicted {label}: {count}" for label, count in sorted(summary["predicted"].items())]
     lines += [f"  error ({count}): {reason}" for reason, count in summary["error_reasons"].items()]
     metrics = summary.get("metrics")
@@ -588,6 +596,7 @@ def dataset_card(summary: dict, model: str, revision: str, source: str, when: st
     """The dataset card; its column table lists the columns of the `written` schema, in their order."""
     threshold = summary["threshold"]
     counts = ", ".join(f"{label}: {count}" for label, count in sorted(summary["predicted"].items())) or "none"
+    verdicts = ", ".join(f"{verdict}: {count}" for verdict, count in summary.get("verdicts", {}).items()) or "none"
     columns = "\n".join(f"| `{name}` | {COLUMNS[name]} |" for name in written if name in COLUMNS)
     metrics = summary.get("metrics")
     metric_text = ("\n## Agreement with the input's labels\n\n" + "\n".join(
@@ -607,7 +616,8 @@ Scores of **{summary['rows']}** images from {source}, computed on {when} by `pyt
 
 - model: `{model}` (revision `{revision}`)
 - threshold: {'argmax (no calibrated threshold)' if threshold is None else f'p_fake ≥ {threshold:.4f} → fake'}
-- predicted: {counts}
+- verdicts: {verdicts}
+- predicted (`fake` at the threshold): {counts}
 - errors: {summary['errors']} (rows with `error` set and no score)
 
 A score is the model's opinion, not proof: the model was trained on face crops and can be wrong,
@@ -805,7 +815,7 @@ def finish(args, output: Path, detector, model: str, revision: str, description:
                 writer.write_batch(batch)
         os.replace(csv_temporary, args.csv)
         written.append(args.csv)
-    columns = [c for c in ("label", "p_fake", "predicted", "error") if c in pq.read_schema(output).names]
+    columns = [c for c in SUMMARISED if c in pq.read_schema(output).names]
     table = pq.read_table(output, columns=columns)
     label_map = None
     if args.label_map:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 import os
 import re
 import shutil
@@ -80,6 +81,8 @@ def test_one_row_per_image_in_order_bad_files_become_error_rows(one_process, col
     # the summary, the histogram and the CSV
     summary = json.loads(one_process.with_name("scores_summary.json").read_text())
     assert summary["rows"] == 11 and summary["errors"] == 2 and sum(summary["predicted"].values()) == 9
+    verdicts = Counter(row["verdict"] for row in table if row["verdict"])  # the three levels the page shows
+    assert summary["verdicts"] == dict(verdicts) and sum(verdicts.values()) == 9
     assert len(summary["error_reasons"]) == 2 and "metrics" not in summary  # no label column
     assert one_process.with_name("scores_hist.png").read_bytes().startswith(b"\x89PNG")
     assert one_process.with_suffix(".csv").read_text().splitlines()[0].split(",")[:5] == \
@@ -277,6 +280,8 @@ def test_manifest_with_labels_missing_files_and_push(tmp_path, collection, model
     assert api.uploaded["data/scores.parquet"] == output.read_bytes()
     card = api.uploaded["README.md"].decode()
     assert str(model_dir) in card and "4** images" in card and "threshold" in card and "data/*.parquet" in card
+    assert "- verdicts: " + ", ".join(f"{v}: {n}" for v, n in summary["verdicts"].items()) in card
+    assert sum(summary["verdicts"].values()) == 2  # the two scored rows
     # the card lists the columns the file has: whole-image mode writes no faces or note column
     listed = re.findall(r"^\| `(\w+)` \|", card, re.M)
     assert listed == [name for name in pq.read_schema(output).names if not name.startswith("_")]
