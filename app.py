@@ -649,16 +649,10 @@ def launch(demo: gr.Blocks, **kwargs):
     return demo.launch(max_file_size=MAX_FILE_SIZE, show_error=True, footer_links=["api"], css=VERDICT_CSS, **kwargs)
 
 
-# The page's heat map comes from the stage before the last (8×8 at 128 px instead of 4×4). Measured on 200
-# validation images (benchmarks/cam_faithfulness.py, 2-core CPU, 2026-11-27): blurring the 10% of pixels it ranks
-# highest lowers the explained class's probability by 0.09, against 0.05 for the last stage's map and 0.01 for a
-# random one; it costs about 7 ms more per face (26.6 against 19.7 ms), a few percent of a request with face search.
-CAM_STAGE = -2
-
-
 def load_detector(source: str | None) -> Detector:
-    """The detector the app serves: the model named (else $DETECTOR_MODEL or the bundled one), with the finer map."""
-    return Detector.from_pretrained(source, cam_stage=CAM_STAGE)
+    """The detector the app serves: the model named (else $DETECTOR_MODEL or the bundled one), its heat map from the
+    stage its config names (the one measured more faithful for it: training.publish --cam-faithfulness)."""
+    return Detector.from_pretrained(source)
 
 
 def main(argv=None) -> None:

@@ -146,11 +146,12 @@ class Detector:
 
     def __init__(self, loaded: LoadedModel, device: str | None = None, batch_size: int = 16,
                  face_finder: FaceFinder | None = None, face_margin: float | None = None, precision: str = "auto",
-                 copy_model: bool = True, cam_stage: int = -1):
+                 copy_model: bool = True, cam_stage: int | None = None):
         """`face_margin`: the margin round each face found, as a fraction of its side (default: the one the stored
         threshold was fitted with, `calibration.face_margin`, else `faces.DEFAULT_MARGIN`).
         `cam_stage`: -1 explains the last feature map (stride 32: 7×7 at 224 px), -2 the stage before it (stride 16:
-        14×14, finer).
+        14×14, finer); default: the model's `cam_stage` (training.publish --cam-faithfulness: the one measured more
+        faithful for it), else -1.
         `copy_model=False` lets the detector fold, cast and move `loaded.model` itself instead of a copy
         (`from_pretrained` does: nobody else holds that model); a model handed in is never changed."""
         self.loaded = loaded
@@ -169,6 +170,7 @@ class Detector:
         self.labels = loaded.label_names
         self.preprocess = Preprocessor(data_config(self.model))
         self.batch_size = batch_size
+        cam_stage = loaded.config.get("cam_stage", -1) if cam_stage is None else cam_stage
         if cam_stage not in explain.CAM_STAGES:
             raise DetectorError(f"cam_stage must be one of {explain.CAM_STAGES} (-1: last feature map, -2: the finer one "
                                 f"before it), not {cam_stage!r}")

@@ -24,6 +24,7 @@ from safetensors.torch import load_file
 
 from .calibration import WEIGHTS_KEY
 from .errors import DetectorError
+from .explain import CAM_STAGES
 from .faces import DEFAULT_MARGIN, MAX_MARGIN
 
 LABEL_NAMES = ("real", "fake")
@@ -253,6 +254,10 @@ def read_config(folder: Path) -> dict:
     count = config.get("training_images")
     if count is not None and (not isinstance(count, int) or isinstance(count, bool) or count < 1):
         raise DetectorError(f"{config_path}: training_images must be a whole number above 0, found {count!r}.")
+    stage = config.get("cam_stage")
+    if stage is not None and (isinstance(stage, bool) or stage not in CAM_STAGES):
+        raise DetectorError(f"{config_path}: cam_stage must be one of {list(CAM_STAGES)} (-1: the last feature map, "
+                            f"-2: the finer one before it), found {stage!r}.")
     return config
 
 

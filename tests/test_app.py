@@ -298,10 +298,17 @@ def test_video_page_shows_the_rule_the_timeline_and_the_most_suspicious_frames(d
     assert label is None and "could not be analysed" in text and html == ""
 
 
-def test_the_app_serves_the_finer_heat_map(model_dir, face_paths):
-    """The page's map is the stage before the last: twice the grid of the library's default, same probabilities."""
-    served = app_module.load_detector(str(model_dir))
-    assert served.cam_stage == -2
+def test_the_app_serves_the_heat_map_its_model_names(model_dir, face_paths, tmp_path):
+    """The page's map is the stage the model's config names (measured for those weights); the library's the same."""
+    import shutil
+
+    finer = tmp_path / "finer"
+    shutil.copytree(model_dir, finer)
+    config = json.loads((finer / "config.json").read_text())
+    (finer / "config.json").write_text(json.dumps({**config, "cam_stage": -2}))
+    served, library = app_module.load_detector(str(finer)), Detector.from_pretrained(finer)
+    assert served.cam_stage == library.cam_stage == -2
+    assert app_module.load_detector(str(model_dir)).cam_stage == -1  # a model that names none: the last stage
     fine, coarse = served.analyze(face_paths[0]), Detector.from_pretrained(model_dir).analyze(face_paths[0])
     assert fine.cam.shape == (2 * coarse.cam.shape[0], 2 * coarse.cam.shape[1])
     assert fine.probabilities == pytest.approx(coarse.probabilities, abs=0.01)

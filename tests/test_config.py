@@ -69,6 +69,7 @@ CASES = [
     ("a share of all reals above 1", lambda c: {**c, "calibration": {"fpr_all_reals": 3}}, "calibration.fpr_all_reals must be"),
     ("fakes caught as text", lambda c: {**c, "calibration": {"fakes_caught": "most"}}, "calibration.fakes_caught must be"),
     ("training images as text", lambda c: {**c, "training_images": "many"}, "training_images must be a whole number"),
+    ("a heat-map stage the detector has not", lambda c: {**c, "cam_stage": -3}, "cam_stage must be one of [-1, -2]"),
     ("unseen reals as a list", lambda c: {**c, "unseen_reals_called_fake": [0.1]}, "unseen_reals_called_fake must map"),
     ("unseen reals above 1", lambda c: {**c, "unseen_reals_called_fake": {"studio portraits": 4}},
      "unseen_reals_called_fake must map"),

@@ -501,3 +501,35 @@ def test_a_threshold_fitted_per_source_travels_to_the_card_and_the_reading(tmp_p
     with pytest.raises(SystemExit, match="needs the images' sources"):
         evaluate.main(["--model", str(run_folder), "--dataset", str(faces_csv), "--image-column", "file", "--split", "all",
                        "--output-dir", str(tmp_path / "e2"), "--calibrate", "--fpr-per-source"])
+
+
+def test_the_heat_map_stage_measured_for_the_weights_travels_to_the_detector_the_app_and_the_card(tmp_path, run_folder,
+                                                                                                   report_dir, faces_csv):
+    """The page drew the finer map for every model (a constant measured on one ResNeXt-50) while the CLI drew the
+    last stage's; now the stage is the model's own, chosen by benchmarks.cam_faithfulness on its weights."""
+    import app as app_module
+    from benchmarks import cam_faithfulness
+
+    assert Detector.from_pretrained(run_folder).cam_stage == -1  # no measurement: the last stage
+    report = cam_faithfulness.main(["--model", str(run_folder), "--data", str(faces_csv), "--images", "3",
+                                    "--repeats", "1", "--output", str(tmp_path / "cam.json")])
+    finer = report["stage-2_top10pct_drop_over_random"] >= report["stage-1_top10pct_drop_over_random"]
+    for name, measured, stage in (("as measured", report, -2 if finer else -1),
+                                  ("finer wins", {**report, "stage-2_top10pct_drop_over_random": 0.09,
+                                                  "stage-1_top10pct_drop_over_random": 0.05}, -2),
+                                  ("coarser wins", {**report, "stage-2_top10pct_drop_over_random": 0.03,
+                                                    "stage-1_top10pct_drop_over_random": 0.04}, -1)):
+        (tmp_path / f"{name}.json").write_text(json.dumps(measured))
+        folder = publish.main([*LICENSE, "--model", str(run_folder), "--metrics", str(report_dir / "metrics.json"),
+                               "--cam-faithfulness", str(tmp_path / f"{name}.json"), "--output-dir", str(tmp_path / name)])
+        assert json.loads((folder / "config.json").read_text())["cam_stage"] == stage, name
+        assert Detector.from_pretrained(folder).cam_stage == stage
+        assert app_module.load_detector(str(folder)).cam_stage == stage
+        assert Detector.from_pretrained(folder, cam_stage=-1 if stage == -2 else -2).cam_stage != stage  # asked for
+        card = " ".join((folder / "README.md").read_text().split())
+        assert ("stage before the last (stride 16, a finer grid) for these weights" if stage == -2
+                else "last feature map (stride 32) for these weights") in card
+    (tmp_path / "empty.json").write_text("{}")
+    with pytest.raises(DetectorError, match="benchmarks.cam_faithfulness"):
+        publish.main([*LICENSE, "--model", str(run_folder), "--metrics", str(report_dir / "metrics.json"),
+                      "--cam-faithfulness", str(tmp_path / "empty.json"), "--output-dir", str(tmp_path / "refused")])

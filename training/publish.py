@@ -24,6 +24,7 @@ from safetensors.torch import load_file, save_file
 
 from detector.calibration import WEIGHTS_KEY
 from detector.errors import DetectorError, run_cli
+from detector.explain import CAM_STAGES
 from detector.faces import DEFAULT_MARGIN
 from detector.logs import configure_logging
 from detector.model import (HUB_FILES, LICENSE_FILE, WEIGHTS_FILE, feature_stride, is_hub_id, load_model, pool_size, read_config,
@@ -62,6 +63,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="leave_one_out.json written by training.leave_one_out: its table goes into the card")
     parser.add_argument("--generalisation", metavar="MD",
                         help="before/after tables written by training.compare (from measured reports), inserted into the card")
+    parser.add_argument("--cam-faithfulness", metavar="JSON",
+                        help="the report of benchmarks.cam_faithfulness for these weights: the model's config then names "
+                             "the heat map's stage, the finer one (-2) where it measured at least as faithful as the last")
     parser.add_argument("--notes", help="markdown file with notes on the training run (history, choices), inserted into the card")
     parser.add_argument("--model-name", help="title of the card (default: the output folder's name)")
     parser.add_argument("--dataset-name", help="the evaluation data's name in model-index (default: from metrics.json)")
@@ -242,7 +246,8 @@ def render_card(config: dict, evaluation: dict, training: dict | None, *, model_
                 dtype: str, data_description: str | None, license: str, license_name: str, notes: str | None = None,
                 license_link: str | None = None,
                 dataset_name: str | None = None, leave_one_out: dict | None = None, template: Path = TEMPLATE,
-                local_ref: str | None = None, generalisation: str | None = None) -> ModelCard:
+                local_ref: str | None = None, generalisation: str | None = None,
+                faithfulness: dict | None = None) -> ModelCard:
     """README.md: front matter (library, task, licence, model-index) + the template filled from the files."""
     dataset = evaluation.get("dataset", "unknown")
     args = (training or {}).get("args") or {}
@@ -291,7 +296,21 @@ def render_card(config: dict, evaluation: dict, training: dict | None, *, model_
         license_title=license_name if license == "other" else license,
         license_link=license_link,
         default_face_margin=DEFAULT_MARGIN,
+        cam=cam_text(config.get("cam_stage"), faithfulness),
     )
+
+
+def cam_text(stage: int | None, faithfulness: dict | None) -> str | None:
+    """Which heat map the detector draws for these weights, and the measurement that chose it."""
+    if stage is None or faithfulness is None:
+        return None
+    other = -1 if stage == -2 else -2
+    name = {-1: "the last feature map (stride 32)", -2: "the stage before the last (stride 16, a finer grid)"}
+    drop = lambda s: faithfulness[f"stage{s}_top10pct_drop_over_random"]
+    return (f"The detector draws the Grad-CAM of {name[stage]} for these weights: blurring the 10% of pixels it ranks "
+            f"highest lowered the explained class's probability by {drop(stage):.3f} more than blurring those a random "
+            f"map of its grid ranks highest, against {drop(other):.3f} for {name[other]} "
+            f"(`benchmarks/cam_faithfulness.py`, {faithfulness.get('images', 'several')} images).")
 
 
 # --- the folder ---------------------------------------------------------------------------------
@@ -325,6 +344,20 @@ def with_unseen_reals(config: dict, leave_one_out: dict | None) -> dict:
     return {**config, "unseen_reals_called_fake": rates}
 
 
+def with_cam_stage(config: dict, faithfulness: dict | None) -> dict:
+    """The heat map's stage, from benchmarks.cam_faithfulness on these weights: the finer map (stage -2, stride 16)
+    where blurring the 10% of pixels it ranks highest lowers the explained class's probability at least as much,
+    over a random map of its grid, as the last stage's map does; else the last stage (-1)."""
+    if faithfulness is None:
+        return config
+    try:
+        drop = {stage: float(faithfulness[f"stage{stage}_top10pct_drop_over_random"]) for stage in CAM_STAGES}
+    except (KeyError, TypeError, ValueError) as err:
+        raise DetectorError(f"the CAM faithfulness report holds no {err}: pass the JSON benchmarks.cam_faithfulness "
+                            "--output wrote for these weights.") from err
+    return {**config, "cam_stage": -2 if drop[-2] >= drop[-1] else -1}
+
+
 def with_calibration(config: dict, evaluation: dict) -> dict:
     """config.json plus the calibration map and thresholds training.evaluate --calibrate fitted, which the detector applies."""
     fitted = evaluation.get("calibration")
@@ -339,7 +372,8 @@ def build_folder(model: Path, metrics: Path, output: Path, *, fp16: bool = False
                  notes: Path | None = None, leave_one_out: Path | None = None, generalisation: Path | None = None,
                  model_name: str | None = None, dataset_name: str | None = None, repo_id: str | None = None,
                  license: str = "other", license_name: str = "research-only-non-commercial",
-                 license_file: Path | None = None, template: Path = TEMPLATE) -> Path:
+                 license_file: Path | None = None, template: Path = TEMPLATE,
+                 cam_faithfulness: Path | None = None) -> Path:
     """Write config.json, model.safetensors and README.md (and LICENSE.md) to `output`, atomically; check the result
     loads. A licence of "other" needs `license_file`: the Hub shows license_name with a link to its text."""
     model, output = Path(model), Path(output)
@@ -352,6 +386,9 @@ def build_folder(model: Path, metrics: Path, output: Path, *, fp16: bool = False
     training = read_json(model / TRAINING_FILE)
     description = Path(data_description).read_text() if data_description else None
     notes_text = Path(notes).read_text() if notes else None
+    faithfulness = read_json(cam_faithfulness) if cam_faithfulness else None
+    if cam_faithfulness and faithfulness is None:
+        raise DetectorError(f"{cam_faithfulness} not found: run benchmarks.cam_faithfulness --model on these weights.")
     cross_source = read_json(leave_one_out) if leave_one_out else None
     if leave_one_out and cross_source is None:
         raise DetectorError(f"{leave_one_out} not found: run training.leave_one_out first.")
@@ -363,6 +400,7 @@ def build_folder(model: Path, metrics: Path, output: Path, *, fp16: bool = False
     with staged_folder(output) as staging:
         stride = feature_stride(load_model(model).model)
         config = with_unseen_reals(with_calibration(with_pool_size(config, stride), evaluation), cross_source)
+        config = with_cam_stage(config, faithfulness)
         if training and training.get("data"):  # how many photos the weights learned from, which the page states
             config["training_images"] = training["data"]["train"]["n"]
         (staging / "config.json").write_text(json.dumps(config, indent=2) + "\n")
@@ -373,7 +411,8 @@ def build_folder(model: Path, metrics: Path, output: Path, *, fp16: bool = False
                            dtype=dtype, data_description=description, license=license, license_name=license_name,
                            license_link=LICENSE_FILE if license == "other" else None, notes=notes_text, leave_one_out=cross_source,
                            dataset_name=dataset_name, template=Path(template), local_ref=str(output),
-                           generalisation=Path(generalisation).read_text() if generalisation else None)
+                           generalisation=Path(generalisation).read_text() if generalisation else None,
+                           faithfulness=faithfulness)
         card.save(staging / "README.md")
         load_model(staging)  # what we publish must load in the detector as it is
     return output
@@ -414,6 +453,7 @@ def main(argv=None) -> Path:
         model_name=args.model_name, dataset_name=args.dataset_name, repo_id=args.repo_id or args.push,
         license=args.license, license_name=args.license_name,
         license_file=Path(args.license_file) if args.license_file else None, template=Path(args.template),
+        cam_faithfulness=Path(args.cam_faithfulness) if args.cam_faithfulness else None,
     )
     logger.info("wrote %s: %s", folder, ", ".join(sorted(path.name for path in folder.iterdir())))
     if args.push:
