@@ -28,7 +28,7 @@ SUMMARY = {
     "leave_one_out": ["docs/imagenet/leave_one_out.json", "docs/imagenet/leave_one_out_gan_faces_site.json",
                       "docs/imagenet/leave_one_out_sdfd_diffusion.json", "docs/imagenet/leave_one_out_lfw_faceswap.json",
                       "docs/imagenet/leave_one_out_yonsei_photoshop.json",
-                      "docs/imagenet/leave_one_out_dfdc_faces.json"],
+                      "docs/imagenet/leave_one_out_dfdc_faces.json", "docs/imagenet/leave_one_out_pixabay_portraits.json"],
     "leave_one_out_before": ["docs/generalisation/leave_one_out_fake_sources.json",
                              "docs/generalisation/leave_one_out_real_sources.json"],
     "speed": "docs/imagenet/speed.json",
