@@ -29,7 +29,7 @@ SUMMARY = {
                       "docs/imagenet/leave_one_out_sdfd_diffusion.json", "docs/imagenet/leave_one_out_lfw_faceswap.json",
                       "docs/imagenet/leave_one_out_yonsei_photoshop.json",
                       "docs/imagenet/leave_one_out_dfdc_faces.json", "docs/imagenet/leave_one_out_pixabay_portraits.json",
-                      "docs/imagenet/leave_one_out_london_studio.json"],
+                      "docs/imagenet/leave_one_out_london_studio.json", "docs/imagenet/leave_one_out_celebrity_photos.json"],
     "leave_one_out_before": ["docs/generalisation/leave_one_out_fake_sources.json",
                              "docs/generalisation/leave_one_out_real_sources.json"],
     "speed": "docs/imagenet/speed.json",
