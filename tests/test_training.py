@@ -344,3 +344,49 @@ def test_two_processes_follow_the_one_process_schedule(tmp_path, reals, fakes):
     assert [row["lr"] for row in logs["two"]] == pytest.approx([row["lr"] for row in logs["one"]])
     assert logs["one"][0]["lr"] > logs["one"][1]["lr"] > logs["one"][2]["lr"] >= 0
     assert json.loads((tmp_path / "two" / "last" / "trainer_state.json").read_text())["step"] == 6
+
+
+def test_the_backbone_rate_is_a_function_of_the_step():
+    """--head-only-epochs: 0 for the backbone while the head trains alone, then a linear rise over --warmup-epochs to
+    --backbone-lr-scale; without it the backbone keeps its scale from the first step."""
+    args = train.parse_args(["--dataset", "x", "--epochs", "4", "--warmup-epochs", "0.5", "--scheduler", "cosine",
+                             "--head-only-epochs", "1", "--backbone-lr-scale", "0.2"])
+    factors = [train.backbone_factor(args, step, 10) for step in range(40)]
+    assert factors[:10] == [0.0] * 10
+    assert factors[10:15] == pytest.approx([0.04, 0.08, 0.12, 0.16, 0.2]) and set(factors[15:]) == {0.2}
+    plain = train.parse_args(["--dataset", "x", "--warmup-epochs", "0.5", "--scheduler", "cosine",
+                              "--backbone-lr-scale", "0.5"])
+    assert {train.backbone_factor(plain, step, 10) for step in range(20)} == {0.5}
+    with pytest.raises(SystemExit):
+        train.parse_args(["--dataset", "x", "--head-only-epochs", "1"])  # the plateau schedule has no step function
+
+
+@pytest.mark.slow
+def test_head_only_epochs_leave_every_other_weight_and_statistic_as_they_started(tmp_path, reals, fakes, monkeypatch):
+    """A linear probe, then fine-tuning: after the head-only epoch only the classifier has moved (batch-norm running
+    statistics included: the frozen layers run in eval mode); the resumed second epoch moves the rest."""
+    start: dict[str, torch.Tensor] = {}
+    build = train.imagenet_model
+
+    def remembering(*args, **kwargs):
+        model = build(*args, **kwargs)
+        start.update({name: tensor.detach().clone() for name, tensor in model.state_dict().items()})
+        return model
+
+    monkeypatch.setattr(train, "imagenet_model", remembering)
+    data = image_folder(tmp_path / "faces", {"real": reals[:6], "fake": fakes[:6]})
+    recipe = ["--scheduler", "cosine", "--lr", "1e-2", "--warmup-epochs", "0.5", "--head-only-epochs", "1",
+              "--backbone-lr-scale", "0.5"]
+    run(data, tmp_path / "run", "--epochs", "1", *recipe)
+    after_probe = last_weights(tmp_path / "run")
+    head = {name for name in start if name.startswith("classifier.")}
+    assert head and all(not torch.equal(after_probe[name], start[name]) for name in head if name.endswith("weight"))
+    moved = [name for name in start if name not in head and not torch.equal(after_probe[name], start[name])]
+    assert moved == []
+    row = logged_rows(tmp_path / "run")[0]
+    assert row["lr_backbone"] == 0.0 and row["lr"] > 0
+    run(data, tmp_path / "run", "--epochs", "2", "--resume", *recipe)
+    tuned = last_weights(tmp_path / "run")
+    assert not torch.equal(tuned["conv_stem.weight"], start["conv_stem.weight"])
+    assert not torch.equal(tuned["bn1.running_mean"], start["bn1.running_mean"])
+    assert logged_rows(tmp_path / "run")[1]["lr_backbone"] > 0

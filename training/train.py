@@ -93,6 +93,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     optim.add_argument("--scheduler", choices=["plateau", "cosine"], default="plateau",
                        help="plateau: ReduceLROnPlateau on validation loss; cosine: linear warm-up then cosine, per step")
     optim.add_argument("--warmup-epochs", type=float, default=0.0, help="with --scheduler cosine")
+    optim.add_argument("--head-only-epochs", type=float, default=0.0, metavar="EPOCHS",
+                       help="with --scheduler cosine: train only the classifier head on the start's features for this "
+                            "many epochs (a linear probe: the rest frozen, batch norm in eval mode), then everything, "
+                            "the rest's rate rising over --warmup-epochs (LP-FT: a gentler fine-tune of ImageNet weights)")
+    optim.add_argument("--backbone-lr-scale", type=float, default=1.0, metavar="S",
+                       help="every layer but the classifier head trains at S times the head's rate")
     optim.add_argument("--label-smoothing", type=float, default=0.0)
     optim.add_argument("--aug-strength", type=float, default=1.0, help="0 = crop+flip only, 1 = full augmentation")
     recipe = parser.add_argument_group("generalisation (see model_card.md: what each one changed)")
@@ -137,6 +143,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     if not args.init_from:  # with --init-from, main() reads both from the detector's config
         args.model = args.model or DEFAULT_ARCHITECTURE
         args.img_size = args.img_size or DEFAULT_IMG_SIZE
+    if args.head_only_epochs and args.scheduler != "cosine":
+        parser.error("--head-only-epochs needs --scheduler cosine (its rates are a function of the step)")
+    if args.head_only_epochs < 0 or args.backbone_lr_scale < 0:
+        parser.error("--head-only-epochs and --backbone-lr-scale cannot be negative")
     views = (args.face_crops, args.aligned_framing)
     if any(not 0 <= value <= 1 for value in views) or sum(views) > 1:
         parser.error(f"--face-crops and --aligned-framing are probabilities of one draw: each from 0 to 1, together "
@@ -170,11 +180,22 @@ def real_photo_batches(dataset, model, count: int, seed: int, batch_size: int = 
         yield torch.stack([preprocess(open_rgb(item)) for item in chosen[start:start + batch_size]["image"]])
 
 
-def make_optimizer(args, params):
+def parameter_groups(args, model: torch.nn.Module, detector: torch.nn.Module) -> list[dict]:
+    """`model`'s parameters in two optimiser groups: the heads (the detector's classifier, and any head wrapped round
+    it) at the rate, and the detector's other layers (the "backbone") at --backbone-lr-scale times it."""
+    head = {id(parameter) for parameter in detector.get_classifier().parameters()}
+    backbone = [parameter for parameter in detector.parameters() if id(parameter) not in head]
+    inside = {id(parameter) for parameter in backbone}
+    return [{"name": "head", "params": [parameter for parameter in model.parameters() if id(parameter) not in inside],
+             "lr": args.lr},
+            {"name": "backbone", "params": backbone, "lr": args.lr * args.backbone_lr_scale}]
+
+
+def make_optimizer(args, groups: list[dict]):
     if args.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=args.lr, momentum=0.9, nesterov=True, weight_decay=args.weight_decay)
+        return torch.optim.SGD(groups, lr=args.lr, momentum=0.9, nesterov=True, weight_decay=args.weight_decay)
     optimizer = torch.optim.AdamW if args.optimizer == "adamw" else torch.optim.Adam
-    return optimizer(params, lr=args.lr, weight_decay=args.weight_decay)
+    return optimizer(groups, lr=args.lr, weight_decay=args.weight_decay)
 
 
 def learning_rate(args, step: int, steps_per_epoch: int) -> float:
@@ -188,6 +209,21 @@ def learning_rate(args, step: int, steps_per_epoch: int) -> float:
     if step < warmup:
         return args.lr * (step + 1) / warmup
     return args.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+
+
+def head_only_steps(args, steps_per_epoch: int) -> int:
+    """How many optimiser steps at the start train the classifier head alone (--head-only-epochs)."""
+    return int(args.head_only_epochs * steps_per_epoch)
+
+
+def backbone_factor(args, step: int, steps_per_epoch: int) -> float:
+    """The backbone's rate at optimiser step `step` as a fraction of the head's: 0 while the head trains alone, then
+    rising linearly over --warmup-epochs to --backbone-lr-scale. A pure function of the step, as learning_rate()."""
+    frozen = head_only_steps(args, steps_per_epoch)
+    if step < frozen:
+        return 0.0
+    ramp = int(args.warmup_epochs * steps_per_epoch) if frozen else 0
+    return args.backbone_lr_scale * (min(1.0, (step - frozen + 1) / ramp) if ramp else 1.0)
 
 
 def make_plateau(optimizer):
@@ -357,7 +393,7 @@ def main(argv=None) -> dict:
         num_workers=args.workers, collate_fn=collate,
     )
     model = model.to(memory_format=torch.channels_last)
-    optimizer = make_optimizer(args, model.parameters())
+    optimizer = make_optimizer(args, parameter_groups(args, model, detector_of(model)))
     model, optimizer, train_loader, val_loader = accelerator.prepare(model, optimizer, train_loader, val_loader)
     steps_per_epoch = len(train_loader)  # per process, once prepared: each process takes its share of the batches
     if args.max_steps_per_epoch:
@@ -381,10 +417,13 @@ def main(argv=None) -> dict:
         output.mkdir(parents=True, exist_ok=True)
         (output / "args.json").write_text(json.dumps(vars(args), indent=2))
     logger.info("training: %d images, %d validation; %d process(es) × batch %d = effective batch %d; %d steps per "
-                "epoch, %d epochs (%d steps); %s schedule, peak learning rate %g; on %s, mixed precision %s",
-                len(train_set), len(val_set), accelerator.num_processes, args.batch_size,
+                "epoch, %d epochs (%d steps); %s schedule, peak learning rate %g (all but the head: × %g); on %s, "
+                "mixed precision %s", len(train_set), len(val_set), accelerator.num_processes, args.batch_size,
                 args.batch_size * accelerator.num_processes, steps_per_epoch, args.epochs, steps_per_epoch * args.epochs,
-                args.scheduler, args.lr, accelerator.device, accelerator.mixed_precision)
+                args.scheduler, args.lr, args.backbone_lr_scale, accelerator.device, accelerator.mixed_precision)
+    if args.head_only_epochs:
+        logger.info("the first %d steps train the classifier head alone (the rest frozen, batch norm in eval mode)",
+                    head_only_steps(args, steps_per_epoch))
 
     for epoch in range(state["epoch"] + 1, args.epochs + 1):
         seed = epoch_seed(args.seed, epoch)
@@ -397,8 +436,12 @@ def main(argv=None) -> dict:
             if step >= steps_per_epoch:
                 break
             if plateau is None:
+                rate = learning_rate(args, state["step"], steps_per_epoch)
                 for group in optimizer.param_groups:
-                    group["lr"] = learning_rate(args, state["step"], steps_per_epoch)
+                    group["lr"] = rate * (backbone_factor(args, state["step"], steps_per_epoch)
+                                          if group["name"] == "backbone" else 1.0)
+            # a linear probe runs the frozen layers as they will be served: batch norm on its running statistics
+            model.train(state["step"] >= head_only_steps(args, steps_per_epoch))
             pixels = batch["pixel_values"].contiguous(memory_format=torch.channels_last)
             with accelerator.autocast():
                 if domains is None:
@@ -428,7 +471,8 @@ def main(argv=None) -> dict:
             plateau.step(val_loss)
         metrics = binary_metrics(is_fake, p_fake)
         row = {"epoch": epoch, "train_loss": total / max(1, count), "val_loss": val_loss, "train_images_per_s": images_per_s,
-               "lr": optimizer.param_groups[0]["lr"], "processes": accelerator.num_processes,
+               "lr": optimizer.param_groups[0]["lr"], "lr_backbone": optimizer.param_groups[1]["lr"],
+               "processes": accelerator.num_processes,
                **({"train_source_loss": source_total / max(1, count)} if domains is not None else {}),
                **{f"val_{k}": v for k, v in metrics.items()}}
         logger.info("epoch %d: train loss %.4f, val loss %.4f, AUC %.4f, accuracy %.4f", epoch, row["train_loss"],
