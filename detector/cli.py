@@ -55,7 +55,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     output.add_argument("--csv", action="store_true", help="print CSV: file,label,p_real,p_fake,error,faces")
     parser.add_argument("--batch-size", type=int, default=16, metavar="N", help="images per forward pass (default: 16)")
     parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
-                        help="auto: bf16 where the CPU/GPU computes it natively (probabilities within 0.01 of fp32)")
+                        help="auto: the precision the model's threshold was fitted in (its config's calibration."
+                             "precision), bf16 only where the CPU/GPU computes it natively; without that record, bf16 "
+                             "where native")
     parser.add_argument("--target", choices=LABEL_NAMES, help="class the Grad-CAM explains (default: the predicted one)")
     parser.add_argument("--whole-image", action="store_true",
                         help="analyse each image whole instead of finding the faces and judging each one")

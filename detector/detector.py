@@ -130,6 +130,21 @@ def native_bf16(device: torch.device) -> bool:
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
+def served_dtype(precision: str, fitted_in: str | None, device: torch.device) -> torch.dtype:
+    """The backbone's dtype for `precision` ("auto", "fp32", "bf16"). "auto" computes scores as the stored threshold's
+    were computed (`fitted_in`: the config's `calibration.precision`, recorded by training.evaluate --calibrate): in
+    fp32 if they were; in bf16 if they were and `device` computes it natively, else in fp32 with a warning (a
+    threshold sits where a few hundredths of p(fake) move verdicts); without a record, bf16 wherever it is native."""
+    if precision == "auto" and fitted_in == "fp32":
+        return torch.float32
+    if precision == "auto" and fitted_in == "bf16" and not native_bf16(device):
+        logger.warning("the threshold was fitted on bf16 scores and %s has no native bf16: scoring in fp32, where "
+                       "p(fake) may differ from the fitted scores by a few hundredths near the threshold", device)
+        return torch.float32
+    native = native_bf16(device) if precision == "auto" else False
+    return torch.bfloat16 if precision == "bf16" or native else torch.float32
+
+
 def fold_batch_norms(model: torch.nn.Module) -> torch.nn.Module:
     """Fold each eval-mode BatchNorm into the convolution whose output it normalises (the same function, one pass
     over memory less per layer: 5% faster at batch 1, 10% at batch 16 on a 2-core CPU for ResNeXt-50). The pairs
@@ -164,8 +179,8 @@ class Detector:
         # bf16 backbone weights where native (measured on a 2-core CPU at 128 px: 1.2× faster at batch 1, 2× at
         # batch 16, p(fake) within 0.005 of fp32); the classifier stays fp32 for the CAM's gradients. Casting the
         # weights once beats autocast, which re-casts all of them on every call (2× slower at batch 1).
-        use_bf16 = precision == "bf16" or (precision == "auto" and native_bf16(self.device))
-        self.dtype = torch.bfloat16 if use_bf16 else torch.float32
+        calibration = loaded.config.get("calibration") or {}  # fitted by training.evaluate --calibrate
+        self.dtype = served_dtype(precision, calibration.get("precision"), self.device)
         self.model.to(self.dtype).get_classifier().float()
         self.labels = loaded.label_names
         self.preprocess = Preprocessor(data_config(self.model))
@@ -176,7 +191,6 @@ class Detector:
                                 f"before it), not {cam_stage!r}")
         self.cam_stage = cam_stage
         self.find_faces = face_finder or FaceFinder()
-        calibration = loaded.config.get("calibration") or {}  # fitted by training.evaluate --calibrate
         self.face_margin = float(calibration.get("face_margin", DEFAULT_MARGIN) if face_margin is None else face_margin)
         if not 0 <= self.face_margin <= MAX_MARGIN:
             raise DetectorError(f"face_margin must be from 0 to {MAX_MARGIN} (a fraction of the face's side), "
@@ -200,6 +214,11 @@ class Detector:
         logger.info("model %s from %s: %s weights on %s, input %s px, threshold %s", loaded.source, loaded.folder,
                     str(self.dtype).removeprefix("torch."), self.device, self.preprocess.size[0],
                     "argmax" if self.threshold is None else f"{self.threshold:.4f}")
+
+    @property
+    def precision(self) -> str:
+        """"bf16" or "fp32": the dtype the backbone computes in, by the names `precision` takes."""
+        return "bf16" if self.dtype == torch.bfloat16 else "fp32"
 
     @classmethod
     def from_pretrained(cls, source: str | os.PathLike | None = None, **kwargs) -> "Detector":

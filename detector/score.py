@@ -677,7 +677,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--model", help="a local model folder or Hub id (default: $DETECTOR_MODEL, else the bundled model)")
     parser.add_argument("--whole-image", action="store_true", help="judge each image whole, without face search")
     parser.add_argument("--batch-size", type=int, default=16, metavar="N", help="images per forward pass (default: 16)")
-    parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto")
+    parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                        help="auto: as the model's threshold was fitted (see python -m detector --help)")
     parser.add_argument("--workers", type=int, default=2, metavar="N", help="DataLoader decoding workers per process (default: 2)")
     parser.add_argument("--shard-size", type=int, default=1024, metavar="N",
                         help="rows per shard written to OUTPUT.parts/ (the unit of resuming; default: 1024)")

@@ -460,17 +460,22 @@ def test_card_metadata_names_what_the_hub_can_link(run_folder, report_dir):
 
 def test_the_face_margin_travels_from_evaluate_to_the_served_detector(tmp_path, run_folder, faces_csv):
     """evaluate --faces --face-margin M --calibrate stores M with the threshold; publish puts it in config.json; the
-    detector crops faces with it, so the threshold meets the crops it was fitted on; the card says which."""
+    detector crops faces with it, so the threshold meets the crops it was fitted on; the card says which. The same
+    for the precision the scores were computed in."""
     out = tmp_path / "eval"
     report = evaluate.main(["--model", str(run_folder), "--dataset", str(faces_csv), "--image-column", "file",
                             "--split", "all", "--output-dir", str(out), "--batch-size", "8", "--faces",
-                            "--face-margin", "0.6", "--calibrate"])
+                            "--face-margin", "0.6", "--calibrate", "--precision", "fp32"])
     assert report["face_margin"] == 0.6 and report["calibration"]["face_margin"] == 0.6
+    assert report["precision"] == report["calibration"]["precision"] == "fp32"
     folder = publish.main([*LICENSE, "--model", str(run_folder), "--metrics", str(out / "metrics.json"),
                            "--output-dir", str(tmp_path / "model")])
-    assert json.loads((folder / "config.json").read_text())["calibration"]["face_margin"] == 0.6
-    assert Detector.from_pretrained(folder).face_margin == 0.6
-    assert "cropped with a margin of 0.6 of its side" in " ".join((folder / "README.md").read_text().split())
+    stored = json.loads((folder / "config.json").read_text())["calibration"]
+    assert stored["face_margin"] == 0.6 and stored["precision"] == "fp32"
+    served = Detector.from_pretrained(folder)
+    assert served.face_margin == 0.6 and served.precision == "fp32"  # as fitted, even where bf16 is native
+    card = " ".join((folder / "README.md").read_text().split())
+    assert "cropped with a margin of 0.6 of its side" in card and "The scores were computed in fp32" in card
 
 
 def test_a_threshold_fitted_per_source_travels_to_the_card_and_the_reading(tmp_path, run_folder, faces_csv):

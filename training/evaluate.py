@@ -75,6 +75,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     run.add_argument("--faces", action="store_true",
                      help="the app's and CLI's default path: find the faces first, the image's score is its most "
                           "suspicious face's (default: whole images, as the model was trained)")
+    run.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                     help="the backbone's dtype (auto: bf16 where native); --calibrate records it, and a detector "
+                          "on \"auto\" scores in it wherever it can")
     run.add_argument("--batch-size", type=int, default=16)
     run.add_argument("--device", help="cuda or cpu (default: cuda when available)")
     return parser.parse_args(argv)
@@ -296,17 +299,18 @@ def main(argv=None) -> dict:
     spec = spec_from_args(args)
     dataset = load_eval_set(spec, args.split)
     detector = Detector.from_pretrained(args.model, device=args.device, batch_size=args.batch_size,
-                                        face_margin=args.face_margin)
+                                        face_margin=args.face_margin, precision=args.precision)
     logger.info("%s: scoring %d images (%s, %s)", detector.name, len(dataset), args.split,
                 f"face search, margin {detector.face_margin:g}" if args.faces else "whole images")
     result = evaluate(detector, dataset, args.source_column, faces=args.faces)
     if args.calibrate:
         result["calibration"] = calibrate(result, args.target_fpr, detector.face_margin if args.faces else None,
                                           per_source=args.fpr_per_source, target_fake_miss=args.target_fake_miss)
+        result["calibration"]["precision"] = detector.precision  # the dtype the fitted scores were computed in
     if args.robustness is not None:  # --robustness alone: every perturbation
         result["robustness"], result["robustness_at_threshold"] = robustness(detector, dataset, result, faces=args.faces,
                                                                              names=args.robustness)
-    context = {"model": args.model, "dataset": args.dataset, "split": args.split, "data": asdict(spec),
+    context = {"model": args.model, "dataset": args.dataset, "split": args.split, "data": asdict(spec), "precision": detector.precision,
                **({"face_margin": detector.face_margin} if args.faces else {})}
     report = write_report(result, Path(args.output_dir), context)
     m = report["metrics"]

@@ -364,7 +364,7 @@ def with_calibration(config: dict, evaluation: dict) -> dict:
     if not fitted:
         return config
     keys = ("temperature", WEIGHTS_KEY, "bias", "threshold", "target_fpr", "lower_threshold", "target_fake_miss", "face_margin",
-            "target_fpr_per_source", "fpr_all_reals", "fakes_caught")
+            "target_fpr_per_source", "fpr_all_reals", "fakes_caught", "precision")
     return {**config, "calibration": {key: fitted[key] for key in keys if key in fitted}}
 
 
