@@ -316,7 +316,7 @@ def test_calibration_and_robustness_are_measured_and_published(report_dir, publi
     assert (report_dir / "reliability.png").stat().st_size > 0 and (report_dir / "robustness.png").stat().st_size > 0
     config = json.loads((published / "config.json").read_text())
     assert config["calibration"] == {key: fitted[key] for key in ("temperature", "bias", "threshold", "target_fpr", "fakes_caught",
-                                                                  "lower_threshold", "target_fake_miss")}
+                                                                  "lower_threshold", "target_fake_miss", "precision")}
     assert config["calibration"]["lower_threshold"] <= config["calibration"]["threshold"]
     card = (published / "README.md").read_text()
     assert f"*likely real* below\n{fitted['lower_threshold']:.4f}" in card and "of the fakes" in card

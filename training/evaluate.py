@@ -310,7 +310,8 @@ def main(argv=None) -> dict:
     if args.robustness is not None:  # --robustness alone: every perturbation
         result["robustness"], result["robustness_at_threshold"] = robustness(detector, dataset, result, faces=args.faces,
                                                                              names=args.robustness)
-    context = {"model": args.model, "dataset": args.dataset, "split": args.split, "data": asdict(spec), "precision": detector.precision,
+    context = {"model": args.model, "dataset": args.dataset, "split": args.split, "data": asdict(spec),
+               "precision": detector.precision,
                **({"face_margin": detector.face_margin} if args.faces else {})}
     report = write_report(result, Path(args.output_dir), context)
     m = report["metrics"]
