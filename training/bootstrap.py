@@ -1,0 +1,125 @@
+"""How much of a difference in "fakes caught at the threshold" is the luck of the validation photos: a paired bootstrap.
+
+    python -m training.bootstrap runs/a/eval/predictions.csv runs/b/eval/predictions.csv --names bundled candidate \\
+        --per-source --output docs/x/bootstrap.json
+
+Reads the predictions.csv of two `training.evaluate` runs on the same images (same split; joined on the file column),
+draws the images again with replacement within each (source, label) cell, the same draw for both models, refits each
+model's threshold on the draw by the rule `training.evaluate --calibrate` uses (`--target-fpr` of the reals flagged;
+`--per-source`: on average over the sources of real images, each counting equally), and records the share of fakes it
+catches. Thresholds are fitted on the stored scores: calibration maps them monotonically, so the same images fall on
+each side. Writes each model's share on the stored images and its 95% interval over the draws, and the same for the
+second model minus the first, with the share of draws in which the second catches at least as many.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from detector.errors import run_cli
+from detector.logs import configure_logging
+
+from .metrics import threshold_for_fpr
+
+logger = logging.getLogger(__name__)
+
+
+def read_predictions(path: Path) -> dict[str, tuple[int, float, str]]:
+    """file → (is_fake, p_fake, source) from a predictions.csv that `training.evaluate --source-column` wrote."""
+    try:
+        with path.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+    except OSError as err:
+        raise SystemExit(f"cannot read {path}: {err.strerror or err}") from err
+    missing = {"file", "is_fake", "p_fake", "source"} - set(rows[0] if rows else {})
+    if missing:
+        raise SystemExit(f"{path} has no column {', '.join(sorted(missing))}: give the predictions.csv of "
+                         "`python -m training.evaluate ... --source-column source`")
+    return {row["file"]: (int(row["is_fake"]), float(row["p_fake"]), row["source"]) for row in rows}
+
+
+def fakes_caught(is_fake: np.ndarray, p_fake: np.ndarray, sources: np.ndarray | None, target_fpr: float) -> float:
+    """Share of the fakes at or above the threshold fitted on these scores by evaluate's rule."""
+    threshold = threshold_for_fpr(is_fake, p_fake, target_fpr, sources)
+    return float(np.mean(p_fake[is_fake] >= threshold))
+
+
+def paired_bootstrap(is_fake: np.ndarray, scores: list[np.ndarray], sources: np.ndarray, target_fpr: float,
+                     per_source: bool, replicates: int, seed: int) -> np.ndarray:
+    """Fakes caught per draw and model: an array (replicates, models). Each draw keeps each (source, label) cell's
+    size, so every source's reals still count once in the per-source mean."""
+    cells = [np.flatnonzero((sources == name) & (is_fake == label))
+             for name in np.unique(sources) for label in (False, True)]
+    cells = [cell for cell in cells if len(cell)]
+    rng = np.random.default_rng(seed)
+    caught = np.empty((replicates, len(scores)))
+    for r in range(replicates):
+        draw = np.concatenate([rng.choice(cell, size=len(cell), replace=True) for cell in cells])
+        for m, p in enumerate(scores):
+            caught[r, m] = fakes_caught(is_fake[draw], p[draw], sources[draw] if per_source else None, target_fpr)
+    return caught
+
+
+def summary(point: float, draws: np.ndarray) -> dict:
+    low, high = np.percentile(draws, [2.5, 97.5])
+    return {"stored_images": point, "interval_95": [float(low), float(high)], "draws_median": float(np.median(draws))}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("predictions", nargs=2, type=Path, help="two evaluate predictions.csv files, same images")
+    parser.add_argument("--names", nargs=2, default=["first", "second"])
+    parser.add_argument("--target-fpr", type=float, default=0.05)
+    parser.add_argument("--per-source", action="store_true", help="the target is the mean over the sources of reals")
+    parser.add_argument("--replicates", type=int, default=2000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output", type=Path, help="write the result as JSON here")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    configure_logging()
+    first, second = (read_predictions(path) for path in args.predictions)
+    if set(first) != set(second):
+        only = sorted(set(first) ^ set(second))
+        raise SystemExit(f"the two files score different images ({len(only)} in one only, e.g. {only[0]}): evaluate "
+                         "both models on the same split (same --dataset, --seed and --val-fraction)")
+    files = sorted(first)
+    if any(first[f][0] != second[f][0] or first[f][2] != second[f][2] for f in files):
+        raise SystemExit("the two files give some image different labels or sources: they come from different data")
+    is_fake = np.array([first[f][0] for f in files], dtype=bool)
+    sources = np.array([first[f][2] for f in files])
+    scores = [np.array([table[f][1] for f in files]) for table in (first, second)]
+    points = [fakes_caught(is_fake, p, sources if args.per_source else None, args.target_fpr) for p in scores]
+    draws = paired_bootstrap(is_fake, scores, sources, args.target_fpr, args.per_source, args.replicates, args.seed)
+    difference = draws[:, 1] - draws[:, 0]
+    result = {
+        "predictions": {name: str(path) for name, path in zip(args.names, args.predictions)},
+        "images": len(files), "target_fpr": args.target_fpr, "per_source": args.per_source,
+        "replicates": args.replicates, "seed": args.seed,
+        "fakes_caught": {name: summary(point, draws[:, m]) for m, (name, point) in enumerate(zip(args.names, points))},
+        "difference": {**summary(points[1] - points[0], difference),
+                       "share_of_draws_second_at_least_first": float(np.mean(difference >= 0))},
+    }
+    for name in args.names:
+        part = result["fakes_caught"][name]
+        logger.info("%s: %.1f%% of fakes caught (95%% of draws %.1f–%.1f%%)", name, 100 * part["stored_images"],
+                    *(100 * v for v in part["interval_95"]))
+    logger.info("%s − %s: %+.1f points (95%% of draws %+.1f to %+.1f); %s catches at least as many in %.0f%% of draws",
+                args.names[1], args.names[0], 100 * result["difference"]["stored_images"],
+                *(100 * v for v in result["difference"]["interval_95"]), args.names[1],
+                100 * result["difference"]["share_of_draws_second_at_least_first"])
+    if args.output:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    run_cli(main)
