@@ -135,14 +135,15 @@ def served_dtype(precision: str, fitted_in: str | None, device: torch.device) ->
     were computed (`fitted_in`: the config's `calibration.precision`, recorded by training.evaluate --calibrate): in
     fp32 if they were; in bf16 if they were and `device` computes it natively, else in fp32 with a warning (a
     threshold sits where a few hundredths of p(fake) move verdicts); without a record, bf16 wherever it is native."""
-    if precision == "auto" and fitted_in == "fp32":
+    if precision != "auto":
+        return torch.bfloat16 if precision == "bf16" else torch.float32
+    if fitted_in == "fp32":
         return torch.float32
-    if precision == "auto" and fitted_in == "bf16" and not native_bf16(device):
+    native = native_bf16(device)
+    if fitted_in == "bf16" and not native:
         logger.warning("the threshold was fitted on bf16 scores and %s has no native bf16: scoring in fp32, where "
                        "p(fake) may differ from the fitted scores by a few hundredths near the threshold", device)
-        return torch.float32
-    native = native_bf16(device) if precision == "auto" else False
-    return torch.bfloat16 if precision == "bf16" or native else torch.float32
+    return torch.bfloat16 if native else torch.float32
 
 
 def fold_batch_norms(model: torch.nn.Module) -> torch.nn.Module:
