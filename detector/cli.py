@@ -37,7 +37,7 @@ from .detector import Analysis, Detector
 from .errors import DetectorError
 from .evidence_report import Evidence, report_filename, report_html
 from .images import EXTENSIONS, images_in, load_image, read_limited
-from .model import LABEL_NAMES, default_source
+from .model import LABEL_NAMES, PRECISIONS, default_source
 from .report import result_row, video_row
 from .video import DEFAULT_FRAMES, VIDEO_EXTENSIONS, analyze_video
 
@@ -54,7 +54,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     output.add_argument("--json", action="store_true", help="print one JSON array, one object per input")
     output.add_argument("--csv", action="store_true", help="print CSV: file,label,p_real,p_fake,error,faces")
     parser.add_argument("--batch-size", type=int, default=16, metavar="N", help="images per forward pass (default: 16)")
-    parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
                         help="auto: the precision the model's threshold was fitted in (its config's calibration."
                              "precision), bf16 only where the CPU/GPU computes it natively; without that record, bf16 "
                              "where native")

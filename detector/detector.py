@@ -19,7 +19,7 @@ from .calibration import Calibration
 from .errors import DetectorError
 from .faces import DEFAULT_MARGIN, MAX_MARGIN, Box, FaceFinder, crop_box as face_crop_box
 from .images import ImageSource, load_image
-from .model import BUNDLED_MODEL, LoadedModel, conv_bn_pairs, load_model
+from .model import BUNDLED_MODEL, PRECISIONS, LoadedModel, conv_bn_pairs, load_model
 from .preprocess import Preprocessor, crop_box, data_config
 from .verdicts import DEFAULT_LOWER_THRESHOLD, UNCERTAIN, verdict_of
 
@@ -175,7 +175,7 @@ class Detector:
         model = copy.deepcopy(loaded.model) if copy_model else loaded.model
         # Inference only: no parameter needs a gradient (Grad-CAM's are taken with respect to a feature map).
         self.model = fold_batch_norms(model.eval()).requires_grad_(False).to(self.device)
-        if precision not in ("auto", "fp32", "bf16"):
+        if precision not in PRECISIONS:
             raise DetectorError(f"precision must be 'auto', 'fp32' or 'bf16', not {precision!r}")
         # bf16 backbone weights where native (measured on a 2-core CPU at 128 px: 1.2× faster at batch 1, 2× at
         # batch 16, p(fake) within 0.005 of fp32); the classifier stays fp32 for the CAM's gradients. Casting the

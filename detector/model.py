@@ -28,6 +28,8 @@ from .explain import CAM_STAGES
 from .faces import DEFAULT_MARGIN, MAX_MARGIN
 
 LABEL_NAMES = ("real", "fake")
+# What Detector(precision=...) takes: "auto" (as the threshold was fitted, bf16 only where native), or a dtype
+PRECISIONS = ("auto", "fp32", "bf16")
 WEIGHTS_FILE = "model.safetensors"
 HUB_FILES = ["config.json", WEIGHTS_FILE, "README.md"]
 LICENSE_FILE = "LICENSE.md"  # published next to them when the licence is "other" (the card's license_link names it)

@@ -41,7 +41,7 @@ from .errors import DetectorError
 from .verdicts import VERDICTS
 from .images import EXTENSIONS, images_in, load_image
 from .logs import configure_logging
-from .model import hub_revision, weights_sha256
+from .model import PRECISIONS, hub_revision, weights_sha256
 
 logger = logging.getLogger("detector.score")  # the same name under `python -m`
 
@@ -677,7 +677,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--model", help="a local model folder or Hub id (default: $DETECTOR_MODEL, else the bundled model)")
     parser.add_argument("--whole-image", action="store_true", help="judge each image whole, without face search")
     parser.add_argument("--batch-size", type=int, default=16, metavar="N", help="images per forward pass (default: 16)")
-    parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
                         help="auto: as the model's threshold was fitted (see python -m detector --help)")
     parser.add_argument("--workers", type=int, default=2, metavar="N", help="DataLoader decoding workers per process (default: 2)")
     parser.add_argument("--shard-size", type=int, default=1024, metavar="N",

@@ -33,7 +33,7 @@ from detector import Detector
 from detector.calibration import Calibration
 from detector.errors import run_cli
 from detector.logs import configure_logging
-from detector.model import LABEL_NAMES
+from detector.model import LABEL_NAMES, PRECISIONS
 
 from .data import (DataError, DataSpec, add_data_arguments, held_out_set, load_raw, load_splits, open_rgb, spec_from_args,
                    with_targets)
@@ -75,7 +75,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     run.add_argument("--faces", action="store_true",
                      help="the app's and CLI's default path: find the faces first, the image's score is its most "
                           "suspicious face's (default: whole images, as the model was trained)")
-    run.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+    run.add_argument("--precision", choices=PRECISIONS, default="auto",
                      help="the backbone's dtype (auto: bf16 where native); --calibrate records it, and a detector "
                           "on \"auto\" scores in it wherever it can")
     run.add_argument("--batch-size", type=int, default=16)
