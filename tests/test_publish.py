@@ -173,6 +173,38 @@ def test_published_folder_and_card(published, report_dir, run_folder):
     assert "{{" not in text and "{%" not in text
 
 
+def test_rows_of_several_leave_one_out_reports_go_into_one_table(tmp_path, run_folder, report_dir):
+    """Each held-out source may come from its own run: --leave-one-out once per report puts every row in the card
+    and every held-out real source in config.json, with the training arguments grouped by what they were, whatever
+    their order."""
+    studio = json.loads(json.dumps(LEAVE_ONE_OUT))
+    del studio["rows"]["lfw_faceswap"]
+    studio["rows"]["london_studio"]["train_arguments"] = ["--epochs", "4", "--img-size", "96"]  # same, reordered
+    press = {"train_arguments": ["--img-size", "96", "--epochs", "2"],
+             "rows": {"celebrity_photos": {**LEAVE_ONE_OUT["rows"]["london_studio"], "face_search": {
+                 "at_threshold": {"roc_auc": 0.7, "recall": 0.5, "fpr": 0.02},
+                 "per_source": {"celebrity_photos": {"n": 50, "n_real": 50, "n_fake": 0, "fpr": 0.02, "recall": None}}}}}}
+    files = []
+    for name, report in (("swaps", {**LEAVE_ONE_OUT, "rows": {"lfw_faceswap": LEAVE_ONE_OUT["rows"]["lfw_faceswap"]}}),
+                         ("studio", studio), ("press", press)):
+        files += ["--leave-one-out", str(tmp_path / f"{name}.json")]
+        (tmp_path / f"{name}.json").write_text(json.dumps(report))
+    folder = publish.main([*LICENSE, "--model", str(run_folder), "--metrics", str(report_dir / "metrics.json"), *files,
+                           "--output-dir", str(tmp_path / "detector")])
+    config = json.loads((folder / "config.json").read_text())
+    assert config["unseen_reals_called_fake"] == {"studio portraits": 0.0375, "press photos": 0.02}
+    text = (folder / "README.md").read_text()
+    assert "Training, by row:\n- `lfw_faceswap`, `london_studio`: `--img-size 96 --epochs 4`\n" \
+           "- `celebrity_photos`: `--img-size 96 --epochs 2`" in text
+    assert "Same training for every row" not in text
+    for source in ("lfw_faceswap", "london_studio", "celebrity_photos"):
+        assert f"| `{source}` |" in text
+    (tmp_path / "missing.json").unlink(missing_ok=True)
+    with pytest.raises(DetectorError, match="missing.json not found"):
+        publish.main([*LICENSE, "--model", str(run_folder), "--metrics", str(report_dir / "metrics.json"), *files,
+                      "--leave-one-out", str(tmp_path / "missing.json"), "--output-dir", str(tmp_path / "other")])
+
+
 @pytest.mark.parametrize("change, same", [({}, True), ({"seed": 7}, False), ({"split": "all"}, False),
                                            ({"source": "other.csv"}, False)])
 def test_card_claims_the_training_split_only_when_rebuilt(change, same):

@@ -96,8 +96,42 @@ def run_row(source: str, train_argv: list[str], output: Path, face_margin: float
     return write_report(result, output / "eval", context)
 
 
-def table(reports: dict[str, dict], train_argv: list[str]) -> str:
-    """The Markdown table, with the training arguments every row shared."""
+def canonical(train_argv: list[str]) -> tuple[tuple[str, ...], ...]:
+    """The training arguments as a set of options, each with its values: two runs given the same options in another
+    order trained the same way."""
+    groups: list[tuple[str, ...]] = []
+    for token in train_argv:
+        if token.startswith("--") or not groups:
+            groups.append((token,))
+        else:
+            groups[-1] += (token,)
+    return tuple(sorted(groups))
+
+
+def merged(reports: list[dict]) -> dict:
+    """Several leave_one_out.json reports as one: every row, each keeping the training arguments of its run (a source
+    held out in more than one report keeps the last). A single report comes back as it is."""
+    if len(reports) == 1:
+        return reports[0]
+    rows = {}
+    for report in reports:
+        for source, row in report["rows"].items():
+            rows[source] = {**row, "train_arguments": row.get("train_arguments") or report["train_arguments"]}
+    return {"rows": rows, "train_arguments": None}
+
+
+def table(reports: dict[str, dict], train_argv: list[str] | None) -> str:
+    """The Markdown table, with the training arguments the rows shared; rows trained differently (a report made by
+    `merged`, whose `train_argv` is None) are listed by the arguments of each group of them."""
+    groups: dict[tuple, tuple[list[str], list[str]]] = {}
+    for source, report in reports.items():
+        argv = report.get("train_arguments") or train_argv or []
+        groups.setdefault(canonical(argv), (argv, []))[1].append(source)
+    if len(groups) == 1:
+        training = [f"Same training for every row: `{shlex.join(next(iter(groups.values()))[0])}`"]
+    else:
+        training = ["Training, by row:"] + [
+            f"- {', '.join(f'`{s}`' for s in sources)}: `{shlex.join(argv)}`" for argv, sources in groups.values()]
     lines = [
         "Leave-one-source-out: each row trains without one source, then tests on it. Fakes caught and reals "
         "called fake are at the row's own threshold (temperature, bias and 5% FPR fitted with face search on its in-domain "
@@ -105,7 +139,7 @@ def table(reports: dict[str, dict], train_argv: list[str]) -> str:
         + (" The 5% is the mean over the sources of real images, each counting equally."
            if any((r.get("threshold") or {}).get("target_fpr_per_source") for r in reports.values()) else ""),
         "",
-        f"Same training for every row: `{shlex.join(train_argv)}`",
+        *training,
         "",
         "Face search crops each face with a margin of "
         + ", ".join(sorted({f"{report.get('face_margin', DEFAULT_MARGIN):g}" for report in reports.values()}))

@@ -33,6 +33,7 @@ from detector.model import (HUB_FILES, LICENSE_FILE, WEIGHTS_FILE, feature_strid
 from . import TRAINING_FILE
 from .data import (ALIGNED_CENTRE_Y, ALIGNED_WIDTH, FACE_CROP_MARGIN, FRAMING_ZOOM_IN, FRAMING_ZOOM_OUT, EqualiseQuality,
                    train_transform)
+from .leave_one_out import merged as merged_reports
 from .leave_one_out import table as leave_one_out_table
 from .metrics import fmt
 
@@ -59,8 +60,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--output-dir", required=True, help="the model folder to write, e.g. models/NAME")
     parser.add_argument("--fp16", action="store_true", help="store the weights in float16 (half the size; loads into float32)")
     parser.add_argument("--data-description", help="markdown file describing the training data, inserted into the card")
-    parser.add_argument("--leave-one-out", metavar="JSON",
-                        help="leave_one_out.json written by training.leave_one_out: its table goes into the card")
+    parser.add_argument("--leave-one-out", metavar="JSON", action="append",
+                        help="leave_one_out.json written by training.leave_one_out: its table goes into the card; give it "
+                             "once per report to put the rows of several runs in one table")
     parser.add_argument("--generalisation", metavar="MD",
                         help="before/after tables written by training.compare (from measured reports), inserted into the card")
     parser.add_argument("--cam-faithfulness", metavar="JSON",
@@ -369,7 +371,7 @@ def with_calibration(config: dict, evaluation: dict) -> dict:
 
 
 def build_folder(model: Path, metrics: Path, output: Path, *, fp16: bool = False, data_description: Path | None = None,
-                 notes: Path | None = None, leave_one_out: Path | None = None, generalisation: Path | None = None,
+                 notes: Path | None = None, leave_one_out: Path | list[Path] | None = None, generalisation: Path | None = None,
                  model_name: str | None = None, dataset_name: str | None = None, repo_id: str | None = None,
                  license: str = "other", license_name: str = "research-only-non-commercial",
                  license_file: Path | None = None, template: Path = TEMPLATE,
@@ -389,9 +391,15 @@ def build_folder(model: Path, metrics: Path, output: Path, *, fp16: bool = False
     faithfulness = read_json(cam_faithfulness) if cam_faithfulness else None
     if cam_faithfulness and faithfulness is None:
         raise DetectorError(f"{cam_faithfulness} not found: run benchmarks.cam_faithfulness --model on these weights.")
-    cross_source = read_json(leave_one_out) if leave_one_out else None
-    if leave_one_out and cross_source is None:
-        raise DetectorError(f"{leave_one_out} not found: run training.leave_one_out first.")
+    cross_source = None
+    if leave_one_out:
+        reports = []
+        for path in [leave_one_out] if isinstance(leave_one_out, (str, Path)) else leave_one_out:
+            report = read_json(path)
+            if report is None:
+                raise DetectorError(f"{path} not found: run training.leave_one_out first.")
+            reports.append(report)
+        cross_source = merged_reports(reports)
     if license == "other" and not (license_file and Path(license_file).is_file()):
         raise DetectorError(f"A licence of 'other' needs its text: pass --license-file (a Markdown file, published as "
                             f"{LICENSE_FILE}){f'; {license_file} was not found' if license_file else ''}, or name a Hub "
@@ -448,7 +456,7 @@ def main(argv=None) -> Path:
         Path(args.model), Path(args.metrics), Path(args.output_dir), fp16=args.fp16,
         data_description=Path(args.data_description) if args.data_description else None,
         notes=Path(args.notes) if args.notes else None,
-        leave_one_out=Path(args.leave_one_out) if args.leave_one_out else None,
+        leave_one_out=[Path(path) for path in args.leave_one_out] if args.leave_one_out else None,
         generalisation=Path(args.generalisation) if args.generalisation else None,
         model_name=args.model_name, dataset_name=args.dataset_name, repo_id=args.repo_id or args.push,
         license=args.license, license_name=args.license_name,
