@@ -133,11 +133,26 @@ def held_out_rows(before: dict | None, after: dict | None) -> list[str]:
     return rows
 
 
+def plain_words(shares: dict) -> str:
+    """What the bundled model's three verdicts did on the validation split, per 100 photos."""
+    per100 = lambda value: f"{round(value * 100):d}"
+    fake, unsure, real = shares["likely fake"], shares["uncertain"], shares["likely real"]
+    return (f"**In plain words** (the bundled model, validation photos of the kinds it was trained on): of 100 fakes "
+            f"it calls about {per100(fake['fakes'])} *likely fake*, {per100(unsure['fakes'])} *uncertain* and "
+            f"{per100(real['fakes'])} *likely real*; of 100 real photos it wrongly calls about "
+            f"{per100(fake['reals'])} *likely fake*, {per100(unsure['reals'])} *uncertain* and {per100(real['reals'])} "
+            "*likely real*. On kinds of fake it never saw it does little better than chance (the held-out rows below): "
+            "*likely real* is never proof.")
+
+
 def measured_block() -> str:
     config = json.loads((ROOT / SUMMARY["model"] / "config.json").read_text())
     before, after, reals, training = read("before"), read("after"), read("reals"), read("training")
     size = config["pretrained_cfg"]["input_size"][-1]
     lines = []
+    bundled = after if ADOPTED else before
+    if bundled and bundled.get("calibration", {}).get("verdict_shares"):
+        lines += [plain_words(bundled["calibration"]["verdict_shares"]), ""]
     if training:
         counts = training["data"]
         data = (f"the project's shared data: {counts['train']['n']:,} face photos of ten public sources, real and fake, "
@@ -160,12 +175,6 @@ def measured_block() -> str:
     if reals:
         lines += reals_rows(reals)
     lines += held_out_rows(read("leave_one_out_before"), read("leave_one_out"))
-    bundled = after if ADOPTED else before
-    if bundled and bundled.get("calibration", {}).get("verdict_shares"):
-        shares = bundled["calibration"]["verdict_shares"]
-        parts = ", ".join(f"*{name}* {pct(level['reals'])} of real photos and {pct(level['fakes'])} of fakes"
-                          for name, level in shares.items())
-        lines += ["", f"The bundled model's three verdicts on the validation split: {parts}."]
     lines += ["", "Held-out rows: a model trained with the recipe without that source, then tested on it through face "
               "search (fake sources: ROC-AUC of its fakes against the validation reals; real sources: share of its "
               "photos called fake at a threshold fitted like the bundled model's). ResNeXt-50 column: rows trained from "
