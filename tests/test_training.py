@@ -390,3 +390,23 @@ def test_head_only_epochs_leave_every_other_weight_and_statistic_as_they_started
     assert not torch.equal(tuned["conv_stem.weight"], start["conv_stem.weight"])
     assert not torch.equal(tuned["bn1.running_mean"], start["bn1.running_mean"])
     assert logged_rows(tmp_path / "run")[1]["lr_backbone"] > 0
+
+
+def test_a_training_seed_retrains_a_recipe_on_the_same_validation_split(tmp_path, reals, fakes):
+    """--train-seed changes the start, the sample order and the augmentation, never the split --seed made; left out
+    it is --seed, so a run without it is the run with --train-seed equal to --seed."""
+    from safetensors.torch import load_file
+
+    from training.data import load_splits, spec_from_args
+
+    data = image_folder(tmp_path / "faces", {"real": reals[:6], "fake": fakes[:6]})
+    weights = {}
+    for name, extra in (("default", []), ("same", ["--train-seed", "42"]), ("other", ["--train-seed", "7"])):
+        run(data, tmp_path / name, "--epochs", "1", *extra)
+        weights[name] = load_file(str(tmp_path / name / "best" / "model.safetensors"))
+        args = train.parse_args(["--dataset", str(data), "--output-dir", str(tmp_path / name), *SMOKE, *extra])
+        validation = load_splits(spec_from_args(args), check=False)[1]
+        files = sorted(Path(row["image"]["path"]).name for row in validation)
+        assert files == weights.setdefault("validation", files)
+    assert all(torch.equal(weights["default"][k], weights["same"][k]) for k in weights["default"])
+    assert not all(torch.equal(weights["default"][k], weights["other"][k]) for k in weights["default"])

@@ -133,8 +133,14 @@ def parse_args(argv=None) -> argparse.Namespace:
                      help="auto: bf16 where the device computes it natively, else fp32")
     run.add_argument("--workers", type=int, default=2)
     run.add_argument("--max-steps-per-epoch", type=int, default=0, help="cut epochs short (smoke tests)")
-    run.add_argument("--seed", type=int, default=42)
+    run.add_argument("--seed", type=int, default=42,
+                     help="the validation split's seed, and the training seed unless --train-seed is given")
+    run.add_argument("--train-seed", type=int, metavar="SEED",
+                     help="the seed of the weights' start, the sample order and augmentation (default: --seed): another "
+                          "run of one recipe on the same validation split")
     args = parser.parse_args(argv)
+    if args.train_seed is None:
+        args.train_seed = args.seed
     if args.pretrained and args.pretrained_file:
         parser.error("--pretrained and --pretrained-file are two sources of ImageNet weights: choose one")
     if args.init_from and (args.pretrained or args.pretrained_file):
@@ -338,7 +344,7 @@ def main(argv=None) -> dict:
     # rows), even after one that failed, chooses its own.
     AcceleratorState._reset_state()
     accelerator = Accelerator(mixed_precision=precision)
-    set_seed(args.seed)
+    set_seed(args.train_seed)
     output = Path(args.output_dir)
     checkpoint = output / CHECKPOINT
     state_path = checkpoint / STATE_FILE
@@ -360,7 +366,7 @@ def main(argv=None) -> dict:
     else:
         model = imagenet_model(args.model, pretrained=args.pretrained, img_size=args.img_size,
                                pretrained_file=args.pretrained_file,  # on --resume the checkpoint's weights replace them
-                               photos=lambda model: real_photo_batches(train_set, model, args.bn_photos, args.seed))
+                               photos=lambda model: real_photo_batches(train_set, model, args.bn_photos, args.train_seed))
     config = data_config(model)
     domains = None
     if args.source_adversarial > 0:
@@ -426,9 +432,9 @@ def main(argv=None) -> dict:
                     head_only_steps(args, steps_per_epoch))
 
     for epoch in range(state["epoch"] + 1, args.epochs + 1):
-        seed = epoch_seed(args.seed, epoch)
+        seed = epoch_seed(args.train_seed, epoch)
         draws.manual_seed(seed)  # the same order on every process (each takes its share of the batches)
-        set_seed(epoch_seed(args.seed, epoch, accelerator.process_index))  # augmenting in this process (--workers 0)
+        set_seed(epoch_seed(args.train_seed, epoch, accelerator.process_index))  # augmenting in this process (--workers 0)
         model.train()
         total, source_total, count, started = 0.0, 0.0, 0, time.perf_counter()
         bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch}/{args.epochs}", disable=not accelerator.is_local_main_process)
