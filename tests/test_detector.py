@@ -183,7 +183,8 @@ def test_folding_batch_norms_keeps_the_bundled_models_outputs():
     folded = fold_batch_norms(load_model(BUNDLED_MODEL).model.float())
     assert not any(isinstance(module, torch.nn.BatchNorm2d) for module in folded.modules())
     assert any(isinstance(module, torch.nn.BatchNorm2d) for module in plain.modules())
-    pixels = torch.randn(2, 3, 128, 128, generator=torch.Generator().manual_seed(0))
+    size = load_model(BUNDLED_MODEL).config["pretrained_cfg"]["input_size"]  # whatever the bundled model is
+    pixels = torch.randn(2, *size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         assert torch.allclose(folded(pixels), plain(pixels), atol=1e-4)
 
