@@ -400,13 +400,13 @@ def test_a_training_seed_retrains_a_recipe_on_the_same_validation_split(tmp_path
     from training.data import load_splits, spec_from_args
 
     data = image_folder(tmp_path / "faces", {"real": reals[:6], "fake": fakes[:6]})
-    weights = {}
+    weights, validation_files = {}, set()
     for name, extra in (("default", []), ("same", ["--train-seed", "42"]), ("other", ["--train-seed", "7"])):
         run(data, tmp_path / name, "--epochs", "1", *extra)
         weights[name] = load_file(str(tmp_path / name / "best" / "model.safetensors"))
         args = train.parse_args(["--dataset", str(data), "--output-dir", str(tmp_path / name), *SMOKE, *extra])
         validation = load_splits(spec_from_args(args), check=False)[1]
-        files = sorted(Path(row["image"]["path"]).name for row in validation)
-        assert files == weights.setdefault("validation", files)
+        validation_files.add(tuple(sorted(Path(row["image"]["path"]).name for row in validation)))
+    assert len(validation_files) == 1
     assert all(torch.equal(weights["default"][k], weights["same"][k]) for k in weights["default"])
     assert not all(torch.equal(weights["default"][k], weights["other"][k]) for k in weights["default"])
