@@ -110,9 +110,7 @@ def canonical(train_argv: list[str]) -> tuple[tuple[str, ...], ...]:
 
 def merged(reports: list[dict]) -> dict:
     """Several leave_one_out.json reports as one: every row, each keeping the training arguments of its run (a source
-    held out in more than one report keeps the last). A single report comes back as it is."""
-    if len(reports) == 1:
-        return reports[0]
+    held out in more than one report keeps the last)."""
     rows = {}
     for report in reports:
         for source, row in report["rows"].items():

@@ -371,7 +371,7 @@ def with_calibration(config: dict, evaluation: dict) -> dict:
 
 
 def build_folder(model: Path, metrics: Path, output: Path, *, fp16: bool = False, data_description: Path | None = None,
-                 notes: Path | None = None, leave_one_out: Path | list[Path] | None = None, generalisation: Path | None = None,
+                 notes: Path | None = None, leave_one_out: list[Path] | None = None, generalisation: Path | None = None,
                  model_name: str | None = None, dataset_name: str | None = None, repo_id: str | None = None,
                  license: str = "other", license_name: str = "research-only-non-commercial",
                  license_file: Path | None = None, template: Path = TEMPLATE,
@@ -394,7 +394,7 @@ def build_folder(model: Path, metrics: Path, output: Path, *, fp16: bool = False
     cross_source = None
     if leave_one_out:
         reports = []
-        for path in [leave_one_out] if isinstance(leave_one_out, (str, Path)) else leave_one_out:
+        for path in leave_one_out:
             report = read_json(path)
             if report is None:
                 raise DetectorError(f"{path} not found: run training.leave_one_out first.")
