@@ -35,13 +35,15 @@ HUB_FILES = ["config.json", WEIGHTS_FILE, "README.md"]
 LICENSE_FILE = "LICENSE.md"  # published next to them when the licence is "other" (the card's license_link names it)
 PICKLE_FILES = ("pytorch_model.bin", "model.pth", "model.pt", "model.ckpt")
 BUNDLED_MODEL = Path(__file__).resolve().parent.parent / "models" / "deepfake-detector"
+# What timm's pretrained_cfg says of timm's own ImageNet weights, not of a detector's: overlaid with None (which is
+# not exported) wherever a detector's model is built, so a config never names a tag or licence of weights it lacks.
+NOT_OUR_WEIGHTS = {"test_input_size": None, "test_crop_pct": None, "tag": None, "origin_url": None, "paper_ids": None,
+                   "license": None}
 
 
 def create_model(architecture: str, pretrained: bool = False, img_size: int | None = None, **kwargs) -> torch.nn.Module:
     """A fresh timm CNN `architecture` (e.g. mobilenetv2_100, resnext50_32x4d) with a two-class head labelled (real, fake)."""
-    # Drop what describes timm's ImageNet weights rather than ours (None values are not exported).
-    overlay = {"label_names": list(LABEL_NAMES), "crop_pct": 1.0, "test_input_size": None, "test_crop_pct": None,
-               "tag": None, "origin_url": None, "paper_ids": None, "license": None}
+    overlay = {**NOT_OUR_WEIGHTS, "label_names": list(LABEL_NAMES), "crop_pct": 1.0}
     if img_size:
         overlay["input_size"] = (3, img_size, img_size)
     model = timm.create_model(
@@ -355,7 +357,7 @@ def load_model(source: str | os.PathLike | None = None) -> LoadedModel:
         model = timm.create_model(
             architecture,
             pretrained=False,
-            pretrained_cfg_overlay={**config.get("pretrained_cfg", {}), "label_names": config["label_names"]},
+            pretrained_cfg_overlay={**NOT_OUR_WEIGHTS, **config.get("pretrained_cfg", {}), "label_names": config["label_names"]},
             **model_args,
         )
     except (TypeError, ValueError, KeyError) as err:  # e.g. an option this architecture does not take

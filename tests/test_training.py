@@ -90,6 +90,9 @@ def test_train_resume_and_serve(tmp_path, reals, fakes):
     for name, weights in loaded.model.state_dict().items():
         if name.endswith("weight"):
             assert torch.equal(started[name], weights) and not torch.equal(fresh[name], weights), name
+    # timm's facts about its own ImageNet weights (tag, licence) never enter a continuation's config
+    continued = json.loads((tmp_path / "more" / "best" / "config.json").read_text())["pretrained_cfg"]
+    assert not {"tag", "license", "origin_url"} & set(continued), continued
     # the record names the weights it started from by their hash: the folder may later hold others
     assert json.loads((tmp_path / "more" / "best" / "training.json").read_text())["init_sha256"] == weights_sha256(output / "best")
     assert record["init_sha256"] is None

@@ -27,8 +27,8 @@ from detector.errors import DetectorError, run_cli
 from detector.explain import CAM_STAGES
 from detector.faces import DEFAULT_MARGIN
 from detector.logs import configure_logging
-from detector.model import (HUB_FILES, LICENSE_FILE, WEIGHTS_FILE, feature_stride, is_hub_id, load_model, pool_size, read_config,
-                            staged_folder)
+from detector.model import (HUB_FILES, LICENSE_FILE, NOT_OUR_WEIGHTS, WEIGHTS_FILE, feature_stride, is_hub_id,
+                            load_model, pool_size, read_config, staged_folder)
 
 from . import TRAINING_FILE
 from .data import (ALIGNED_CENTRE_Y, ALIGNED_WIDTH, FACE_CROP_MARGIN, FRAMING_ZOOM_IN, FRAMING_ZOOM_OUT, EqualiseQuality,
@@ -319,9 +319,10 @@ def cam_text(stage: int | None, faithfulness: dict | None) -> str | None:
 
 
 def with_pool_size(config: dict, stride: int) -> dict:
-    """config.json with `pool_size` true to its input size (runs made before create_model set it say timm's 7×7);
-    `stride`: the model's `feature_stride`."""
-    cfg = config.get("pretrained_cfg") or {}
+    """config.json with `pool_size` true to its input size (runs made before create_model set it say timm's 7×7),
+    and without what timm says of its own ImageNet weights (runs continued with --init-from before 2026-12-07 carry
+    timm's tag and licence); `stride`: the model's `feature_stride`."""
+    cfg = {key: value for key, value in (config.get("pretrained_cfg") or {}).items() if key not in NOT_OUR_WEIGHTS}
     if "input_size" not in cfg:
         return config
     return {**config, "pretrained_cfg": {**cfg, "pool_size": list(pool_size(cfg["input_size"], stride))}}
