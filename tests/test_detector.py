@@ -162,16 +162,18 @@ def test_auto_precision_scores_as_the_threshold_was_fitted(tmp_path, monkeypatch
     assert served("fp32", precision="bf16") == "bf16" and served("bf16", precision="fp32") == "fp32"
 
 
-def test_bf16_probabilities_stay_within_001_of_fp32_on_the_bundled_model(face_paths):
-    """The fast path (bf16 weights where the CPU has bf16) must not change what users are told."""
-    from detector.model import BUNDLED_MODEL
+def test_the_bundled_model_is_served_in_the_precision_its_threshold_was_fitted_in(face_paths):
+    """What users are told must come from the scores its threshold was fitted on. The bundled MobileNetV2's bf16
+    scores differ from fp32 by up to 0.1 on the validation split, so its threshold was fitted in fp32, its config
+    says so, and "auto" serves fp32 on every machine, bf16-capable or not."""
+    from detector.model import BUNDLED_MODEL, load_model
 
-    fast, exact = (Detector.from_pretrained(BUNDLED_MODEL, precision=p) for p in ("bf16", "fp32"))
-    assert next(fast.model.parameters()).dtype == torch.bfloat16 and fast.model.get_classifier().weight.dtype == torch.float32
-    assert next(exact.model.parameters()).dtype == torch.float32
-    images = [*face_paths, *sorted((SHARED_DATA / "dfdc_faces" / "fake").glob("*.jpg"))[:12]]
-    for fast_result, exact_result in zip(fast.analyze_batch(images), exact.analyze_batch(images)):
-        assert abs(fast_result.p_fake - exact_result.p_fake) < 0.01
+    assert load_model(BUNDLED_MODEL).config["calibration"]["precision"] == "fp32"
+    served, exact = Detector.from_pretrained(BUNDLED_MODEL), Detector.from_pretrained(BUNDLED_MODEL, precision="fp32")
+    assert served.precision == "fp32" and next(served.model.parameters()).dtype == torch.float32
+    images = [*face_paths, *sorted((SHARED_DATA / "dfdc_faces" / "fake").glob("*.jpg"))[:4]]
+    for served_result, exact_result in zip(served.analyze_batch(images), exact.analyze_batch(images)):
+        assert served_result.p_fake == pytest.approx(exact_result.p_fake, abs=1e-6)
 
 
 def test_folding_batch_norms_keeps_the_bundled_models_outputs():

@@ -51,7 +51,8 @@ def lfs_patterns() -> list[str]:
 def test_every_file_over_10_mb_is_covered_by_an_lfs_rule():
     tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
     large = [name for name in tracked if (ROOT / name).is_file() and (ROOT / name).stat().st_size > LFS_LIMIT]
-    assert "models/deepfake-detector/model.safetensors" in large
     patterns = lfs_patterns()
+    # the bundled weights (4.5 MB as fp16 MobileNetV2, 46 MB as the earlier ResNeXt-50) go through LFS whatever their size
+    assert any(fnmatch.fnmatch("model.safetensors", pattern) for pattern in patterns)
     uncovered = [name for name in large if not any(fnmatch.fnmatch(name.rsplit("/", 1)[-1], p) for p in patterns)]
     assert not uncovered, f"files over 10 MB without a Git LFS rule in .gitattributes: {uncovered}"
