@@ -570,3 +570,19 @@ def test_the_heat_map_stage_measured_for_the_weights_travels_to_the_detector_the
     with pytest.raises(DetectorError, match="benchmarks.cam_faithfulness"):
         publish.main([*LICENSE, "--model", str(run_folder), "--metrics", str(report_dir / "metrics.json"),
                       "--cam-faithfulness", str(tmp_path / "empty.json"), "--output-dir", str(tmp_path / "refused")])
+
+
+def test_timms_facts_about_its_own_weights_are_not_published_as_ours(tmp_path, run_folder, report_dir):
+    """Runs continued with --init-from before 2026-12-07 wrote timm's tag and licence of its ImageNet weights
+    ("ra_in1k", "apache-2.0") into config.json; the published config must not repeat them as the detector's."""
+    folder = tmp_path / "continued"
+    shutil.copytree(run_folder, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["pretrained_cfg"] = {**config["pretrained_cfg"], "tag": "ra_in1k", "license": "apache-2.0",
+                                "origin_url": "https://example.org/weights"}
+    (folder / "config.json").write_text(json.dumps(config))
+    out = publish.main([*LICENSE, "--model", str(folder), "--metrics", str(report_dir / "metrics.json"),
+                        "--output-dir", str(tmp_path / "published")])
+    served = json.loads((out / "config.json").read_text())["pretrained_cfg"]
+    assert not {"tag", "license", "origin_url"} & set(served)
+    assert served["input_size"] == config["pretrained_cfg"]["input_size"]
