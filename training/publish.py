@@ -322,10 +322,12 @@ def with_pool_size(config: dict, stride: int) -> dict:
     """config.json with `pool_size` true to its input size (runs made before create_model set it say timm's 7×7),
     and without what timm says of its own ImageNet weights (runs continued with --init-from before 2026-12-07 carry
     timm's tag and licence); `stride`: the model's `feature_stride`."""
-    cfg = {key: value for key, value in (config.get("pretrained_cfg") or {}).items() if key not in NOT_OUR_WEIGHTS}
-    if "input_size" not in cfg:
+    if "pretrained_cfg" not in config:
         return config
-    return {**config, "pretrained_cfg": {**cfg, "pool_size": list(pool_size(cfg["input_size"], stride))}}
+    cfg = {key: value for key, value in config["pretrained_cfg"].items() if key not in NOT_OUR_WEIGHTS}
+    if "input_size" in cfg:
+        cfg["pool_size"] = list(pool_size(cfg["input_size"], stride))
+    return {**config, "pretrained_cfg": cfg}
 
 
 # How people would call the shared data's sources of good real photos (the app quotes these names).

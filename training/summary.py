@@ -36,13 +36,11 @@ SUMMARY = {
     "epochs": "docs/imagenet/swa/metrics.csv",
     "cam": "docs/imagenet/swa/cam.json",
 }
-# The decision of docs/imagenet/README.md (its adoption rule, measured): whether the model from ImageNet is bundled
-ADOPTED = True
-ADOPTED_ON = "2026-12-07"  # the day the rule's last item was measured and the bundled folder replaced
-MEASURED_ON = "2026-12-06 (ResNeXt-50) and 2026-12-07 (MobileNetV2)" if ADOPTED else "2026-12-06"
-BEFORE, AFTER = (("before: ResNeXt-50 from scratch, 128 px", "bundled: MobileNetV2 from ImageNet, 224 px") if ADOPTED else
-                 ("bundled: ResNeXt-50 from scratch, 128 px", "candidate: MobileNetV2 from ImageNet, 224 px"))
-NEW = "bundled" if ADOPTED else "candidate"  # how the text names the model from ImageNet
+# The decision of docs/imagenet/README.md (its third adoption rule, measured): the MobileNetV2 from ImageNet weights
+# replaced the ResNeXt-50 trained from scratch on ADOPTED_ON; the tables compare the two.
+ADOPTED_ON = "2026-12-07"
+MEASURED_ON = "2026-12-06 (ResNeXt-50) and 2026-12-07 (MobileNetV2)"
+BEFORE, AFTER = "before: ResNeXt-50 from scratch, 128 px", "bundled: MobileNetV2 from ImageNet, 224 px"
 KINDS = {"dfdc_faces": "deepfake video frames (DFDC)", "gan_faces_site": "GAN faces", "lfw_faceswap": "face swaps (LFW)",
          "sdfd_diffusion": "diffusion portraits (Stable Diffusion)", "yonsei_photoshop": "attribute edits (Photoshop)",
          "ffhq_sample": "FFHQ photographs", "pixabay_portraits": "stock portraits", "london_studio": "studio portraits",
@@ -76,7 +74,7 @@ def met(value, target: float, higher: bool = True) -> str:
 
 
 def both(before, after, target: float, higher: bool = True) -> str:
-    """Whether each column meets a target: "met / missed" (bundled / candidate)."""
+    """Whether each column meets a target: "met / missed" (before / bundled)."""
     return f"{met(before, target, higher)} / {met(after, target, higher)}"
 
 
@@ -152,27 +150,20 @@ def measured_block() -> str:
     before, after, reals, training = read("before"), read("after"), read("reals"), read("training")
     size = config["pretrained_cfg"]["input_size"][-1]
     lines = []
-    bundled = after if ADOPTED else before
-    if bundled and bundled.get("calibration", {}).get("verdict_shares"):
-        lines += [plain_words(bundled["calibration"]["verdict_shares"]), ""]
+    if after and after.get("calibration", {}).get("verdict_shares"):
+        lines += [plain_words(after["calibration"]["verdict_shares"]), ""]
     if training:
         counts = training["data"]
         data = (f"the project's shared data: {counts['train']['n']:,} face photos of ten public sources, real and fake, "
                 f"and {counts['validation']['n']:,} more held out for validation")
-        if ADOPTED:
-            epochs = len(epoch_rows())
-            averaged = training.get("averaged", {}).get("models", [])
-            how = (f"{epochs} epochs in all, its weights the average of {len(averaged)} points of that training" if averaged
-                   else f"{epochs} epochs")
-            intro = (f"The bundled model is timm's `{config['architecture']}` at {size}×{size} px, fine-tuned from ImageNet "
-                     f"weights on {data} ({how}). On {ADOPTED_ON} it replaced a ResNeXt-50 32x4d trained from random "
-                     "weights at 128 px on the same photos, having met every item of an adoption rule written before its "
-                     "numbers were seen (`docs/imagenet/`).")
-        else:
-            intro = (f"The bundled model is timm's `{config['architecture']}` at {size}×{size} px, trained from random "
-                     f"weights on {data}. Beside it, the candidate: MobileNetV2 fine-tuned from ImageNet weights for "
-                     f"{training['epoch']} epochs on the same photos, **not adopted**: it missed items of the adoption rule "
-                     "written before its numbers were seen (`docs/imagenet/`).")
+        epochs = len(epoch_rows())
+        averaged = training.get("averaged", {}).get("models", [])
+        how = (f"{epochs} epochs in all, its weights the average of {len(averaged)} points of that training" if averaged
+               else f"{epochs} epochs")
+        intro = (f"The bundled model is timm's `{config['architecture']}` at {size}×{size} px, fine-tuned from ImageNet "
+                 f"weights on {data} ({how}). On {ADOPTED_ON} it replaced a ResNeXt-50 32x4d trained from random "
+                 "weights at 128 px on the same photos, having met every item of an adoption rule written before its "
+                 "numbers were seen (`docs/imagenet/`).")
         lines += [intro + f" Both measured on this project's 2-core CPU on {MEASURED_ON}, through face search as the app "
                   "serves, on the validation split (20% of each source, never trained on) unless a row says otherwise:", ""]
     lines += [f"| | {BEFORE} | {AFTER} | target |", "| --- | ---: | ---: | --- |"]
@@ -184,7 +175,7 @@ def measured_block() -> str:
     lines += ["", "Held-out rows: a model trained with the recipe without that source, then tested on it through face "
               "search (fake sources: ROC-AUC of its fakes against the validation reals; real sources: share of its "
               "photos called fake at a threshold fitted like the bundled model's). ResNeXt-50 column: rows trained from "
-              f"random weights (`docs/generalisation/`); {NEW} column: shorter runs from the ImageNet weights "
+              "random weights (`docs/generalisation/`); bundled column: shorter runs from the ImageNet weights "
               "(`docs/imagenet/`, with the commands)."]
     return "\n".join(lines)
 
@@ -196,15 +187,15 @@ def speed_block() -> str:
     rss = {int(key.rsplit("_", 1)[1]): value for key, value in speed.items() if key.startswith("app_rss_mb_after_")}
     last = max(rss)
     return "\n".join([
-        f"Measured by `python -m benchmarks --baseline` on this project's 2-core CPU on {ADOPTED_ON if ADOPTED else '2026-12-06'}, a 1024×1024 JPEG, "
+        f"Measured by `python -m benchmarks --baseline` on this project's 2-core CPU on {ADOPTED_ON}, a 1024×1024 JPEG, "
         f"both models in the same run (medians of {speed.get('calls_per_median', 'several')} calls, in alternating blocks):", "",
-        f"| path | {BEFORE} | {AFTER} | {'bundled / before' if ADOPTED else 'candidate / bundled'} |",
+        f"| path | {BEFORE} | {AFTER} | bundled / before |",
         "| --- | ---: | ---: | ---: |",
         f"| `analyze` with face search, three pictures rendered | {speed['baseline_analyze_faces_ms']:.1f} ms "
         f"| {speed['paired_analyze_faces_ms']:.1f} ms | {speed['analyze_faces_over_baseline']:.2f}× |",
         f"| `analyze`, whole image | {speed['baseline_analyze_ms']:.1f} ms | {speed['paired_analyze_ms']:.1f} ms "
         f"| {speed['analyze_over_baseline']:.2f}× |",
-        "", f"The {NEW} model alone: a plain fp32 forward {speed['forward_ms']:.1f} ms, `analyze` {speed['analyze_ms']:.1f} ms "
+        "", f"The bundled model alone: a plain fp32 forward {speed['forward_ms']:.1f} ms, `analyze` {speed['analyze_ms']:.1f} ms "
         f"({speed['analyze_over_forward']:.2f}×), through `gradio_client` {speed['api_client_ms']:.0f} ms "
         f"({speed['api_client_faces_ms']:.0f} ms with face search), CLI start on one image {speed['cli_one_image_process_s']:.1f} s, "
         f"app memory {rss[last]:.0f} MB after {last} requests.",
