@@ -162,18 +162,15 @@ def test_auto_precision_scores_as_the_threshold_was_fitted(tmp_path, monkeypatch
     assert served("fp32", precision="bf16") == "bf16" and served("bf16", precision="fp32") == "fp32"
 
 
-def test_the_bundled_model_is_served_in_the_precision_its_threshold_was_fitted_in(face_paths):
+def test_the_bundled_model_is_served_in_the_precision_its_threshold_was_fitted_in():
     """What users are told must come from the scores its threshold was fitted on. The bundled MobileNetV2's bf16
     scores differ from fp32 by up to 0.1 on the validation split, so its threshold was fitted in fp32, its config
     says so, and "auto" serves fp32 on every machine, bf16-capable or not."""
     from detector.model import BUNDLED_MODEL, load_model
 
     assert load_model(BUNDLED_MODEL).config["calibration"]["precision"] == "fp32"
-    served, exact = Detector.from_pretrained(BUNDLED_MODEL), Detector.from_pretrained(BUNDLED_MODEL, precision="fp32")
+    served = Detector.from_pretrained(BUNDLED_MODEL)
     assert served.precision == "fp32" and next(served.model.parameters()).dtype == torch.float32
-    images = [*face_paths, *sorted((SHARED_DATA / "dfdc_faces" / "fake").glob("*.jpg"))[:4]]
-    for served_result, exact_result in zip(served.analyze_batch(images), exact.analyze_batch(images)):
-        assert served_result.p_fake == pytest.approx(exact_result.p_fake, abs=1e-6)
 
 
 def test_folding_batch_norms_keeps_the_bundled_models_outputs():
