@@ -357,8 +357,8 @@ def load_model(source: str | os.PathLike | None = None) -> LoadedModel:
         model = timm.create_model(
             architecture,
             pretrained=False,
-            pretrained_cfg_overlay={**NOT_OUR_WEIGHTS, **config.get("pretrained_cfg", {}),
-                                    "label_names": config["label_names"]},
+            pretrained_cfg_overlay={**config.get("pretrained_cfg", {}), **NOT_OUR_WEIGHTS,  # last: even where a
+                                    "label_names": config["label_names"]},  # config carries them, they are not ours
             **model_args,
         )
     except (TypeError, ValueError, KeyError) as err:  # e.g. an option this architecture does not take

@@ -581,6 +581,8 @@ def test_timms_facts_about_its_own_weights_are_not_published_as_ours(tmp_path, r
     config["pretrained_cfg"] = {**config["pretrained_cfg"], "tag": "ra_in1k", "license": "apache-2.0",
                                 "origin_url": "https://example.org/weights"}
     (folder / "config.json").write_text(json.dumps(config))
+    loaded = load_model(folder).model.pretrained_cfg  # what a run continued from this folder would save
+    assert loaded.get("tag") is None and loaded.get("license") is None
     out = publish.main([*LICENSE, "--model", str(folder), "--metrics", str(report_dir / "metrics.json"),
                         "--output-dir", str(tmp_path / "published")])
     served = json.loads((out / "config.json").read_text())["pretrained_cfg"]
