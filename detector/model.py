@@ -22,6 +22,7 @@ import timm
 import torch
 from safetensors.torch import load_file
 
+from .atomic import sync_directory, sync_tree
 from .calibration import WEIGHTS_KEY
 from .errors import DetectorError
 from .explain import CAM_STAGES
@@ -95,18 +96,24 @@ def replace_folder(staging: Path, target: Path) -> None:
     """Put the finished folder `staging` at `target`, replacing what was there, so that `target` is never missing
     nor half-written: on Linux the two are swapped in one step (renameat2 RENAME_EXCHANGE) and the old one is then
     deleted; elsewhere the old folder is moved aside first, and `restore_folder` brings it back after a crash.
+    After a power loss too: every file of `staging` is fsynced before the swap, and the folder holding `target`
+    after it, before the old folder is deleted (detector/atomic.py).
     Every model folder the project writes goes through here, by way of `staged_folder`."""
     staging, target = Path(staging), Path(target)
     aside = target.with_name(f".{target.name}-old")
     if aside.exists():
         shutil.rmtree(aside)
+    sync_tree(staging)
     if not target.exists():
         staging.rename(target)
+        sync_directory(target.parent)
     elif _exchange(staging, target):  # staging now holds the old folder
+        sync_directory(target.parent)
         shutil.rmtree(staging)
     else:
         target.rename(aside)
         staging.rename(target)
+        sync_directory(target.parent)
         shutil.rmtree(aside)
 
 
@@ -136,6 +143,7 @@ def restore_folder(target: Path) -> None:
     aside = target.with_name(f".{target.name}-old")
     if aside.is_dir() and not target.exists():
         aside.rename(target)
+        sync_directory(target.parent)
 
 
 def _exchange(a: Path, b: Path) -> bool:

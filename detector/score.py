@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .atomic import atomic_path, write_text
 from .errors import DetectorError
 from .verdicts import VERDICTS
 from .images import EXTENSIONS, images_in, load_image
@@ -308,9 +309,8 @@ def write_parquet(rows: list[dict], path: Path, table_schema) -> None:
     import pyarrow.parquet as pq
 
     table = pa.Table.from_pylist(rows, schema=table_schema)
-    temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    pq.write_table(table, temporary)
-    os.replace(temporary, path)
+    with atomic_path(path) as temporary:
+        pq.write_table(table, temporary)
 
 
 class Parts:
@@ -331,10 +331,7 @@ class Parts:
         return json.loads(path.read_text()) if path.is_file() else None
 
     def save_stream_state(self, rank: int, state: dict) -> None:
-        path = self.folder / f"rank{rank:03d}-stream.json"
-        temporary = path.with_name(f".{path.name}.tmp")
-        temporary.write_text(json.dumps(state))
-        os.replace(temporary, path)
+        write_text(self.folder / f"rank{rank:03d}-stream.json", json.dumps(state))
 
     def check(self, meta: dict) -> None:
         """Refuse to mix in another job's shards (every process checks, so all stop together)."""
@@ -363,9 +360,7 @@ class Parts:
         self.folder.mkdir(parents=True, exist_ok=True)
         meta_file = self.folder / "meta.json"
         if not meta_file.is_file():
-            temporary = meta_file.with_name(f".meta.json.tmp{os.getpid()}")
-            temporary.write_text(json.dumps(meta, indent=2))
-            os.replace(temporary, meta_file)
+            write_text(meta_file, json.dumps(meta, indent=2))
 
 
 def run_shards(accelerator, detector, source: Source, parts: Parts, args, table_schema, model: str, revision: str,
@@ -454,7 +449,7 @@ def run_shards(accelerator, detector, source: Source, parts: Parts, args, table_
         # between the two computes that shard again
         if args.stop_after_shards and written >= args.stop_after_shards:
             raise Stopped()
-    parts.done_marker(rank).write_text(str(rows_done))
+    write_text(parts.done_marker(rank), str(rows_done))
     return written
 
 
@@ -486,7 +481,7 @@ class Stopped(Exception):
 
 
 def merge(parts: Parts, source: Source, args, processes: int, table_schema, output: Path) -> None:
-    """All shards → `output` in input order (main process), written to a temporary name, then renamed.
+    """All shards → `output` in input order (main process), written to a temporary name, fsynced, then renamed.
 
     Map-style shards are already in order and are copied one by one (memory: one shard); a stream's rows
     alternate between processes, so its shards are read whole and sorted. DetectorError when some are missing."""
@@ -494,34 +489,33 @@ def merge(parts: Parts, source: Source, args, processes: int, table_schema, outp
     import pyarrow.parquet as pq
 
     final_schema = table_schema.remove(table_schema.get_field_index(ORDER))
-    temporary = output.with_name(f".{output.name}.tmp")
-    if source.streaming:
-        missing = [rank for rank in range(processes) if not parts.done_marker(rank).is_file()]
-        if missing:
-            raise DetectorError(f"Processes {missing} did not finish their part of the stream; rerun to resume.")
-        tables = [pq.read_table(f, schema=table_schema) for f in sorted(parts.folder.glob("rank*-shard-*.parquet"))]
-        table = (pa.concat_tables(tables) if tables else table_schema.empty_table()).sort_by(ORDER)
-        if not source.columns[2]:  # no --id-column: a row's id is its number in the input
-            table = table.set_column(table.schema.get_field_index("id"), "id",
-                                     pa.array([str(i) for i in range(table.num_rows)], pa.string()))
-        pq.write_table(table.drop_columns([ORDER]), temporary)
-    else:
-        total = len(source.rows)
-        files = [parts.shard(k) for k in range(math.ceil(total / args.shard_rows))]
-        missing = [f.name for f in files if not f.is_file()]
-        if missing:
-            raise DetectorError(f"{len(missing)} shards are missing ({missing[:3]}...); rerun to resume.")
-        expected = 0
-        with pq.ParquetWriter(temporary, final_schema) as writer:
-            for file in files:
-                table = pq.read_table(file, schema=table_schema)
-                if table.column(ORDER).to_pylist() != list(range(expected, expected + table.num_rows)):
-                    raise DetectorError(f"{file} does not hold the rows it should; pass --restart.")
-                expected += table.num_rows
-                writer.write_table(table.drop_columns([ORDER]))
-        if expected != total:
-            raise DetectorError(f"The shards in {parts.folder} hold {expected} rows, not {total}; pass --restart.")
-    os.replace(temporary, output)
+    with atomic_path(output) as temporary:
+        if source.streaming:
+            missing = [rank for rank in range(processes) if not parts.done_marker(rank).is_file()]
+            if missing:
+                raise DetectorError(f"Processes {missing} did not finish their part of the stream; rerun to resume.")
+            tables = [pq.read_table(f, schema=table_schema) for f in sorted(parts.folder.glob("rank*-shard-*.parquet"))]
+            table = (pa.concat_tables(tables) if tables else table_schema.empty_table()).sort_by(ORDER)
+            if not source.columns[2]:  # no --id-column: a row's id is its number in the input
+                table = table.set_column(table.schema.get_field_index("id"), "id",
+                                         pa.array([str(i) for i in range(table.num_rows)], pa.string()))
+            pq.write_table(table.drop_columns([ORDER]), temporary)
+        else:
+            total = len(source.rows)
+            files = [parts.shard(k) for k in range(math.ceil(total / args.shard_rows))]
+            missing = [f.name for f in files if not f.is_file()]
+            if missing:
+                raise DetectorError(f"{len(missing)} shards are missing ({missing[:3]}...); rerun to resume.")
+            expected = 0
+            with pq.ParquetWriter(temporary, final_schema) as writer:
+                for file in files:
+                    table = pq.read_table(file, schema=table_schema)
+                    if table.column(ORDER).to_pylist() != list(range(expected, expected + table.num_rows)):
+                        raise DetectorError(f"{file} does not hold the rows it should; pass --restart.")
+                    expected += table.num_rows
+                    writer.write_table(table.drop_columns([ORDER]))
+            if expected != total:
+                raise DetectorError(f"The shards in {parts.folder} hold {expected} rows, not {total}; pass --restart.")
 
 
 # ---------------------------------------------------------------- summary, files, Hub
@@ -809,12 +803,10 @@ def finish(args, output: Path, detector, model: str, revision: str, description:
 
     written = [output]
     if args.csv:
-        csv_temporary = args.csv.with_name(f".{args.csv.name}.tmp")
         parquet = pq.ParquetFile(output)
-        with pacsv.CSVWriter(csv_temporary, parquet.schema_arrow) as writer:
+        with atomic_path(args.csv) as csv_temporary, pacsv.CSVWriter(csv_temporary, parquet.schema_arrow) as writer:
             for batch in parquet.iter_batches():
                 writer.write_batch(batch)
-        os.replace(csv_temporary, args.csv)
         written.append(args.csv)
     columns = [c for c in SUMMARISED if c in pq.read_schema(output).names]
     table = pq.read_table(output, columns=columns)
@@ -829,7 +821,7 @@ def finish(args, output: Path, detector, model: str, revision: str, description:
     stem = output.with_suffix("")
     histogram, summary_file = Path(f"{stem}_hist.png"), Path(f"{stem}_summary.json")
     plot_histogram([p for p in table.column("p_fake").to_pylist() if p is not None], histogram, detector.threshold)
-    summary_file.write_text(json.dumps(summary, indent=2, default=float))
+    write_text(summary_file, json.dumps(summary, indent=2, default=float))
     written += [histogram, summary_file]
     print(summary_text(summary))
     logger.info("wrote %s", ", ".join(str(path) for path in written))
