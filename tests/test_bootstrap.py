@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import SHARED_DATA
 from training import bootstrap, evaluate
 
 
@@ -67,3 +68,73 @@ def test_files_of_different_images_are_refused_by_name(tmp_path, images):
     (tmp_path / "c.csv").write_text("file,p_fake\nx.jpg,0.5\n")
     with pytest.raises(SystemExit, match="no column is_fake, source"):
         bootstrap.main([str(tmp_path / "c.csv"), str(tmp_path / "c.csv")])
+
+
+def grouped_images(groups: int, per_group: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """One source, real and fake groups, every image of a group with its group's score (a sitter's photos alike)."""
+    rng = np.random.default_rng(1)
+    is_fake, p_fake, names = [], [], []
+    for g in range(groups):
+        fake, score = g % 2 == 1, float(np.clip(rng.normal(0.6 if g % 2 else 0.35, 0.15), 0, 1))
+        is_fake += [fake] * per_group
+        p_fake += [score] * per_group
+        names += [f"person{g}"] * per_group
+    return np.array(is_fake), np.array(p_fake), np.array(["press"] * len(names)), names
+
+
+def test_drawing_whole_groups_widens_the_interval_of_grouped_photos():
+    """Ten photos of a group that score alike are one piece of evidence, not ten: about √10 times the width."""
+    is_fake, p_fake, sources, groups = grouped_images(groups=100, per_group=10)
+    by_image = bootstrap.paired_bootstrap(is_fake, [p_fake], sources, 0.2, True, 300, 0)[:, 0]
+    by_group = bootstrap.paired_bootstrap(is_fake, [p_fake], sources, 0.2, True, 300, 0, groups)[:, 0]
+    width = lambda draws: np.subtract(*np.percentile(draws, [97.5, 2.5]))
+    assert width(by_group) > 2 * width(by_image)
+    # a draw takes whole groups: every group appears 0 or 10 times over
+    draw = bootstrap.GroupDraw(is_fake, sources, groups)(np.random.default_rng(0))
+    counts = np.unique(np.array(groups)[draw], return_counts=True)[1]
+    assert len(draw) == len(groups) and set(counts % 10) == {0}
+
+
+def test_an_image_without_a_group_is_its_own_group():
+    assert list(bootstrap.resampling_units(["a", "", None, "a", "b", ""])) == [0, 2, 3, 0, 1, 4]
+    is_fake, p_fake, sources, _ = grouped_images(groups=40, per_group=5)
+    ungrouped = bootstrap.paired_bootstrap(is_fake, [p_fake], sources, 0.05, False, 100, 3, [""] * len(is_fake))
+    image_by_image = bootstrap.paired_bootstrap(is_fake, [p_fake], sources, 0.05, False, 100, 3)
+    np.testing.assert_array_equal(ungrouped, image_by_image)
+
+
+def test_the_group_column_of_predictions_reaches_the_draws(tmp_path, images):
+    """evaluate writes the group beside each image; the bootstrap draws by it, and records how many groups it drew."""
+    labels, scores = images
+    grouped = tmp_path / "grouped.csv"
+    with grouped.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["file", "is_fake", "p_fake", "source", "group"])
+        for i, (name, p) in enumerate(sorted(scores.items())):
+            group = "" if labels[name][1] == "gan" else f"{labels[name][1]}-{labels[name][0]}-{i // 10}"
+            writer.writerow([name, labels[name][0], f"{round(p, 1):.6f}", labels[name][1], group])
+    plain = predictions(tmp_path / "plain.csv", {name: round(p, 1) for name, p in scores.items()}, labels)
+    drawn = bootstrap.main([str(grouped), str(grouped), "--replicates", "20"])
+    assert drawn["groups"] == 200 + 62  # gan's 200 images each alone; the other 620 in tens
+    assert bootstrap.main([str(plain), str(plain), "--replicates", "20"])["groups"] == 820
+
+
+def test_evaluate_writes_each_images_group_beside_its_score(tmp_path, model_dir):
+    """predictions.csv carries the --group-column, "" for an image without one, so the bootstrap can draw by it."""
+    with (SHARED_DATA / "manifest.csv").open() as f:
+        manifest = list(csv.DictReader(f))
+    rows = [row for row in manifest if row["source"] == "celebrity_photos"][:3]
+    rows += [row for row in manifest if row["source"] == "lfw_faceswap" and row["label"] == "fake"][:2]
+    data = tmp_path / "faces.csv"
+    with data.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["file", "label", "source", "group"])
+        writer.writeheader()
+        writer.writerows({**{key: row[key] for key in ("label", "source", "group")}, "file": str(SHARED_DATA / row["file"])}
+                         for row in rows)
+    evaluate.main(["--model", str(model_dir), "--dataset", str(data), "--image-column", "file", "--source-column",
+                   "source", "--group-column", "group", "--split", "all", "--output-dir", str(tmp_path / "eval"),
+                   "--precision", "fp32"])
+    written = {Path(path).name: (group, source) for path, (_, _, source, group) in
+               bootstrap.read_predictions(tmp_path / "eval" / "predictions.csv").items()}
+    assert written == {Path(row["file"]).name: (row["group"], row["source"]) for row in rows}
+    assert {group for group, _ in written.values()} == {rows[0]["group"], ""}  # a person's photos, and none

@@ -7,7 +7,8 @@
     python -m training.evaluate --model hf-hub:owner/name --dataset path/to/faces --split all --output-dir eval/faces
 
 It goes through `Detector.analyze_batch`, the path the app and the CLI serve, so what is measured is
-what users get. Outputs in --output-dir: metrics.json (overall + per source), predictions.csv,
+what users get. Outputs in --output-dir: metrics.json (overall + per source), predictions.csv (with each image's
+source and group when --source-column and --group-column name them; training.bootstrap draws by the group),
 roc.png, confusion_matrix.png; with --calibrate, the fitted calibration (detector/calibration.py) and threshold and
 reliability.png (with --fpr-per-source, the threshold holds the mean over the sources of real images, each
 counting equally, to --target-fpr); with --robustness, ROC-AUC per perturbation (on the same path, whole
@@ -145,12 +146,13 @@ def source_metrics(is_fake: np.ndarray, p_fake: np.ndarray, threshold: float = 0
 
 
 def evaluate(detector: Detector, dataset: datasets.Dataset, source_column: str | None = None,
-             progress: bool = True, faces: bool = False) -> dict:
+             progress: bool = True, faces: bool = False, group_column: str | None = None) -> dict:
     """Score `dataset` (columns `image`, `target`[, source_column]) → metrics, per-source metrics, predictions.
 
     `metrics` are at 0.5; `at_threshold` and the per-source rates at the detector's verdict threshold (its
     stored calibration's, else 0.5), where "reals called fake" is what a user meets. The returned
-    `is_fake`/`p_fake`/`files` lists let callers plot or re-threshold without running the model again.
+    `is_fake`/`p_fake`/`files` lists let callers plot or re-threshold without running the model again; with
+    `group_column`, `groups` holds each image's group ("" for none), which training.bootstrap draws by.
     """
     p_fake, files = predict(detector, dataset, progress, faces=faces)
     is_fake = np.array(dataset["target"]) == FAKE
@@ -164,6 +166,8 @@ def evaluate(detector: Detector, dataset: datasets.Dataset, source_column: str |
             name: source_metrics(is_fake[sources == name], p_fake[sources == name], threshold)
             for name in sorted(set(sources))
         }
+    if group_column:
+        result["groups"] = ["" if group is None else str(group) for group in dataset[group_column]]
     return result
 
 
@@ -275,11 +279,10 @@ def write_report(result: dict, output: Path, context: dict) -> dict:
     (output / "metrics.json").write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
     with (output / "predictions.csv").open("w", newline="") as f:
         writer = csv.writer(f)
-        sources = result.get("sources")
-        writer.writerow(["file", "is_fake", "p_fake", *(["source"] if sources else [])])
-        columns = (result["files"], result["is_fake"], result["p_fake"], *([sources] if sources else []))
-        for name, truth, prob, *source in zip(*columns):
-            writer.writerow([name, int(truth), f"{prob:.6f}", *source])
+        extra = {name: result[key] for name, key in (("source", "sources"), ("group", "groups")) if result.get(key)}
+        writer.writerow(["file", "is_fake", "p_fake", *extra])
+        for name, truth, prob, *more in zip(result["files"], result["is_fake"], result["p_fake"], *extra.values()):
+            writer.writerow([name, int(truth), f"{prob:.6f}", *more])
     if len(set(result["is_fake"])) == 2:  # a ROC curve needs both classes
         plot_roc(result["is_fake"], result["p_fake"], output / "roc.png", title=f"ROC ({context.get('split', '')})")
     plot_confusion(result["metrics"]["confusion_matrix"], output / "confusion_matrix.png", labels=LABEL_NAMES)
@@ -302,7 +305,7 @@ def main(argv=None) -> dict:
                                         face_margin=args.face_margin, precision=args.precision)
     logger.info("%s: scoring %d images (%s, %s)", detector.name, len(dataset), args.split,
                 f"face search, margin {detector.face_margin:g}" if args.faces else "whole images")
-    result = evaluate(detector, dataset, args.source_column, faces=args.faces)
+    result = evaluate(detector, dataset, args.source_column, faces=args.faces, group_column=args.group_column)
     if args.calibrate:
         result["calibration"] = calibrate(result, args.target_fpr, detector.face_margin if args.faces else None,
                                           per_source=args.fpr_per_source, target_fake_miss=args.target_fake_miss)
