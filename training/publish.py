@@ -33,6 +33,7 @@ from detector.model import (HUB_FILES, LICENSE_FILE, NOT_OUR_WEIGHTS, WEIGHTS_FI
 from . import TRAINING_FILE
 from .data import (ALIGNED_CENTRE_Y, ALIGNED_WIDTH, FACE_CROP_MARGIN, FRAMING_ZOOM_IN, FRAMING_ZOOM_OUT, EqualiseQuality,
                    train_transform)
+from .imagenet import describe_weights
 from .leave_one_out import merged as merged_reports
 from .leave_one_out import table as leave_one_out_table
 from .metrics import fmt
@@ -133,8 +134,7 @@ def initialisation(training: dict) -> str:
         return (f"the weights of `{args['init_from']}`" + (f" (weights sha256 {digest[:12]}…)" if digest else "")
                 + ", trained further")
     if args.get("pretrained_file"):
-        return (f"ImageNet weights of `{Path(args['pretrained_file']).name}` (TFLite, dequantised; batch norm un-folded "
-                f"on {args.get('bn_photos', 256)} real training photos; training/imagenet.py), fine-tuned")
+        return f"{describe_weights(args['pretrained_file'], args.get('bn_photos', 256))}; training/imagenet.py), fine-tuned"
     return "timm ImageNet weights (fine-tuned)" if args["pretrained"] else "from scratch (random initialisation)"
 
 

