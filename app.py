@@ -30,11 +30,11 @@ from gradio.utils import get_upload_folder, is_in_or_equal
 
 from detector import Analysis, Detector, DetectorError
 from detector.evidence_report import (Evidence, decimals, limits, data_uri, decision_rule, examine,  # noqa: F401 (re-exported)
-                                      good_photos, probability_sentence, report_filename, report_html, shown_probabilities,
+                                      good_photos, percent, probability_sentence, report_filename, report_html, shown_probabilities,
                                       verdict_headline)
 from detector.images import FORMAT_NAMES, MAX_BYTES
 from detector.logs import configure_logging
-from detector.provenance import Finding, summary as provenance_summary
+from detector.provenance import LEVELS_NOTE, STRENGTH_WORDS, Finding, Strength, ai_level, summary as provenance_summary
 from detector.report import result_row, video_row
 from detector.spectrum import analysed_region, spectrum
 from detector.verdicts import VERDICT_COLOURS
@@ -197,8 +197,8 @@ def reading(analysis: Analysis, detector: Detector, findings: list[Finding] | No
     verdict = f"### {verdict_headline(analysis.verdict, p_fake, digits=digits)}\n\n"  # the only headline (LABEL_ARGS)
     declared = ""
     if findings is not None:
-        strong = any(f.strength == "strong" for f in findings)
-        declared = f"{'🔴 ' if strong else ''}**What the file declares:** {provenance_summary(findings)}\n\n"
+        level = ai_level(findings)
+        declared = f"{STRENGTH_ICONS[level] + ' ' if level else ''}**What the file declares:** {provenance_summary(findings)}\n\n"
     return (
         f"{verdict} {probability_sentence(p_fake, digits, face=bool(analysis.faces))} {decision_rule(detector, p_fake)}\n\n"
         f"{declared}{faces_line(analysis)}"
@@ -219,8 +219,10 @@ def faces_line(analysis: Analysis) -> str:
             "suspicious face's. Each face is framed in its verdict's colour (red fake, green real) with its p_fake.\n\n")
 
 
-STRENGTH_MARKS = {"strong": "🔴 **Strong evidence of AI origin**", "weak": "🟠 **Declared synthetic**",
-                  "warning": "⚠️ **Warning**", "info": "ℹ️ Information", "error": "❔ Could not read"}
+STRENGTH_ICONS = {Strength.STRONG: "🔴", Strength.DECLARED: "🟠", Strength.WEAK: "🟡", Strength.WARNING: "⚠️",
+                  Strength.INFO: "ℹ️", Strength.ERROR: "❔"}
+STRENGTH_MARKS = {strength: f"{STRENGTH_ICONS[strength]} **{STRENGTH_WORDS[strength].capitalize()}**"
+                  for strength in Strength}
 
 
 def markdown_text(text: str) -> str:
@@ -233,9 +235,8 @@ def provenance_markdown(findings: list[Finding]) -> str:
     """The provenance panel: each finding with its strength and source, then how to read them."""
     lines = [f"- {STRENGTH_MARKS.get(f.strength, f.strength)} ({f.source}): {markdown_text(f.message)}" for f in findings]
     return ("### What the file declares\n" + "\n".join(lines) + "\n\n"
-            "_A declared AI origin (C2PA Content Credentials, IPTC DigitalSourceType, generator settings) is strong "
-            "evidence that a picture is generated. Missing metadata is never evidence that it is real: most sites and "
-            "apps remove it. A camera name or editor is easy to write. None of it changes the model's probabilities._")
+            f"_{LEVELS_NOTE} Missing metadata is never evidence that it is real: most sites and apps remove it. A "
+            "camera name or editor is easy to write. None of it changes the model's probabilities._")
 
 
 def gallery_html(items: list[tuple[str, Analysis]]) -> str:
@@ -448,7 +449,8 @@ def analyze_video_file(detector: Detector, path: str | None, frames: int | float
 
 @logged
 def video_for_api(detector: Detector, path: str | None, frames=DEFAULT_FRAMES, every_second=False, whole_image=False) -> dict:
-    """JSON result for one video (verdict, rule, every sampled frame); a bad video raises a gr.Error with the reason."""
+    """JSON result for one video (frames flagged of frames read, the most suspicious frame, every frame's result; no
+    verdict on the video as a whole); a bad video raises a gr.Error with the reason."""
     try:
         video, name = analyze_video_file(detector, path, frames, every_second, whole_image)
     except DetectorError as err:
@@ -458,23 +460,25 @@ def video_for_api(detector: Detector, path: str | None, frames=DEFAULT_FRAMES, e
 
 @logged
 def video_for_page(detector: Detector, path, frames, every_second, whole_image, progress=None):
-    """Video tab: label, the reading with the rule, the timeline and the most suspicious frames; an error becomes the reading."""
+    """Video tab: the reading (frames flagged of frames read, the rule), the timeline and the most suspicious frames;
+    an error becomes the reading."""
     report = (lambda done, total: progress((done, total), desc="Analysing frames", unit="frames")) if progress else None
     try:
         video, _ = analyze_video_file(detector, path, frames, every_second, whole_image, report)
     except DetectorError as err:
-        return None, f"⚠️ **This video could not be analysed.** {err}", ""
-    return probabilities_label(video.probabilities, video.verdict), video_reading(video, detector), video_html(video)
+        return f"⚠️ **This video could not be analysed.** {err}", ""
+    return video_reading(video, detector), video_html(video)
 
 
 def video_reading(video: VideoAnalysis, detector: Detector) -> str:
-    info = video.info
+    """What a video gets: the frames flagged of the frames read and the most suspicious frame, never a verdict."""
+    info, top = video.info, video.most_suspicious
     lines = [
-        f"### {verdict_headline(video.verdict, video.p_fake, real='a real video')}",
-        f"Video p_fake {video.p_fake:.2f}.",
-        f"_Rule:_ {video.rule}",
-        f"{len(video.frames)} frames analysed of {info.frame_count} ({info.duration:.1f} s, {info.width}×{info.height}, "
-        f"{info.fps:.1f} fps); the verdict is the mean of the top {video.top_k}.",
+        f"### {video.summary}",
+        f"The most suspicious frame: {top.time:.2f} s (frame {top.index}), p(fake) {percent(top.p_fake)}.",
+        f"_Rule:_ {video.rule[0].upper() + video.rule[1:]}",
+        f"{video.frames_read} frames read of {info.frame_count} ({info.duration:.1f} s, {info.width}×{info.height}, "
+        f"{info.fps:.1f} fps).",
     ]
     if video.frames_without_face:
         lines.append(f"⚠️ No face was found in {video.frames_without_face} of them: those frames were analysed whole, "
@@ -492,7 +496,7 @@ def video_html(video: VideoAnalysis) -> str:
         f'<figure style="margin:0;width:220px"><img alt="frame {frame.index}" '
         f'src="{data_uri(analysis.render(max_side=THUMBNAIL_SIDE)[2], "JPEG")}" style="width:100%;border-radius:6px"/>'
         f'<figcaption style="font-size:0.85em">{frame.time:.2f} s (frame {frame.index})<br/>'
-        f"<b>{frame.verdict}</b> (p_fake {frame.p_fake:.2f})</figcaption></figure>"
+        f"<b>{'flagged' if frame.flagged else 'not flagged'}</b> (p_fake {frame.p_fake:.2f})</figcaption></figure>"
         for frame, analysis in video.top_frames
     )
     return (f'<div class="video-report">{timeline}<h4>Most suspicious frames</h4>'
@@ -561,7 +565,6 @@ def build_demo(detector: Detector) -> gr.Blocks:
                     video_whole = gr.Checkbox(label="Whole frames: no face search")
                     video_button = gr.Button("Analyse video", variant="primary")
                 with gr.Column(scale=1):
-                    video_label = gr.Label(**LABEL_ARGS)
                     video_text = gr.Markdown()
             video_views = gr.HTML()
         with gr.Tab("About the model"):
@@ -615,7 +618,9 @@ def build_demo(detector: Detector) -> gr.Blocks:
 
         def analyze_video(path, frames=DEFAULT_FRAMES, every_second=False, whole_image=False):
             """A video (MP4, WebM or MOV): `frames` frames spread evenly (or one per second), each judged by its
-            most suspicious face; the verdict, the rule that made it, and every sampled frame's result."""
+            most suspicious face; how many of the frames read were flagged at the image threshold (`summary`: "3 of
+            32 frames flagged ..."), the most suspicious frame, and every frame's result. No verdict is given for the
+            video as a whole: no video-level threshold has been fitted."""
             return video_for_api(detector, path, frames, every_second, whole_image)
 
         def report(path, whole_image=False):
@@ -638,7 +643,7 @@ def build_demo(detector: Detector) -> gr.Blocks:
             return video_for_page(detector, path, frames, every_second, whole_image, progress)
 
         video_button.click(on_video, [video_upload, video_frames, video_every_second, video_whole],
-                           [video_label, video_text, video_views], api_visibility="private", concurrency_id="model")
+                           [video_text, video_views], api_visibility="private", concurrency_id="model")
     track_uploads(demo)
     return demo
 

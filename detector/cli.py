@@ -3,14 +3,15 @@
     python -m detector photo.jpg faces/ 'shots/**/*.png' --json
     python -m detector faces/ --model hf-hub:owner/name --csv > results.csv
     python -m detector group.jpg --whole-image        # one verdict for the whole picture, no face search
-    python -m detector clip.mp4 --frames 64 --json    # a video: sampled frames, a timeline, one verdict
+    python -m detector clip.mp4 --frames 64 --json    # a video: frames flagged of frames read, each frame's result
     python -m detector photos/ --report reports/       # also one HTML report per image (provenance, spectrum, ...)
 
 Each image's faces are found first and judged one by one; its verdict is the most suspicious face
 (JSON: `faces` lists each face's box, label and probabilities). With no face found, the whole image
 is analysed and `note` says so. A file named with a video extension (.mp4, .m4v, .webm, .mov) is
 analysed as a video (detector/video.py: `--frames` spread evenly, or `--per-second`); its row holds
-the video's verdict, the rule that made it and every sampled frame. Folders are searched for images only.
+how many of the frames read were flagged at the image threshold, the most suspicious frame and every frame's
+result, and no verdict on the video as a whole. Folders are searched for images only.
 With `--report DIR`, each image's original bytes are also checked for provenance metadata (C2PA, XMP, EXIF,
 PNG text) and one self-contained HTML report is written per image (detector/evidence_report.py); the JSON row
 then has `provenance` and `report` (the file written).
@@ -52,7 +53,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--model", help="a local model folder or Hub id (default: $DETECTOR_MODEL, else the bundled model)")
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print one JSON array, one object per input")
-    output.add_argument("--csv", action="store_true", help="print CSV: file,label,p_real,p_fake,error,faces")
+    output.add_argument("--csv", action="store_true", help="print CSV: file,label,p_real,p_fake,error,faces,verdict,frames_flagged,frames_read")
     parser.add_argument("--batch-size", type=int, default=16, metavar="N", help="images per forward pass (default: 16)")
     parser.add_argument("--precision", choices=PRECISIONS, default="auto",
                         help="auto: the precision the model's threshold was fitted in (its config's calibration."
@@ -195,7 +196,14 @@ def analyze_video_file(detector: Detector, file: str, args: argparse.Namespace) 
 
 
 def _probability(result: dict, label: str) -> str:
-    return f"{result['probabilities'][label]:.4f}" if result["probabilities"] else ""
+    return f"{result['probabilities'][label]:.4f}" if result.get("probabilities") else ""
+
+
+def _verdict(result: dict) -> str:
+    """An image's verdict; for a video, the frames flagged of the frames read (a video gets no verdict)."""
+    if "frames" in result:
+        return "-" if result["error"] else f"{result['frames_flagged']} of {result['frames_read']} frames flagged"
+    return result["verdict"] or "-"
 
 
 def _faces(result: dict, searched: bool) -> str:
@@ -203,7 +211,7 @@ def _faces(result: dict, searched: bool) -> str:
     if result["error"]:
         return "-"
     if "frames" in result:
-        return f"video: {result['frames_sampled']} frames"
+        return f"video: {result['frames_read']} frames"
     if not searched:
         return "-"
     return str(len(result["faces"])) if result["faces"] else "none"
@@ -211,7 +219,7 @@ def _faces(result: dict, searched: bool) -> str:
 
 def print_table(results: list[dict], searched: bool = True) -> None:
     rows = [("file", "verdict", "p_fake", "faces", "error")]
-    rows += [(r["file"], r["verdict"] or "-", _probability(r, "fake") or "-", _faces(r, searched), r["error"] or "")
+    rows += [(r["file"], _verdict(r), _probability(r, "fake") or "-", _faces(r, searched), r["error"] or "")
              for r in results]
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     for row in rows:
@@ -219,19 +227,22 @@ def print_table(results: list[dict], searched: bool = True) -> None:
     if searched and any(r.get("note") for r in results):
         print(f"faces 'none': {next(r['note'] for r in results if r.get('note'))}", file=sys.stderr)
     if any(r.get("rule") for r in results):
-        print(f"video verdicts: {next(r['rule'] for r in results if r.get('rule'))}", file=sys.stderr)
+        print(f"videos: {next(r['rule'] for r in results if r.get('rule'))}", file=sys.stderr)
 
 
 def print_csv(results: list[dict]) -> None:
-    """file,label,p_real,p_fake,error,faces,verdict: `faces` is the number of faces judged (0: the whole image; empty:
-    failed); `verdict` (likely real / uncertain / likely fake) is the last column, so scripts reading the others by
+    """file,label,p_real,p_fake,error,faces,verdict,frames_flagged,frames_read: `faces` is the number of faces judged
+    (0: the whole image; empty: failed); `verdict` is likely real / uncertain / likely fake; a video fills only the
+    last two (it gets no label, probability or verdict). New columns come last, so scripts reading the others by
     position keep working."""
     writer = csv.writer(sys.stdout, lineterminator="\n")
-    writer.writerow(["file", "label", "p_real", "p_fake", "error", "faces", "verdict"])
+    writer.writerow(["file", "label", "p_real", "p_fake", "error", "faces", "verdict", "frames_flagged", "frames_read"])
     for r in results:
-        probabilities = r["probabilities"] or {}
-        writer.writerow([r["file"], r["label"] or "", probabilities.get("real", ""), probabilities.get("fake", ""), r["error"] or "",
-                         "" if r.get("faces") is None else len(r["faces"]), r.get("verdict") or ""])
+        probabilities = r.get("probabilities") or {}
+        writer.writerow([r["file"], r.get("label") or "", probabilities.get("real", ""), probabilities.get("fake", ""),
+                         r["error"] or "", "" if r.get("faces") is None else len(r["faces"]), r.get("verdict") or "",
+                         "" if r.get("frames_flagged") is None else r["frames_flagged"],
+                         "" if r.get("frames_read") is None else r["frames_read"]])
 
 
 def main(argv: list[str] | None = None) -> int:

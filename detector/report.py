@@ -44,14 +44,16 @@ def result_row(file: str, analysis: Analysis | None, error: str | None = None, c
     return row
 
 
+VIDEO_KEYS = ("summary", "frames_flagged", "frames_read", "threshold", "rule", "most_suspicious_frame",
+              "frames_without_face", "undecodable_frames", "video", "frames")
+
+
 def video_row(file: str, video: VideoAnalysis | None, error: str | None = None) -> dict:
-    """A video's row: `file`, `label`, `verdict`, `probabilities`, `error` as for images (the video's verdict), then
-    `rule` (how frame scores make the verdict), `top_k`, `frames_sampled`, `frames_without_face`,
-    `undecodable_frames`, `video` (width, height, fps, frame_count, duration_s) and `frames` (index, time,
-    label, probabilities, faces, note per sampled frame); None where the video failed."""
-    row = {"file": file, "label": video.label if video else None, "verdict": video.verdict if video else None,
-           "probabilities": dict(video.probabilities) if video else None, "error": error}
+    """A video's row: `file` and `error` as for images, then `summary` ("3 of 32 frames flagged at the image threshold
+    (86%)"), `frames_flagged` of `frames_read`, `threshold` (the image threshold a frame is flagged at), `rule` (that,
+    in words), `most_suspicious_frame` (index, time, p_fake), `frames_without_face`, `undecodable_frames`, `video`
+    (width, height, fps, frame_count, duration_s) and `frames` (index, time, flagged, label, verdict, probabilities,
+    faces, note per frame read); None where the video failed. No `label`, `verdict` or `probabilities` for the video
+    as a whole: no video-level threshold was fitted (detector/video.py)."""
     details = video.to_dict() if video else {}
-    for key in ("rule", "top_k", "frames_sampled", "frames_without_face", "undecodable_frames", "video", "frames"):
-        row[key] = details.get(key)
-    return row
+    return {"file": file, "error": error, **{key: details.get(key) for key in VIDEO_KEYS}}

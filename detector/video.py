@@ -1,8 +1,9 @@
-"""Videos: sample frames, analyse the faces in each, aggregate into a timeline and a verdict.
+"""Videos: sample frames, analyse the faces in each, and count the frames flagged; a timeline of the scores.
 
     video = analyze_video(detector, "clip.mp4")                 # 32 frames spread evenly over the clip
     video = analyze_video(detector, data, every_seconds=1.0)     # or one frame per second (bytes work too)
-    print(video.label, video.p_fake, video.rule)
+    print(video.summary)                                         # "3 of 32 frames flagged at the image threshold (86%)"
+    print(video.most_suspicious.time, video.most_suspicious.p_fake)
     video.timeline().save("timeline.png")
 
 Only the sampled frames are converted and analysed. To reach one, the reader seeks
@@ -13,10 +14,11 @@ read from memory (bytes or a path read into memory), never copied to disk. Frame
 `detector.batch_size` at a time, each through `Detector.analyze_batch` with face search: a frame's
 score is its most suspicious face's p_fake (the whole frame's when no face is found in it).
 
-The verdict (`RULE`): the video's p_fake is the mean of its most suspicious quarter of sampled frames
-(top k = ceil(n / 4) frame scores); it is called fake when that mean reaches the model's verdict
-threshold (`Detector.threshold` when its config.json holds a calibration, else 0.5). A short fake
-segment in a long real video still raises the score, while one odd frame does not decide it alone.
+What a video gets (`rule_text`): each frame read is flagged when its score reaches the image threshold
+(`Detector.fake_threshold`: the model's calibrated threshold, fitted on single photos, else 0.5), and the
+result is the count of frames flagged out of frames read, the timeline and the most suspicious frame. There
+is no verdict and no probability for the video as a whole: no video-level rule could be fitted and its false
+positives measured on the data this project has (no set of labelled videos), so none is claimed.
 
 Limits (`DetectorError` with a message, for a person): MP4, WebM or MOV (QuickTime) files up to
 `MAX_VIDEO_BYTES`, at most `MAX_DURATION_S` long, frames of at most `MAX_FRAME_PIXELS`; an empty,
@@ -25,7 +27,6 @@ corrupt or truncated file, or one with no decodable frame, is refused with the r
 from __future__ import annotations
 
 import io
-import math
 import os
 from dataclasses import dataclass, field
 from typing import BinaryIO, Callable, Union
@@ -49,12 +50,12 @@ FORMAT_NAMES = "MP4 (.mp4, .m4v), WebM or MOV"
 
 
 def rule_text(threshold: float = 0.5) -> str:
-    return ("video p_fake = mean p_fake of the most suspicious quarter of sampled frames (the top ceil(n/4)); "
-            f"fake when ≥ {threshold:g}. A frame's p_fake is its most suspicious face's, or the whole frame's when it "
-            "shows no face.")
+    """How a video's frames are counted, in words: the one rule a video result follows."""
+    return (f"a frame is flagged when its p_fake reaches the image threshold, {threshold * 100:.0f}% (fitted on single "
+            "photos); a frame's p_fake is its most suspicious face's, or the whole frame's when it shows no face. "
+            "No verdict is given for the video as a whole: no video-level threshold has been fitted, nor its "
+            "false-positive rate measured.")
 
-
-RULE = rule_text(0.5)
 
 VideoSource = Union[str, os.PathLike, bytes, BinaryIO]
 Progress = Callable[[int, int], None]  # (frames analysed, frames sampled)
@@ -78,7 +79,7 @@ class VideoInfo:
 
 @dataclass
 class FrameResult:
-    """One sampled frame: where it is in the video and what the detector said about it."""
+    """One sampled frame: where it is in the video and what the detector said about it (as for one photo)."""
 
     index: int
     time: float  # seconds from the start
@@ -86,46 +87,55 @@ class FrameResult:
     probabilities: dict[str, float]
     faces: list[dict]  # box, label, probabilities per face found ([] when none)
     note: str | None  # set when no face was found and the whole frame was analysed
-    verdict: str = ""  # likely real / uncertain / likely fake (detector.VERDICTS)
+    verdict: str = ""  # likely real / uncertain / likely fake (detector.VERDICTS), the frame's as a photo's
+    flagged: bool = False  # p_fake at or above the image threshold
 
     @property
     def p_fake(self) -> float:
         return self.probabilities["fake"]
 
     @classmethod
-    def of(cls, index: int, time: float, analysis: Analysis) -> "FrameResult":
+    def of(cls, index: int, time: float, analysis: Analysis, threshold: float) -> "FrameResult":
         return cls(index, time, analysis.label, dict(analysis.probabilities), [face.to_dict() for face in analysis.faces],
-                   analysis.note, analysis.verdict)
+                   analysis.note, analysis.verdict, analysis.p_fake >= threshold)
 
     def to_dict(self) -> dict:
-        return {"index": self.index, "time": round(self.time, 3), "label": self.label, "verdict": self.verdict,
-                "probabilities": dict(self.probabilities), "faces": self.faces, "note": self.note}
+        return {"index": self.index, "time": round(self.time, 3), "flagged": self.flagged, "label": self.label,
+                "verdict": self.verdict, "probabilities": dict(self.probabilities), "faces": self.faces, "note": self.note}
 
 
 @dataclass
 class VideoAnalysis:
-    """The verdict over the sampled frames, each frame's result, and the most suspicious frames' full analyses."""
+    """The frames flagged out of the frames read, each frame's result, and the most suspicious frames' full analyses.
+    No verdict for the video: see the module's docstring."""
 
-    label: str
-    probabilities: dict[str, float]
     frames: list[FrameResult]
     top_frames: list[tuple[FrameResult, Analysis]] = field(repr=False)  # most suspicious first, for rendering
     info: VideoInfo
     undecodable: int = 0  # sampled frames the decoder could not return
-    threshold: float = 0.5  # the video is fake when p_fake reaches it
-    verdict: str = ""  # likely real / uncertain / likely fake, by the detector's two thresholds
+    threshold: float = 0.5  # the image threshold a frame is flagged at
 
     @property
     def rule(self) -> str:
         return rule_text(self.threshold)
 
     @property
-    def p_fake(self) -> float:
-        return self.probabilities["fake"]
+    def frames_read(self) -> int:
+        return len(self.frames)
 
     @property
-    def top_k(self) -> int:
-        return top_k(len(self.frames))
+    def frames_flagged(self) -> int:
+        return sum(1 for frame in self.frames if frame.flagged)
+
+    @property
+    def most_suspicious(self) -> FrameResult:
+        return max(self.frames, key=lambda frame: frame.p_fake)
+
+    @property
+    def summary(self) -> str:
+        """"3 of 32 frames flagged at the image threshold (86%)": what the video's result is, in one line."""
+        return (f"{self.frames_flagged} of {self.frames_read} frames flagged at the image threshold "
+                f"({self.threshold * 100:.0f}%)")
 
     @property
     def frames_without_face(self) -> int:
@@ -135,22 +145,12 @@ class VideoAnalysis:
         return timeline_plot(self, size)
 
     def to_dict(self) -> dict:
-        return {"label": self.label, "verdict": self.verdict, "probabilities": dict(self.probabilities), "rule": self.rule,
-                "top_k": self.top_k,
-                "frames_sampled": len(self.frames), "frames_without_face": self.frames_without_face,
-                "undecodable_frames": self.undecodable, "video": self.info.to_dict(),
-                "frames": [frame.to_dict() for frame in self.frames]}
-
-
-def top_k(n: int) -> int:
-    return max(1, math.ceil(n / 4))
-
-
-def aggregate(scores: list[float]) -> float:
-    """`RULE`: the mean of the top ceil(n/4) frame scores."""
-    if not scores:
-        raise ValueError("no frame scores to aggregate")
-    return float(np.mean(sorted(scores, reverse=True)[: top_k(len(scores))]))
+        top = self.most_suspicious
+        return {"summary": self.summary, "frames_flagged": self.frames_flagged, "frames_read": self.frames_read,
+                "threshold": self.threshold, "rule": self.rule,
+                "most_suspicious_frame": {"index": top.index, "time": round(top.time, 3), "p_fake": top.p_fake},
+                "frames_without_face": self.frames_without_face, "undecodable_frames": self.undecodable,
+                "video": self.info.to_dict(), "frames": [frame.to_dict() for frame in self.frames]}
 
 
 # --- reading --------------------------------------------------------------------------------------
@@ -232,7 +232,8 @@ def sample_indices(info: VideoInfo, frames: int | None = DEFAULT_FRAMES, every_s
 def analyze_video(detector: Detector, source: VideoSource, frames: int | None = DEFAULT_FRAMES,
                   every_seconds: float | None = None, faces: bool = True, keep: int = 4,
                   progress: Progress | None = None) -> VideoAnalysis:
-    """Sample, analyse (faces per frame, in batches), aggregate. `keep` most suspicious frames keep their full analysis."""
+    """Sample, analyse (faces per frame, in batches), count the frames flagged. `keep` most suspicious frames keep
+    their full analysis."""
     data = read_limited(source, MAX_VIDEO_BYTES, "video")
     _check_container(data)
     reader = _Reader(data)
@@ -244,6 +245,7 @@ def analyze_video(detector: Detector, source: VideoSource, frames: int | None = 
             raise DetectorError(f"The video lasts {info.duration / 60:.1f} minutes; the limit is "
                                 f"{MAX_DURATION_S // 60} minutes. Cut the part to check and try again.")
         indices = sample_indices(info, frames, every_seconds)
+        threshold = detector.fake_threshold
         results: list[FrameResult] = []
         top: list[tuple[FrameResult, Analysis]] = []
         undecodable = 0
@@ -260,7 +262,7 @@ def analyze_video(detector: Detector, source: VideoSource, frames: int | None = 
             if chunk:
                 analyses = detector.analyze_batch([frame for _, frame in chunk], faces=faces)
                 for (index, _), analysis in zip(chunk, analyses):
-                    result = FrameResult.of(index, index / info.fps, analysis)
+                    result = FrameResult.of(index, index / info.fps, analysis, threshold)
                     results.append(result)
                     top = sorted([*top, (result, analysis)], key=lambda item: -item[0].p_fake)[:keep]
             if progress:
@@ -269,20 +271,15 @@ def analyze_video(detector: Detector, source: VideoSource, frames: int | None = 
         reader.close()
     if not results:
         raise DetectorError("No frame of this video could be decoded (the file is truncated or corrupt).")
-    p_fake = aggregate([frame.p_fake for frame in results])
-    threshold = detector.fake_threshold
-    probabilities = {name: (p_fake if name == "fake" else 1 - p_fake) for name in detector.labels}
-    return VideoAnalysis(label="fake" if p_fake >= threshold else "real", probabilities=probabilities, frames=results,
-                         top_frames=top, info=info, undecodable=undecodable, threshold=threshold,
-                         verdict=detector.verdict(p_fake))
+    return VideoAnalysis(frames=results, top_frames=top, info=info, undecodable=undecodable, threshold=threshold)
 
 
 # --- the timeline -----------------------------------------------------------------------------------
 
 
 def timeline_plot(video: VideoAnalysis, size: tuple[int, int] = (900, 300)) -> Image.Image:
-    """p_fake over time (one dot per sampled frame, red fake / green real, hollow where no face was found),
-    the verdict threshold and the video's score; an RGB image. Uses matplotlib's Agg canvas, no global backend."""
+    """p_fake over time (one dot per frame read, in its verdict's colour as a photo's: red where flagged; hollow where
+    no face was found) and the image threshold; an RGB image. Uses matplotlib's Agg canvas, no global backend."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -299,9 +296,8 @@ def timeline_plot(video: VideoAnalysis, size: tuple[int, int] = (900, 300)) -> I
         colour = tuple(c / 255 for c in VERDICT_COLOURS[frame.verdict])
         axes.scatter([frame.time], [frame.p_fake], s=28, zorder=2, edgecolors=[colour],
                      facecolors="none" if frame.note else [colour])
-    axes.axhline(video.threshold, color="#444444", linestyle=":", linewidth=1)
-    axes.axhline(video.p_fake, color=tuple(c / 255 for c in VERDICT_COLOURS[video.verdict]), linestyle="--", linewidth=1.5,
-                 label=f"video score {video.p_fake:.2f} (mean of top {video.top_k} of {len(video.frames)} frames)")
+    axes.axhline(video.threshold, color="#444444", linestyle=":", linewidth=1.5,
+                 label=f"image threshold: {video.summary.split(' at the')[0]}")
     axes.set_xlim(0, max(video.info.duration, max(times) + 1e-3))
     axes.set_ylim(-0.02, 1.02)
     axes.set_xlabel("time (s)")

@@ -228,16 +228,22 @@ def clip(tmp_path_factory, face_paths):
 
 
 def test_analyze_video_end_to_end_through_the_api(client, clip, detector):
-    from detector.video import RULE, analyze_video
+    """A video's result is the frames flagged at the image threshold out of the frames read: no verdict and no
+    "calibrated" probability for the video, which no video-level threshold was fitted for."""
+    from detector.video import analyze_video
 
     result = client.predict(handle_file(str(clip)), api_name="/analyze_video")
     json.dumps(result)
     expected = analyze_video(detector, clip)
-    assert result["file"] == "clip.mp4" and result["error"] is None and result["rule"] == RULE
-    assert result["frames_sampled"] == 32 and len(result["frames"]) == 32  # default: 32 frames (here every frame)
+    assert result["file"] == "clip.mp4" and result["error"] is None and result["rule"] == expected.rule
+    assert result["frames_read"] == 32 and len(result["frames"]) == 32  # default: 32 frames (here every frame)
     assert result["video"] == {"width": 480, "height": 360, "fps": 8.0, "frame_count": 32, "duration_s": 4.0}
-    assert result["probabilities"]["fake"] == pytest.approx(expected.p_fake, abs=1e-5)
-    assert result["label"] == expected.label
+    flagged = sum(frame["probabilities"]["fake"] >= detector.fake_threshold for frame in result["frames"])
+    assert result["frames_flagged"] == flagged == sum(frame["flagged"] for frame in result["frames"])
+    assert result["summary"].startswith(f"{flagged} of 32 frames flagged at the image threshold")
+    assert not {"label", "verdict", "probabilities"} & set(result)
+    assert "calibrated" not in json.dumps({key: value for key, value in result.items() if key != "frames"})
+    assert result["most_suspicious_frame"]["p_fake"] == pytest.approx(expected.most_suspicious.p_fake, abs=1e-5)
     for frame, local in zip(result["frames"], expected.frames):
         assert frame["index"] == local.index and len(frame["faces"]) == 1
         assert frame["probabilities"]["fake"] == pytest.approx(local.p_fake, abs=1e-5)
@@ -280,22 +286,25 @@ def test_no_byte_of_an_uploaded_video_stays_on_disk(client, clip, tmp_path):
     assert leftovers == []
 
 
-def test_video_page_shows_the_rule_the_timeline_and_the_most_suspicious_frames(detector, clip, tmp_path):
+def test_video_page_shows_the_frames_flagged_the_timeline_and_the_most_suspicious_frames(detector, clip, tmp_path):
     upload = Path(get_upload_folder()) / f"video-{tmp_path.name}" / "clip.mp4"
     upload.parent.mkdir(parents=True)
     upload.write_bytes(clip.read_bytes())
+    from detector.video import analyze_video
+
     steps = []
-    label, text, html = app_module.video_for_page(detector, str(upload), 8, False, False,
-                                                  progress=lambda value, **kwargs: steps.append(value))
+    text, html = app_module.video_for_page(detector, str(upload), 8, False, False,
+                                           progress=lambda value, **kwargs: steps.append(value))
     assert not upload.exists()  # read into memory and deleted before decoding
-    assert set(shown(label)) == {"real", "fake"} and "Rule:" in text and "top 2" in text
-    p_fake = shown(label)["fake"]
-    assert text.startswith("### Likely fake" if p_fake >= (detector.threshold or 0.5) else
-                           ("### Likely a real video" if p_fake < detector.lower_threshold else "### Uncertain"))
+    expected = analyze_video(detector, clip, frames=8)
+    assert text.startswith(f"### {expected.frames_flagged} of 8 frames flagged at the image threshold")
+    assert "Rule:" in text and "No verdict is given for the video as a whole" in text
+    assert f"The most suspicious frame: {expected.most_suspicious.time:.2f} s" in text
+    assert not any(word in text.lower() for word in ("likely", "uncertain", "calibrated", "verdict:"))
     assert 'id="timeline"' in html and html.count("<figure") == app_module.TOP_FRAMES
     assert steps[0] == (0, 8) and steps[-1] == (8, 8)
-    label, text, html = app_module.video_for_page(detector, None, 8, False, False)
-    assert label is None and "could not be analysed" in text and html == ""
+    text, html = app_module.video_for_page(detector, None, 8, False, False)
+    assert "could not be analysed" in text and html == ""
 
 
 def test_the_app_serves_the_heat_map_its_model_names(model_dir, face_paths, tmp_path):

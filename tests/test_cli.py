@@ -78,7 +78,8 @@ def test_csv_and_exit_0_when_every_input_succeeds(inputs, model_dir):
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
     assert [row["file"] for row in rows] == ["photos/fake_sdfd_1.jpg", "photos/real_pixabay_2.jpg"]
     for row in rows:
-        assert list(row) == ["file", "label", "p_real", "p_fake", "error", "faces", "verdict"]
+        assert list(row) == ["file", "label", "p_real", "p_fake", "error", "faces", "verdict", "frames_flagged", "frames_read"]
+        assert row["frames_flagged"] == row["frames_read"] == ""
         assert row["error"] == "" and row["label"] in ("real", "fake") and row["faces"] == "1"
         assert float(row["p_real"]) + float(row["p_fake"]) == pytest.approx(1.0, abs=1e-5)
 
@@ -144,10 +145,12 @@ def test_faces_are_listed_and_whole_image_mode_skips_the_search(inputs, model_di
         assert record["probabilities"]["fake"] == pytest.approx(detector.analyze(inputs / path).p_fake, abs=1e-5)
 
 
-def test_videos_named_on_the_command_line_get_a_verdict_with_its_rule(inputs, model_dir, face_paths, detector):
+def test_videos_named_on_the_command_line_get_frames_flagged_and_no_verdict(inputs, model_dir, face_paths, detector):
+    """A video's row says how many of its frames read were flagged at the image threshold; it has no label, verdict or
+    probability of its own (no video-level threshold was fitted), in JSON, the table and the CSV alike."""
     from scenes import write_video
 
-    from detector.video import RULE, analyze_video
+    from detector.video import analyze_video
 
     write_video(inputs / "clip.mp4", face_paths, seconds=4, fps=8)
     (inputs / "broken.mov").write_bytes(b"\x00\x00\x00\x14ftypqt  " + b"\x00" * 200)
@@ -157,15 +160,23 @@ def test_videos_named_on_the_command_line_get_a_verdict_with_its_rule(inputs, mo
     assert "Traceback" not in result.stderr
     clip, photo, broken = json.loads(result.stdout)
     expected = analyze_video(detector, inputs / "clip.mp4", frames=8)
-    assert clip["file"] == "clip.mp4" and clip["error"] is None and clip["rule"] == RULE
+    assert clip["file"] == "clip.mp4" and clip["error"] is None and clip["rule"] == expected.rule
     assert [frame["index"] for frame in clip["frames"]] == [frame.index for frame in expected.frames]
-    assert clip["probabilities"]["fake"] == pytest.approx(expected.p_fake, abs=1e-5) and clip["label"] == expected.label
+    assert (clip["frames_flagged"], clip["frames_read"]) == (expected.frames_flagged, 8)
+    assert clip["summary"] == expected.summary and not {"label", "verdict", "probabilities"} & set(clip)
     assert photo["error"] is None and len(photo["faces"]) == 1
-    assert broken["label"] is None and broken["probabilities"] is None and "corrupt" in broken["error"]
+    assert broken["frames_read"] is None and broken["frames_flagged"] is None and "corrupt" in broken["error"]
     table = run(["clip.mp4", "--model", str(model_dir), "--per-second"], inputs)
     assert table.returncode == 0, table.stderr
     row = next(line for line in table.stdout.splitlines() if line.startswith("clip.mp4"))
-    assert "video: 4 frames" in row and "video verdicts: video p_fake = mean" in table.stderr
+    per_second = analyze_video(detector, inputs / "clip.mp4", every_seconds=1.0)
+    assert f"{per_second.frames_flagged} of 4 frames flagged" in row and "video: 4 frames" in row
+    assert "likely" not in row and "uncertain" not in row
+    assert "videos: a frame is flagged when its p_fake reaches the image threshold" in table.stderr
+    lines = list(csv.DictReader(io.StringIO(run(["clip.mp4", "--model", str(model_dir), "--csv", "--frames", "8"],
+                                                inputs).stdout)))
+    assert [(r["frames_flagged"], r["frames_read"], r["label"], r["p_fake"], r["verdict"]) for r in lines] == [
+        (str(expected.frames_flagged), "8", "", "", "")]
 
 
 def test_report_writes_one_html_file_per_image_with_its_provenance(inputs, model_dir, tmp_path):
