@@ -17,7 +17,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from . import explain
 from .calibration import Calibration
 from .errors import DetectorError
-from .faces import DEFAULT_MARGIN, MAX_MARGIN, Box, FaceFinder, crop_box as face_crop_box
+from .faces import DEFAULT_MARGIN, MAX_MARGIN, Box, Face, FaceFinder, crop_box as face_crop_box
 from .images import ImageSource, load_image
 from .model import BUNDLED_MODEL, PRECISIONS, LoadedModel, conv_bn_pairs, load_model
 from .preprocess import Preprocessor, crop_box, data_config
@@ -25,7 +25,8 @@ from .verdicts import DEFAULT_LOWER_THRESHOLD, UNCERTAIN, verdict_of
 
 
 logger = logging.getLogger(__name__)
-NO_FACE = "no face found: whole image analysed, the model was trained on faces"
+NO_FACE = "no face found: whole image analysed; the model and its thresholds were fitted on face crops"
+WHOLE_IMAGE = "whole image analysed as asked; the model and its thresholds were fitted on face crops"
 
 
 @dataclass
@@ -93,9 +94,13 @@ class Analysis:
 class FaceResult:
     """One face: where it is, the square crop around it that was analysed, and that crop's analysis."""
 
-    box: Box  # the face, in the image's pixels (left, top, right, bottom)
-    crop: Box  # the region analysed: the face with its margin, in the image's pixels
+    face: Face  # as found: its box (left, top, right, bottom) and five landmarks, in the image's pixels
+    crop: Box  # the region analysed: the square from the landmarks with its margin, in the image's pixels
     analysis: Analysis = field(repr=False)  # of the crop; its own `box` is in the crop's pixels
+
+    @property
+    def box(self) -> Box:
+        return self.face.box
 
     @property
     def label(self) -> str:
@@ -120,7 +125,8 @@ class FaceResult:
         return (self.crop[0] + left, self.crop[1] + top, self.crop[0] + right, self.crop[1] + bottom)
 
     def to_dict(self) -> dict:
-        return {"box": list(self.box), "label": self.label, "verdict": self.verdict, "probabilities": dict(self.probabilities)}
+        return {"box": list(self.box), "landmarks": self.face.to_dict()["landmarks"], "crop": list(self.crop),
+                "label": self.label, "verdict": self.verdict, "probabilities": dict(self.probabilities)}
 
 
 def native_bf16(device: torch.device) -> bool:
@@ -238,32 +244,39 @@ class Detector:
         """One throw-away analysis, so the first person to upload does not pay for lazy initialisation."""
         self.analyze(Image.new("RGB", self.preprocess.size, (128, 128, 128)))
 
-    def analyze(self, image: ImageSource, target: str | None = None, faces: bool = False) -> Analysis:
+    def analyze(self, image: ImageSource, target: str | None = None, faces: bool = True) -> Analysis:
         """Analyse one image; `target` ('real'/'fake') chooses the class the CAM explains (default: the predicted one).
 
-        `faces=True` finds the faces first and analyses each (see `analyze_batch`)."""
+        By default the faces are found first and each is analysed (see `analyze_batch`), the path the thresholds were
+        fitted on; `faces=False` judges the whole image."""
         return self.analyze_batch([image], target, faces)[0]
 
-    def analyze_batch(self, images: Sequence[ImageSource], target: str | None = None, faces: bool = False) -> list[Analysis]:
+    def analyze_batch(self, images: Sequence[ImageSource], target: str | None = None, faces: bool = True) -> list[Analysis]:
         """Analyse many images, `batch_size` at a time; raises DetectorError on the first bad input.
 
-        `faces=True`: find the faces in each image (detector/faces.py), analyse a square crop around each
-        (the face plus `face_margin` of its side all round), all crops of all images batched together;
-        each image's verdict is its most suspicious face. An image with no face found is analysed whole
-        and its `note` says so. `faces=False` (the default) analyses each image whole, as the model was
-        trained (on face crops)."""
+        `faces=True` (the default, the path the thresholds were fitted on): find the faces in each image
+        (detector/faces.py), analyse the square crop around each (`faces.crop_box`: from its landmarks, with
+        `face_margin` of its side all round), all crops of all images batched together; each image's verdict is its
+        most suspicious face. An image with no face found is analysed whole and its `note` says so (`NO_FACE`).
+        `faces=False` analyses each image whole, and its `note` says that the thresholds were fitted on face crops
+        (`WHOLE_IMAGE`)."""
         loaded = [load_image(image) for image in images]
         class_index = self._class_index(target)
         if not faces:
-            return self._analyze_images(loaded, class_index)
+            analyses = self._analyze_images(loaded, class_index)
+            for analysis in analyses:
+                analysis.note = WHOLE_IMAGE
+            return analyses
         found = [self.find_faces(image) for image in loaded]
-        crops = [[face_crop_box(face, image.size, self.face_margin) for face in boxes] for image, boxes in zip(loaded, found)]
+        crops = [[face_crop_box(face, image.size, self.face_margin) for face in in_image]
+                 for image, in_image in zip(loaded, found)]
         pictures = [picture for image, boxes in zip(loaded, crops) for picture in ([image.crop(c) for c in boxes] or [image])]
         analysed = iter(self._analyze_images(pictures, class_index))
         results = []
-        for image, boxes, regions in zip(loaded, found, crops):
-            if boxes:
-                results.append(Analysis.of_faces(image, [FaceResult(box, crop, next(analysed)) for box, crop in zip(boxes, regions)]))
+        for image, in_image, regions in zip(loaded, found, crops):
+            if in_image:
+                results.append(Analysis.of_faces(image, [FaceResult(face, crop, next(analysed))
+                                                         for face, crop in zip(in_image, regions)]))
             else:
                 whole = next(analysed)
                 whole.note = NO_FACE

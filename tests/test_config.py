@@ -196,7 +196,7 @@ def test_the_face_margin_the_threshold_was_fitted_with_is_the_one_served(model_d
                              (Detector.from_pretrained(model_dir), DEFAULT_MARGIN)):
         assert detector.face_margin == margin
         face = detector.analyze(image, faces=True).faces[0]
-        assert face.crop == crop_box(face.box, image.size, margin)
+        assert face.crop == crop_box(face.face, image.size, margin)
     assert DEFAULT_MARGIN == 0.3
     with pytest.raises(DetectorError, match="face_margin must be from 0"):
         Detector.from_pretrained(folder, face_margin=-1)

@@ -401,17 +401,17 @@ def test_the_aligned_perturbation_frames_a_real_photo_as_ffhq_and_celeba_hq_do(f
     """`--robustness aligned`: the face found becomes 0.69 of the frame's width, centred across, its centre at
     0.545 of the height; the picture itself is not resampled, and beyond it the frame is mirrored."""
     from PIL import Image
-    from detector.faces import LARGE_FACE_FINDER
+    from detector.faces import find_faces, square_box
     (path,) = [p for p in face_paths if p.name == "real_pixabay_1.jpg"]
     image = Image.open(path).convert("RGB")
-    left, top, right, bottom = LARGE_FACE_FINDER(image)[0]
+    left, top, right, bottom = square_box(find_faces(image)[0])
     framed = PERTURBATIONS["aligned"](image)
     side = round((right - left) / 0.69)
     assert framed.size == (side, side) and side > image.width  # wider than the picture: mirrored at the sides
     x0, y0 = round((left + right) / 2 - 0.5 * side), round((top + bottom) / 2 - 0.545 * side)
     inside = np.asarray(framed)[max(0, -y0):image.height - y0, -x0:image.width - x0]
     assert np.array_equal(inside, np.asarray(image)[max(0, y0):, :])  # the picture, pixel for pixel
-    (found,) = LARGE_FACE_FINDER(framed)[:1]
+    found = square_box(find_faces(framed)[0])
     assert abs((found[2] - found[0]) / side - 0.69) < 0.05 and abs((found[0] + found[2]) / 2 / side - 0.5) < 0.03
     blank = Image.new("RGB", (64, 48), (200, 180, 160))
     assert PERTURBATIONS["aligned"](blank) is blank  # no face found: as it is

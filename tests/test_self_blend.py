@@ -12,7 +12,7 @@ from PIL import Image
 from conftest import EXAMPLES, SHARED_DATA
 from detector.images import open_file_rgb
 from detector.model import LABEL_NAMES
-from detector.faces import LARGE_FACE_FINDER
+from detector.faces import find_faces, square_box
 from training.data import (ALIGNED_CENTRE_X, ALIGNED_CENTRE_Y, ALIGNED_WIDTH, EqualiseQuality, FaceCropView, PseudoFakes,
                            RandomFraming, aligned_box, attach_transform, balanced_weights, collate, crop_mirrored,
                            train_transform)
@@ -180,7 +180,7 @@ def test_aligned_view_frames_a_portrait_as_ffhq_frames_its_photographs(name):
     for _ in range(4):
         framed = view(portrait)
         assert framed.width == framed.height and framed.size != portrait.size
-        left, top, right, bottom = LARGE_FACE_FINDER(framed)[0]
+        left, top, right, bottom = square_box(find_faces(framed)[0])
         assert ALIGNED_WIDTH[0] - 0.08 <= (right - left) / framed.width <= ALIGNED_WIDTH[1] + 0.08
         assert ALIGNED_CENTRE_X[0] - 0.04 <= (left + right) / 2 / framed.width <= ALIGNED_CENTRE_X[1] + 0.04
         assert ALIGNED_CENTRE_Y[0] - 0.04 <= (top + bottom) / 2 / framed.height <= ALIGNED_CENTRE_Y[1] + 0.04

@@ -7,7 +7,10 @@ or a CSV file whose image column holds paths relative to the CSV. Every example 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
+import json
+import logging
 import math
 import random
 from dataclasses import dataclass
@@ -22,12 +25,13 @@ from torchvision import transforms as T
 
 from detector.labels import DataError, parse_label_map, resolve_label_map  # noqa: F401  (their home is detector/)
 from detector.model import LABEL_NAMES
-from detector.faces import LARGE_FACE_FINDER, FaceFinder, crop_box as face_crop_box
+from detector.faces import DEFAULT_FINDER, Face, FaceFinder, crop_box as face_crop_box, square_box
 from detector.images import open_file_rgb, reencode_jpeg
 from detector.preprocess import Preprocessor
 
 from .self_blend import SelfBlend
-from .source_adversary import PSEUDO_FAKES, SourceDomains
+
+logger = logging.getLogger(__name__)
 
 VALIDATION_SPLITS = ("validation", "valid", "val")
 
@@ -331,18 +335,19 @@ class RandomFraming:
         return crop_mirrored(image, (-left, -top, side - left, side - top))
 
 
-# Where FFHQ's alignment puts the face, in the terms of the face finder's box (detector.faces): measured on 40 photos
-# each of `ffhq_sample` and `gan_faces_site`, the box is centred across (0.49-0.51 of the width), its centre at
-# 0.53-0.56 of the height, its width 0.62-0.74 of the frame's (10th-90th percentiles; medians 0.50, 0.54, 0.69).
+# Where FFHQ's alignment puts the face, in the terms of the face's square (detector.faces.square_box, fitted to match
+# the Haar box these were first measured with): on 40 photos each of `ffhq_sample` and `gan_faces_site`, the box
+# is centred across (0.49-0.51 of the width), its centre at 0.53-0.56 of the height, its width 0.62-0.74 of the
+# frame's (10th-90th percentiles; medians 0.50, 0.54, 0.69).
 ALIGNED_WIDTH = (0.62, 0.76)
 ALIGNED_CENTRE_X = (0.48, 0.52)
 ALIGNED_CENTRE_Y = (0.52, 0.57)
 
 
-def aligned_box(face: tuple[int, int, int, int], width: float, centre_x: float, centre_y: float) -> tuple[int, int, int, int]:
-    """The square frame in which `face` (a face finder's box) is `width` of the frame's width, its centre at
-    (`centre_x`, `centre_y`) of the frame. It may reach beyond the picture."""
-    left, top, right, bottom = face
+def aligned_box(face: Face, width: float, centre_x: float, centre_y: float) -> tuple[int, int, int, int]:
+    """The square frame in which `face`'s square (`detector.faces.square_box`) is `width` of the frame's width, its
+    centre at (`centre_x`, `centre_y`) of the frame. It may reach beyond the picture."""
+    left, top, right, bottom = square_box(face)
     side = max(1, round((right - left) / width))
     x0, y0 = round((left + right) / 2 - centre_x * side), round((top + bottom) / 2 - centre_y * side)
     return x0, y0, x0 + side, y0 + side
@@ -380,13 +385,14 @@ def open_rgb(item: dict) -> Image.Image:
 REAL, FAKE = LABEL_NAMES.index("real"), LABEL_NAMES.index("fake")
 
 
-FACE_CROP_MARGIN = (0.2, 0.45)  # the face-crop view's default margin range, as a fraction of the face's side
+FACE_CROP_MARGIN = (0.2, 0.45)
+FACE_CACHE_NAME = "face_cache.json"  # training.train's default face cache, in its output folder  # the face-crop view's default margin range, as a fraction of the face's side
 
 
 @dataclass(frozen=True)
 class FaceCropView:
     """With probability `p`, the picture the app and the CLI analyse by default: the face found by the same
-    cascade, cropped as a square with a margin (`detector.faces.crop_box`; the detector uses its model's
+    finder the app uses, cropped as a square from its landmarks with a margin (`detector.faces.crop_box`; the detector uses its model's
     `calibration.face_margin`, here it is drawn from `margin`). A training set of face crops is already that view; portraits with hair, shoulders
     and background (studio, stock and press photos) are not, and a model that never saw their face crops
     calls them fake. Pictures without a face found stay as they are.
@@ -399,14 +405,15 @@ class FaceCropView:
 
     p: float = 0.5
     margin: tuple[float, float] = FACE_CROP_MARGIN
-    finder: FaceFinder = LARGE_FACE_FINDER
+    finder: FaceFinder = DEFAULT_FINDER
     aligned: float = 0.0
 
-    def __call__(self, image: Image.Image) -> Image.Image:
+    def __call__(self, image: Image.Image, faces: list[Face] | None = None) -> Image.Image:
+        """`faces`: the faces found in `image` (a `FaceCache`'s); found here when not given."""
         draw = random.random()
         if draw >= self.aligned + self.p:
             return image
-        faces = self.finder(image)
+        faces = self.finder(image) if faces is None else faces
         if not faces:
             return image
         if draw < self.aligned:
@@ -414,6 +421,50 @@ class FaceCropView:
                               random.uniform(*ALIGNED_CENTRE_Y))
             return crop_mirrored(image, box)
         return image.crop(face_crop_box(faces[0], image.size, random.uniform(*self.margin)))
+
+
+class FaceCache:
+    """The faces found in each training picture, found once (`detector.faces`' finder, as served) and kept in a JSON
+    file keyed by the picture's path (or, for pictures held as bytes, a hash of them): the face-crop and aligned views
+    read them there instead of searching every picture again at every epoch."""
+
+    VERSION = 1  # of the file's layout and of the finder's settings it was filled with
+
+    def __init__(self, path: Path | None = None, finder: FaceFinder = DEFAULT_FINDER):
+        self.path, self.finder = (Path(path) if path else None), finder
+        self.faces: dict[str, list[Face]] = {}
+        if self.path is not None and self.path.is_file():
+            stored = json.loads(self.path.read_text())
+            if stored.get("version") == self.VERSION and stored.get("finder") == repr(finder):
+                self.faces = {key: [Face.from_dict(face) for face in found] for key, found in stored["faces"].items()}
+            else:
+                logger.info("face cache %s was filled by another finder or layout: it is filled again", self.path)
+
+    @staticmethod
+    def key(item: dict) -> str:
+        """An image cell ({'path', 'bytes'}) → its key: the path, else a hash of the bytes."""
+        if item.get("path") and not item.get("bytes"):
+            return str(Path(item["path"]).resolve())
+        return "sha256:" + hashlib.sha256(item["bytes"]).hexdigest()
+
+    def get(self, item: dict) -> list[Face] | None:
+        return self.faces.get(self.key(item))
+
+    def fill(self, dataset: datasets.Dataset) -> "FaceCache":
+        """Find the faces of every picture of `dataset` not yet in the cache; save the file when anything was added."""
+        images = dataset.cast_column("image", datasets.Image(decode=False))["image"]
+        missing = [item for item in images if self.key(item) not in self.faces]
+        logger.info("face cache: %d of %d pictures already searched, %d to search%s", len(images) - len(missing),
+                    len(images), len(missing), f" ({self.path})" if self.path else "")
+        for done, item in enumerate(missing, 1):
+            self.faces[self.key(item)] = self.finder(open_rgb(item))
+            if done % 2000 == 0:
+                logger.info("face cache: %d of %d searched", done, len(missing))
+        if missing and self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.write_text(json.dumps({"version": self.VERSION, "finder": repr(self.finder), "faces": {
+                key: [face.to_dict() for face in found] for key, found in self.faces.items()}}))
+        return self
 
 
 @dataclass(frozen=True)
@@ -430,27 +481,21 @@ class PseudoFakes:
 
 
 def attach_transform(dataset: datasets.Dataset, transform, pseudo_fakes: PseudoFakes | None = None,
-                     face_view: FaceCropView | None = None, domains: SourceDomains | None = None) -> datasets.Dataset:
+                     face_view: FaceCropView | None = None, face_cache: FaceCache | None = None) -> datasets.Dataset:
     """Decode lazily; for training, take the face-crop view and make pseudo-fakes; apply `transform`
-    → {'pixel_values', 'target'} per example, and 'domain' (the index of its label and source in `domains`,
-    pseudo-fakes as their own source) when `domains` is given."""
+    → {'pixel_values', 'target'} per example."""
 
     def apply(batch):
-        pixels, targets, indices = [], [], []
-        sources = batch[domains.column] if domains is not None else [None] * len(batch["target"])
-        for item, target, source in zip(batch["image"], batch["target"], sources):
+        pixels, targets = [], []
+        for item, target in zip(batch["image"], batch["target"]):
             image = open_rgb(item)
             if face_view is not None:
-                image = face_view(image)
+                image = face_view(image, face_cache.get(item) if face_cache is not None else None)
             if pseudo_fakes is not None:
-                image, blended = pseudo_fakes(image, target)
-                source = PSEUDO_FAKES if blended != target else source
-                target = blended
+                image, target = pseudo_fakes(image, target)
             pixels.append(transform(image))
             targets.append(target)
-            if domains is not None:
-                indices.append(domains.index(str(source), target))
-        return {"pixel_values": pixels, "target": targets, **({"domain": indices} if domains is not None else {})}
+        return {"pixel_values": pixels, "target": targets}
 
     return dataset.with_transform(apply)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from PIL import Image, ImageFilter
 
-from detector.faces import LARGE_FACE_FINDER
+from detector.faces import find_faces
 from detector.images import reencode_jpeg
 
 from .data import ALIGNED_CENTRE_X, ALIGNED_CENTRE_Y, ALIGNED_WIDTH, aligned_box, crop_mirrored
@@ -60,7 +60,7 @@ def aligned(image: Image.Image) -> Image.Image:
     """Framed around its face as FFHQ and CelebA-HQ align their photographs (the middle of the aligned view's
     ranges, training.data.ALIGNED_*), mirrored where the frame leaves the picture; unchanged where no face is found.
     A real photo so framed is a CelebA-HQ-like photograph, the framing all of the shared data's GAN faces come in."""
-    faces = LARGE_FACE_FINDER(image)
+    faces = find_faces(image)
     if not faces:
         return image
     return crop_mirrored(image, aligned_box(faces[0], *ALIGNED_MIDDLE))

@@ -59,7 +59,6 @@ from .data import (FACE_CACHE_NAME, FACE_CROP_MARGIN, FaceCache, FaceCropView, P
 from .imagenet import imagenet_model
 from .metrics import binary_metrics, plot_training_curves
 from .self_blend import MASKS, pseudo_fake_blend
-from .source_adversary import SourceAdversary, SourceDomains, detector_of, reversal_weight
 
 FAKE = LABEL_NAMES.index("fake")
 DEFAULT_ARCHITECTURE = "mobilenetv2_100"  # the bundled model's; its ImageNet weights come offline (--pretrained-file)
@@ -141,9 +140,6 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="with probability P, frame every image, real or fake, around the face found as FFHQ aligns "
                              "its photographs (as the GAN faces come), so that this framing carries no label; "
                              "P + --face-crops at most 1")
-    recipe.add_argument("--source-adversarial", type=float, default=0.0, metavar="WEIGHT",
-                        help="train against a head that guesses each image's source within its class, through a gradient "
-                             "reversal of this peak weight (training/source_adversary.py; needs --source-column)")
     optim.add_argument("--patience", type=int, default=0, help="stop after N epochs without a better AUC (0 = never)")
     run = parser.add_argument_group("run")
     run.add_argument("--output-dir", default="runs/detector")
@@ -205,15 +201,14 @@ def real_photo_batches(dataset, model, count: int, seed: int, batch_size: int = 
         yield torch.stack([preprocess(open_rgb(item)) for item in chosen[start:start + batch_size]["image"]])
 
 
-def parameter_groups(args, model: torch.nn.Module, detector: torch.nn.Module) -> list[dict]:
-    """`model`'s parameters in two optimiser groups: the heads (the detector's classifier, and any head wrapped round
-    it) at the rate, and the detector's other layers (the "backbone") at --backbone-lr-scale times it."""
-    head = {id(parameter) for parameter in detector.get_classifier().parameters()}
-    backbone = [parameter for parameter in detector.parameters() if id(parameter) not in head]
-    inside = {id(parameter) for parameter in backbone}
-    return [{"name": "head", "params": [parameter for parameter in model.parameters() if id(parameter) not in inside],
+def parameter_groups(args, model: torch.nn.Module) -> list[dict]:
+    """`model`'s parameters in two optimiser groups: its classifier (the head) at the rate, and its other layers
+    (the "backbone") at --backbone-lr-scale times it."""
+    head = {id(parameter) for parameter in model.get_classifier().parameters()}
+    return [{"name": "head", "params": [parameter for parameter in model.parameters() if id(parameter) in head],
              "lr": args.lr},
-            {"name": "backbone", "params": backbone, "lr": args.lr * args.backbone_lr_scale}]
+            {"name": "backbone", "params": [parameter for parameter in model.parameters() if id(parameter) not in head],
+             "lr": args.lr * args.backbone_lr_scale}]
 
 
 def make_optimizer(args, groups: list[dict]):
@@ -387,14 +382,6 @@ def main(argv=None) -> dict:
                                pretrained_file=args.pretrained_file,  # on --resume the checkpoint's weights replace them
                                photos=lambda model: real_photo_batches(train_set, model, args.bn_photos, args.train_seed))
     config = data_config(model)
-    domains = None
-    if args.source_adversarial > 0:
-        if not spec.source_column:
-            raise SystemExit("--source-adversarial needs --source-column (the column that names each image's source)")
-        domains = SourceDomains.from_dataset(train_set, spec.source_column, pseudo_fakes=args.pseudo_fakes > 0)
-        model = SourceAdversary(model, domains)
-        logger.info("source-adversarial: a head guesses among %d (label, source) pairs (%s), gradient reversal rising "
-                    "to %g", len(domains.names), ", ".join(domains.names), args.source_adversarial)
     draws = torch.Generator()  # seeded at each epoch's start (epoch_seed): the sample order and the workers' base seed
     sampler = None
     if args.balance:
@@ -415,7 +402,7 @@ def main(argv=None) -> dict:
             face_cache = FaceCache(args.face_cache or output / FACE_CACHE_NAME, face_view.finder).fill(train_set)
     train_loader = torch.utils.data.DataLoader(
         attach_transform(train_set, train_transform(config, args.aug_strength, args.equalise_quality, args.framing),
-                         pseudo_fakes, face_view, domains, face_cache),
+                         pseudo_fakes, face_view, face_cache),
         batch_size=args.batch_size, shuffle=sampler is None, sampler=sampler, drop_last=len(train_set) > args.batch_size,
         num_workers=args.workers, collate_fn=collate, generator=draws, worker_init_fn=WorkerSeed(accelerator.process_index),
         persistent_workers=False,  # workers started afresh each epoch take that epoch's seed: a resume is exact
@@ -425,7 +412,7 @@ def main(argv=None) -> dict:
         num_workers=args.workers, collate_fn=collate,
     )
     model = model.to(memory_format=torch.channels_last)
-    optimizer = make_optimizer(args, parameter_groups(args, model, detector_of(model)))
+    optimizer = make_optimizer(args, parameter_groups(args, model))
     model, optimizer, train_loader, val_loader = accelerator.prepare(model, optimizer, train_loader, val_loader)
     steps_per_epoch = len(train_loader)  # per process, once prepared: each process takes its share of the batches
     if args.max_steps_per_epoch:
@@ -462,7 +449,7 @@ def main(argv=None) -> dict:
         draws.manual_seed(seed)  # the same order on every process (each takes its share of the batches)
         set_seed(epoch_seed(args.train_seed, epoch, accelerator.process_index))  # augmenting in this process (--workers 0)
         model.train()
-        total, source_total, count, started = 0.0, 0.0, 0, time.perf_counter()
+        total, count, started = 0.0, 0, time.perf_counter()
         bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch}/{args.epochs}", disable=not accelerator.is_local_main_process)
         for step, batch in enumerate(train_loader):
             if step >= steps_per_epoch:
@@ -476,22 +463,13 @@ def main(argv=None) -> dict:
             model.train(state["step"] >= head_only_steps(args, steps_per_epoch))
             pixels = batch["pixel_values"].contiguous(memory_format=torch.channels_last)
             with accelerator.autocast():
-                if domains is None:
-                    logits = model(pixels)
-                else:
-                    logits, source_logits = model(pixels, reversal=reversal_weight(
-                        args.source_adversarial, state["step"], args.epochs * steps_per_epoch))
-                loss = class_loss = torch.nn.functional.cross_entropy(logits, batch["target"],
-                                                                      label_smoothing=args.label_smoothing)
-                if domains is not None:
-                    source_loss = accelerator.unwrap_model(model).source_loss(source_logits, batch["domain"], batch["target"])
-                    source_total += source_loss.item()
-                    loss = class_loss + source_loss
+                logits = model(pixels)
+                loss = torch.nn.functional.cross_entropy(logits, batch["target"], label_smoothing=args.label_smoothing)
             accelerator.backward(loss)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             state["step"] += 1
-            total += class_loss.item()
+            total += loss.item()
             count += 1
             bar.update()
             bar.set_postfix(loss=f"{total / count:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
@@ -505,7 +483,6 @@ def main(argv=None) -> dict:
         row = {"epoch": epoch, "train_loss": total / max(1, count), "val_loss": val_loss, "train_images_per_s": images_per_s,
                "lr": optimizer.param_groups[0]["lr"], "lr_backbone": optimizer.param_groups[1]["lr"],
                "processes": accelerator.num_processes,
-               **({"train_source_loss": source_total / max(1, count)} if domains is not None else {}),
                **{f"val_{k}": v for k, v in metrics.items()}}
         logger.info("epoch %d: train loss %.4f, val loss %.4f, AUC %.4f, accuracy %.4f", epoch, row["train_loss"],
                     val_loss, metrics["roc_auc"], metrics["accuracy"])
@@ -514,7 +491,7 @@ def main(argv=None) -> dict:
                      stale=0 if improved else state["stale"] + 1)
         model.to(memory_format=torch.contiguous_format)  # safetensors stores contiguous tensors only
         if accelerator.is_main_process and improved:
-            save_model_folder(detector_of(accelerator.unwrap_model(model)), output / "best",
+            save_model_folder(accelerator.unwrap_model(model), output / "best",
                               {"epoch": epoch, "validation": metrics, "data": data_counts, "args": vars(args),
                                "init_sha256": state["init_sha256"]})
         save_checkpoint(accelerator, output, state, row)
