@@ -34,7 +34,8 @@ from detector.evidence_report import (Evidence, decimals, limits, data_uri, deci
                                       verdict_headline)
 from detector.images import FORMAT_NAMES, MAX_BYTES
 from detector.logs import configure_logging
-from detector.provenance import LEVELS_NOTE, STRENGTH_WORDS, Finding, Strength, ai_level, summary as provenance_summary
+from detector.provenance import (LEVELS_NOTE, STRENGTH_WORDS, Finding, Strength, ai_level,
+                                 fields as provenance_fields, summary as provenance_summary)
 from detector.report import result_row, video_row
 from detector.spectrum import analysed_region, spectrum
 from detector.verdicts import VERDICT_COLOURS
@@ -197,8 +198,9 @@ def reading(analysis: Analysis, detector: Detector, findings: list[Finding] | No
     verdict = f"### {verdict_headline(analysis.verdict, p_fake, digits=digits)}\n\n"  # the only headline (LABEL_ARGS)
     declared = ""
     if findings is not None:
-        level = ai_level(findings)
-        declared = f"{STRENGTH_ICONS[level] + ' ' if level else ''}**What the file declares:** {provenance_summary(findings)}\n\n"
+        level = ai_level(findings)  # the page's mark, the report's colour and the JSON's provenance_level agree
+        icon = f"{STRENGTH_ICONS[level]} " if level else ""
+        declared = f"{icon}**What the file declares:** {provenance_summary(findings)}\n\n"
     return (
         f"{verdict} {probability_sentence(p_fake, digits, face=bool(analysis.faces))} {decision_rule(detector, p_fake)}\n\n"
         f"{declared}{faces_line(analysis)}"
@@ -221,8 +223,8 @@ def faces_line(analysis: Analysis) -> str:
 
 STRENGTH_ICONS = {Strength.STRONG: "🔴", Strength.DECLARED: "🟠", Strength.WEAK: "🟡", Strength.WARNING: "⚠️",
                   Strength.INFO: "ℹ️", Strength.ERROR: "❔"}
-STRENGTH_MARKS = {strength: f"{STRENGTH_ICONS[strength]} **{STRENGTH_WORDS[strength].capitalize()}**"
-                  for strength in Strength}
+STRENGTH_MARKS = {strength: f"{STRENGTH_ICONS[strength]} **{words[0].upper() + words[1:]}**"
+                  for strength, words in STRENGTH_WORDS.items()}
 
 
 def markdown_text(text: str) -> str:
@@ -368,7 +370,7 @@ def analyze_for_api(detector: Detector, path: str | None, whole_image: bool = Fa
         raise gr.Error(str(err), print_exception=False) from None
     analysis = evidence.analysis
     row = result_row(evidence.name, analysis, cams=True)
-    row["provenance"] = [finding.to_dict() for finding in evidence.findings]
+    row.update(provenance_fields(evidence.findings))
     if overlay:
         row["overlay"] = data_uri(analysis.render(max_side=OVERLAY_SIDE)[2], "PNG")
     return row
@@ -607,8 +609,9 @@ def build_demo(detector: Detector) -> gr.Blocks:
             returns the verdict of the most suspicious one: label, calibrated probabilities, and each face's box and
             Grad-CAM grid; with overlay=True also the heat-map overlay as a PNG data URI; and `provenance`, what the
             file itself declares (C2PA Content Credentials, IPTC DigitalSourceType, generator traces), each finding with
-            its source, kind, strength and message. A file that is not a readable JPEG, PNG, WebP, GIF or HEIC photo
-            (up to 10 MB) raises an error that says why."""
+            its source, kind, strength and message, with `provenance_level` (strong, declared, weak or null) and
+            `provenance_summary`, as the page says them. A file that is not a readable JPEG, PNG, WebP, GIF or HEIC
+            photo (up to 10 MB) raises an error that says why."""
             return analyze_for_api(detector, path, whole_image, overlay)
 
         def analyze_batch(paths, whole_image=False):

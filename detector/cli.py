@@ -14,7 +14,8 @@ how many of the frames read were flagged at the image threshold, the most suspic
 result, and no verdict on the video as a whole. Folders are searched for images only.
 With `--report DIR`, each image's original bytes are also checked for provenance metadata (C2PA, XMP, EXIF,
 PNG text) and one self-contained HTML report is written per image (detector/evidence_report.py); the JSON row
-then has `provenance` and `report` (the file written).
+then has `provenance` (the findings), `provenance_level` and `provenance_summary` (how strongly the file declares an
+AI origin, and the sentence the page and the report show; provenance.fields) and `report` (the file written).
 
 Exit status: 0 when every input was analysed, 1 when any input failed (all results are still
 printed), 2 when the model cannot be loaded. Analysis itself is `Detector.analyze_batch`.
@@ -142,7 +143,7 @@ def write_reports(detector: Detector, folder: Path, inputs, analyses, declared, 
     folder.mkdir(parents=True, exist_ok=True)
     used: set[str] = set()
     for index, analysis in enumerate(analyses):
-        rows[index]["provenance"], rows[index]["report"] = None, None
+        rows[index].update(provenance.fields(None), report=None)
         if analysis is None or index not in declared:
             continue
         file = inputs[index][0]
@@ -153,7 +154,7 @@ def write_reports(detector: Detector, folder: Path, inputs, analyses, declared, 
             name, counter = f"{stem}-{counter}.report.html", counter + 1
         used.add(name)
         evidence = Evidence(name=Path(file).name, sha256=sha256, size=size, analysis=analysis, findings=findings)
-        rows[index]["provenance"] = [finding.to_dict() for finding in findings]
+        rows[index].update(provenance.fields(findings))
         try:
             (folder / name).write_text(report_html(evidence, detector), encoding="utf-8")
         except OSError as err:

@@ -222,7 +222,8 @@ figure img{width:100%;border-radius:4px}figcaption{text-align:center;font-size:.
 .verdict{font-size:1.2em;padding:10px 12px;border-radius:6px;border:2px solid}
 .rule{font-size:.8em}.fake{border-color:#c62828;background:#fdecea}.real{border-color:#2e7d32;background:#edf7ee}
 .uncertain{border-color:#b45309;background:#fff7e6}
-.strong{color:#b71c1c;font-weight:bold}.weak{color:#8d6e00;font-weight:bold}.warning{color:#e65100;font-weight:bold}
+.strong{color:#b71c1c;font-weight:bold}.declared{color:#bf360c;font-weight:bold}.weak{color:#8d6e00;font-weight:bold}
+.warning{color:#e65100;font-weight:bold}
 .error{color:#555;font-style:italic}.info{color:#333}.faces img{width:140px}.muted{color:#555;font-size:.9em}
 @media print{body{margin:0;max-width:none;font-size:11pt}h2{break-after:avoid}figure,tr,.verdict{break-inside:avoid}
 .views figure{min-width:0}a{color:inherit;text-decoration:none}}
@@ -238,7 +239,7 @@ def report_html(evidence: Evidence, detector: Detector) -> str:
     identity = model_identity(detector)
     rows = lambda pairs: "".join(f"<tr><th>{html.escape(k)}</th><td>{v}</td></tr>" for k, v in pairs)
     image_size = f"{a.image.width}×{a.image.height} pixels"
-    declared = (f'<p class="{"strong" if e.declares_ai else "muted"}" id="declared"><b>What the file declares:</b> '
+    declared = (f'<p class="{provenance.ai_level(e.findings) or "muted"}" id="declared"><b>What the file declares:</b> '
                 f"{html.escape(provenance.summary(e.findings))}</p>")
     sections = [
         f"<h1>Deepfake face detector: report</h1>"
@@ -295,16 +296,12 @@ def _faces_section(a: Analysis, overlay: Image.Image) -> str:
             "<th>label</th><th>p_real</th><th>p_fake</th></tr>" + "".join(rows) + "</table>")
 
 
-STRENGTH_WORDS = {"strong": "strong evidence of AI origin", "weak": "declared synthetic, not necessarily AI",
-                  "warning": "warning", "info": "information", "error": "could not read"}
-
-
 def _findings_section(findings: list[provenance.Finding]) -> str:
     rows = "".join(
-        f'<tr><td class="{f.strength}">{html.escape(STRENGTH_WORDS.get(f.strength, f.strength))}</td>'
+        f'<tr><td class="{f.strength}">{html.escape(provenance.STRENGTH_WORDS.get(f.strength, f.strength))}</td>'
         f"<td>{html.escape(f.source)}</td><td>{html.escape(f.message)}</td></tr>" for f in findings)
-    caveat = ("Metadata never changes the model's probabilities. A declaration can be removed by re-saving the file, "
-              "so its absence says nothing; a camera name or editor is easy to write, so its presence proves nothing "
-              "either.")
+    caveat = (f"{provenance.LEVELS_NOTE} Metadata never changes the model's probabilities. A declaration can be "
+              "removed by re-saving the file, so its absence says nothing; a camera name or editor is easy to write, so "
+              "its presence proves nothing either.")
     return ('<h2>What the file declares</h2><table id="provenance"><tr><th>strength</th><th>source</th>'
             f'<th>finding</th></tr>{rows}</table><p class="muted">{html.escape(caveat)}</p>')

@@ -17,28 +17,80 @@ Sources, each read with a size cap and never trusted to be well formed:
   `workflow` from ComfyUI, InvokeAI's and NovelAI's keys).
 - **file**: what holds for the file as a whole (nothing found, too large to check).
 
-Strengths: `strong` is a declared AI origin (evidence the picture is generated, whatever the model says);
-`weak` a declaration of synthetic or composite content that need not be AI; `info` a neutral fact (a camera
-name, an editor, a valid signature); `warning` a signed manifest that does not validate (the file changed after
-signing, or the signature is broken); `error` metadata that could not be read. Metadata never changes the
+Strengths (`Strength`, strongest first): the strength of a declared AI origin follows how far it is verified
+(`VERIFICATION`): `strong` only in Content Credentials that validate and whose signer is on the trust list
+(`TRUST_ANCHORS_ENV` names it); `declared` (declared, not verified) in credentials that validate from a signer
+nobody vouches for, and in unsigned text (XMP, EXIF, PNG chunks) that anyone can write or copy; `weak` in
+credentials that do not validate (the file or its manifest changed after signing, a manifest copied from another
+picture, a damaged manifest) or for an input ingredient only, and for declared synthetic content that need not be
+AI. `warning` is a signed manifest that does not validate, or whose certificate was revoked; `info` a neutral fact
+(a camera name, an editor, a signature); `error` metadata that could not be read. Metadata never changes the
 model's probabilities, and missing metadata is never evidence that a picture is real: most sites strip it
 and generators need not write it.
 """
 from __future__ import annotations
 
+import functools
 import io
 import json
 import logging
+import os
 import re
 import warnings
 import xml.parsers.expat
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 
 from PIL import Image
 
 logger = logging.getLogger(__name__)
 
-STRENGTHS = ("strong", "weak", "warning", "info", "error")
+
+
+class Strength(StrEnum):
+    """How much a finding weighs, strongest first. Compared and serialised as its plain string value."""
+
+    STRONG = "strong"  # an AI origin in Content Credentials that validate, from a signer on the trust list
+    DECLARED = "declared"  # an AI origin declared, not verified: unsigned text, or credentials from an unknown signer
+    WEAK = "weak"  # an AI origin in credentials that do not validate, or of an input only; declared synthetic content
+    WARNING = "warning"  # Content Credentials that do not validate, or whose certificate was revoked
+    INFO = "info"  # a neutral fact: a camera, an editor, a signature, nothing found
+    ERROR = "error"  # metadata that could not be read
+
+
+STRENGTHS = tuple(Strength)
+STRENGTH_WORDS = {  # what each strength is called wherever findings are shown (the page, the report)
+    Strength.STRONG: "strong evidence of AI origin",
+    Strength.DECLARED: "AI origin declared, not verified",
+    Strength.WEAK: "weak evidence",
+    Strength.WARNING: "warning",
+    Strength.INFO: "information",
+    Strength.ERROR: "could not read",
+}
+# How a declared AI origin is verified → (its strength, what it means). The one rule: strength follows validity.
+VERIFICATION = {
+    "trusted signer": (Strength.STRONG, "It is in Content Credentials that validate and whose signer is on the trust "
+                                        "list: strong evidence the picture is generated, whatever the model's score."),
+    "unknown signer": (Strength.DECLARED, "Declared, not verified: the Content Credentials match the file, but nobody "
+                                          "vouches for their signer (not on a trust list this checker knows, or its "
+                                          "certificate expired or was revoked), so anyone could have made them."),
+    "unsigned": (Strength.DECLARED, "Declared, not verified: it is unsigned metadata, which anyone can write into a "
+                                    "file or copy from another."),
+    "does not validate": (Strength.WEAK, "Weak evidence at most: the Content Credentials that say so do not validate "
+                                         "(the file or its manifest changed after signing, or the manifest is damaged; "
+                                         "credentials copied from another picture read the same way), so the claim "
+                                         "may describe another picture."),
+    "input ingredient": (Strength.WEAK, "Weak evidence at most: it is said of an ingredient used as an input, not of "
+                                        "the picture itself."),
+}
+LEVELS_NOTE = ("An AI origin counts as strong evidence only in Content Credentials that validate and whose signer is on "
+               "the trust list. Unsigned metadata (IPTC, EXIF, generator settings) and credentials from a signer nobody "
+               "vouches for are declared, not verified: anyone can write or copy them. Credentials that no longer "
+               "validate are weak evidence at most.")
+AI_KINDS = ("ai-declared", "generator")  # the finding kinds that declare an AI origin
+VERIFIED_LEVELS = (Strength.STRONG, Strength.DECLARED, Strength.WEAK)  # the strengths a declared AI origin can have
+TRUST_ANCHORS_ENV = "DETECTOR_C2PA_TRUST_ANCHORS"  # a PEM file of the C2PA trust anchors whose signers count as strong
+MAX_TRUST_ANCHORS_BYTES = 4 * 1024 * 1024
 MAX_INPUT_BYTES = 64 * 1024 * 1024  # beyond this nothing is parsed (the app's and the library's limit is 10 MB)
 MAX_XMP_BYTES = 1024 * 1024  # one XMP packet; real ones are a few kB (a JPEG segment holds at most 64 kB)
 MAX_TEXT = 300  # characters of any metadata value kept in a finding
@@ -54,27 +106,39 @@ SYNTHETIC_SOURCE_TYPES = {  # declared non-photographic content that need not be
     "virtualRecording": "a recording of a virtual scene",
     "dataDrivenMedia": "rendered from data",
 }
-# Software names that generators write (EXIF Software, XMP CreatorTool, PNG text, C2PA claim generator): a regular
-# expression on the lower-cased text, matched where a word starts (never inside another word), → the name shown.
-# One list for every source.
+# Software names that generators write (EXIF Software, XMP CreatorTool, PNG text, C2PA claim generator), one list for
+# every source: a regular expression → the name shown. It is matched on the normalised text (lower case, every run of
+# separators such as _ - . / [ ] turned into one space), as whole words: "Adobe_Firefly/1.0" and "FLUX.1 [dev]" are
+# found, "OpenAir" is not OpenAI. Common words (runway, playground, aurora, flux) count only with what generators write
+# beside them.
 KNOWN_GENERATORS = (
     (r"adobe firefly", "Adobe Firefly"),
-    (r"dall-e", "DALL·E"), (r"dall·e", "DALL·E"), (r"dalle", "DALL·E"),
-    (r"chatgpt", "ChatGPT (OpenAI)"), (r"gpt-4o", "GPT-4o (OpenAI)"), (r"openai", "OpenAI"),
+    (r"dall e|dalle", "DALL·E"),
+    (r"chatgpt", "ChatGPT (OpenAI)"), (r"gpt 4o", "GPT-4o (OpenAI)"), (r"gpt image", "GPT Image (OpenAI)"),
+    (r"openai", "OpenAI"),
     (r"midjourney", "Midjourney"),
-    (r"stable diffusion", "Stable Diffusion"), (r"stablediffusion", "Stable Diffusion"),
+    (r"sdxl|sd xl", "Stable Diffusion (SDXL)"),
+    (r"stable diffusion|stablediffusion", "Stable Diffusion"),
     (r"automatic1111", "Stable Diffusion web UI"), (r"comfyui", "ComfyUI"), (r"invokeai", "InvokeAI"),
-    (r"fooocus", "Fooocus"), (r"novelai", "NovelAI"), (r"leonardo\.ai", "Leonardo.Ai"), (r"ideogram", "Ideogram"),
+    (r"fooocus", "Fooocus"), (r"novelai", "NovelAI"), (r"leonardo ai|leonardoai", "Leonardo.Ai"), (r"ideogram", "Ideogram"),
+    (r"black forest labs|flux (?:1|2|pro|dev|schnell|kontext|ultra)", "FLUX"),
+    (r"gemini", "Google Gemini"),
     # "imagen" is also Spanish for "image" and starts Imagenomic's name: only "Google Imagen" or "Imagen" + version
-    (r"google imagen(?![a-z])|imagen ?[1-9](?![0-9.])", "Google Imagen"),
-    (r"bing image creator", "Bing Image Creator"), (r"black forest labs", "FLUX"),
+    (r"google imagen|imagen ?[1-9](?! [0-9])", "Google Imagen"),
+    (r"(?:x ?ai|grok) aurora", "Aurora (xAI)"), (r"grok", "Grok (xAI)"),
+    (r"recraft", "Recraft"), (r"krea(?: ai)?", "Krea"),
+    (r"runwayml|runway (?:ml|ai|gen ?[1-9]?|frames|aleph)", "Runway"),
+    (r"playground(?:ai| ai| v ?[1-9])", "Playground"),
+    (r"bing image creator", "Bing Image Creator"),
 )
 # Software that must never be taken for a generator, whatever it contains: retouching tools and editors whose names
-# hold a generator's word (lower case; removed from the text before KNOWN_GENERATORS is matched).
+# hold a generator's word, and client libraries that call a generator's API without being one (normalised like the
+# text; removed from it before KNOWN_GENERATORS is matched).
 NOT_GENERATORS = (
     "imagenomic",  # Imagenomic Portraiture, Noiseware, Realgrain: skin retouching and noise plug-ins
     "editor de imagen", "editor de imágenes", "editor de imagenes", "visor de imagen", "visor de imágenes",
     "procesador de imagen", "captura de imagen", "gestor de imagen",  # Spanish editors and viewers ("imagen" = image)
+    "openai python", "openai node", "openai java", "openai go", "openai dotnet", "openai ruby",  # OpenAI's API clients
 )
 # PNG text keys that generators write → the tool
 GENERATOR_TEXT_KEYS = {
@@ -105,48 +169,74 @@ class Finding:
     details: dict = field(default_factory=dict)
 
     def __post_init__(self):
+        object.__setattr__(self, "strength", Strength(self.strength))  # a strength outside Strength is a bug here
         if not self.message.endswith((".", "!", "?")):
             object.__setattr__(self, "message", self.message + ".")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "strength": str(self.strength)}
 
 
-def check(data: bytes, name: str | None = None) -> list[Finding]:
+def check(data: bytes, name: str | None = None, trust_anchors: str | None = None) -> list[Finding]:
     """Every finding in `data` (a file's original bytes), strongest first; never raises for bad metadata.
 
-    With nothing found, one `file` finding says so (and that this is no evidence of a real photo)."""
+    `trust_anchors`: the PEM certificates whose C2PA signers are trusted (by default the file `TRUST_ANCHORS_ENV`
+    names; with none, no signer is on a trust list and no AI origin is strong). With nothing found, one `file`
+    finding says so (and that this is no evidence of a real photo)."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
-        return [Finding("file", "unreadable", "error", "Could not read the metadata: the input is not a file's bytes.")]
+        return [Finding("file", "unreadable", Strength.ERROR, "Could not read the metadata: the input is not a file's bytes.")]
     data = bytes(data)
     if len(data) > MAX_INPUT_BYTES:
-        return [Finding("file", "unreadable", "error",
+        return [Finding("file", "unreadable", Strength.ERROR,
                         f"Could not read the metadata: the file is larger than {MAX_INPUT_BYTES // 1024 // 1024} MB.")]
     findings: list[Finding] = []
-    for source, reader in (("c2pa", _c2pa), ("xmp", _xmp), ("exif", _pillow)):
+    for source, reader in (("c2pa", lambda data: _c2pa(data, trust_anchors)), ("xmp", _xmp), ("exif", _pillow)):
         try:
             findings += reader(data)
         except Exception as err:  # a reader's own bug or a library's surprise: one finding, never a crash
             logger.warning("provenance: the %s reader failed (%s)", source, type(err).__name__)
             findings.append(_unreadable(source, err))
-    if not [f for f in findings if f.strength != "error"]:
-        findings.append(Finding("file", "none", "info", NO_METADATA if not findings else NO_READABLE_METADATA))
-    order = {strength: index for index, strength in enumerate(STRENGTHS)}
-    return sorted(_dedupe(findings), key=lambda f: order.get(f.strength, len(order)))
+    if not [f for f in findings if f.strength != Strength.ERROR]:
+        findings.append(Finding("file", "none", Strength.INFO, NO_METADATA if not findings else NO_READABLE_METADATA))
+    return sorted(_dedupe(findings), key=lambda f: _rank(f.strength))
+
+
+def _rank(strength) -> int:
+    return STRENGTHS.index(strength) if strength in STRENGTHS else len(STRENGTHS)
+
+
+def ai_level(findings: list[Finding]) -> Strength | None:
+    """How strongly the file declares an AI origin: STRONG, DECLARED or WEAK (its strongest such finding); None when
+    it declares none."""
+    levels = [f.strength for f in findings if f.kind in AI_KINDS and f.strength in VERIFIED_LEVELS]
+    return Strength(min(levels, key=_rank)) if levels else None
 
 
 def declares_ai(findings: list[Finding]) -> bool:
-    """True when any finding is strong evidence of AI origin."""
-    return any(f.strength == "strong" for f in findings)
+    """True when a finding is strong evidence of AI origin (valid Content Credentials from a trusted signer)."""
+    return ai_level(findings) == Strength.STRONG
+
+
+def fields(findings: list[Finding] | None) -> dict:
+    """What a JSON row (the command line's, the API's) says about the file's declarations, as the page and the report
+    say it: `provenance` (every finding), `provenance_level` (`ai_level`: "strong", "declared", "weak" or None) and
+    `provenance_summary` (`summary`); all None when the file was not checked."""
+    if findings is None:
+        return {"provenance": None, "provenance_level": None, "provenance_summary": None}
+    level = ai_level(findings)
+    return {"provenance": [f.to_dict() for f in findings], "provenance_level": str(level) if level else None,
+            "provenance_summary": summary(findings)}
 
 
 def summary(findings: list[Finding]) -> str:
-    """One sentence: what the metadata says, beside (never instead of) the model's verdict."""
-    strong = [f for f in findings if f.strength == "strong"]
-    if strong:
-        return (f"The file itself declares an AI origin ({strong[0].message.rstrip('.')}). That is strong evidence the "
-                "picture is generated, whatever the model's score; the model's probabilities are not changed by it.")
-    if any(f.strength == "weak" for f in findings):
+    """What the metadata says, beside (never instead of) the model's verdict; "strong evidence" only at STRONG."""
+    level = ai_level(findings)
+    if level is not None:
+        first = next(f for f in findings if f.kind in AI_KINDS and f.strength == level)
+        meaning = VERIFICATION.get(first.details.get("verification"), VERIFICATION["unsigned"])[1]
+        return (f"The file declares an AI origin ({first.message.rstrip('.')}). {meaning} The model's probabilities "
+                "are not changed by it.")
+    if any(f.strength == Strength.WEAK for f in findings):
         return ("The file declares synthetic or composite content, without saying AI made it. Missing or partial "
                 "metadata is not evidence that the picture is real.")
     return ("The file declares no AI origin. That is not evidence that it is real: most sites and apps remove "
@@ -170,7 +260,7 @@ def _unreadable(source: str, err: Exception | str) -> Finding:
     what = {"c2pa": "the Content Credentials (C2PA manifest)", "xmp": "the XMP metadata", "exif": "the EXIF metadata",
             "png-text": "the PNG text chunks"}.get(source, "the metadata")
     reason = err if isinstance(err, str) else (_text(err) or type(err).__name__)
-    return Finding(source, "unreadable", "error", f"Could not read {what}: {_text(reason)}.", {"reason": _text(reason)})
+    return Finding(source, "unreadable", Strength.ERROR, f"Could not read {what}: {_text(reason)}.", {"reason": _text(reason)})
 
 
 def _dedupe(findings: list[Finding]) -> list[Finding]:
@@ -183,26 +273,41 @@ def _dedupe(findings: list[Finding]) -> list[Finding]:
     return kept
 
 
+def _words(value) -> str:
+    """Lower case, every run of characters other than letters and digits one space, padded with a space each side."""
+    return " " + " ".join(re.split(r"[\W_]+", _text(value).lower())).strip() + " "
+
+
+_NOT_GENERATORS = re.compile("|".join(re.escape(_words(phrase)[:-1]) + r"(?=\s)" for phrase in NOT_GENERATORS))
+_GENERATORS = [(re.compile(rf"(?<= )(?:{pattern})(?= )"), shown) for pattern, shown in KNOWN_GENERATORS]
+
+
 def known_generator(value) -> str | None:
-    """The generator a Software-like string names, if it is on KNOWN_GENERATORS."""
-    lowered = _text(value).lower()
-    for phrase in NOT_GENERATORS:
-        lowered = lowered.replace(phrase, " ")
-    return next((shown for pattern, shown in KNOWN_GENERATORS if re.search(rf"(?<![a-z0-9])(?:{pattern})", lowered)), None)
+    """The generator a Software-like string names, if it is on KNOWN_GENERATORS (whole words, separators normalised)."""
+    words = _words(value)
+    words = _NOT_GENERATORS.sub(" ", words)
+    return next((shown for pattern, shown in _GENERATORS if pattern.search(words)), None)
 
 
-def _source_type(uri: str, source: str, where: str) -> Finding | None:
+def _ai_finding(source: str, kind: str, message: str, details: dict, verification: str = "unsigned") -> Finding:
+    """A declared AI origin, as strong as its `verification` (a key of VERIFICATION) allows; the key is kept in the
+    details, where the summary reads what it means."""
+    return Finding(source, kind, VERIFICATION[verification][0], message, {**details, "verification": verification})
+
+
+def _source_type(uri: str, source: str, where: str, verification: str = "unsigned") -> Finding | None:
     """A finding for an IPTC digital source type (a full vocabulary URI or a bare code)."""
     code = _text(uri).rsplit("/", 1)[-1]
     details = {"digital_source_type": code, "where": where}
     if code in AI_SOURCE_TYPES:
-        return Finding(source, "ai-declared", "strong",
-                       f"{where} declares the picture {AI_SOURCE_TYPES[code]} (digital source type {code})", details)
+        return _ai_finding(source, "ai-declared",
+                           f"{where} declares the picture {AI_SOURCE_TYPES[code]} (digital source type {code})", details,
+                           verification)
     if code in SYNTHETIC_SOURCE_TYPES:
-        return Finding(source, "synthetic-declared", "weak",
+        return Finding(source, "synthetic-declared", Strength.WEAK,
                        f"{where} declares the picture {SYNTHETIC_SOURCE_TYPES[code]} (digital source type {code})", details)
     if code:
-        return Finding(source, "source-type", "info",
+        return Finding(source, "source-type", Strength.INFO,
                        f"{where} declares the digital source type {code}. A declaration, not proof: anyone can write it",
                        details)
     return None
@@ -223,21 +328,62 @@ def _mime(data: bytes) -> str | None:
 # --- C2PA -----------------------------------------------------------------------------------------
 
 _C2PA_SETTINGS = {"verify": {"remote_manifest_fetch": False, "ocsp_fetch": False}}  # never reach the network
-_c2pa_context = None
 
 
-def _c2pa(data: bytes) -> list[Finding]:
+@functools.lru_cache(maxsize=4)
+def _c2pa_context(anchors: str | None):
+    """A c2pa context that never reaches the network and trusts the signers `anchors` (PEM certificates) vouch for:
+    these replace the library's own, so with None no signer is trusted unless the library itself vouches for it."""
+    import c2pa
+
+    settings = {**_C2PA_SETTINGS, **({"trust": {"trust_anchors": anchors}} if anchors else {})}
+    return c2pa.Context.from_dict(settings)
+
+
+def _trust_anchors(given: str | None) -> tuple[str | None, str | None]:
+    """(the trust anchors: `given`, or the text of the PEM file TRUST_ANCHORS_ENV names, or None; why that file
+    cannot be used, or None)."""
+    if given is not None:
+        return given, None
+    path = os.environ.get(TRUST_ANCHORS_ENV, "").strip()
+    if not path:
+        return None, None
+    try:
+        with open(path, "rb") as file:
+            text = file.read(MAX_TRUST_ANCHORS_BYTES + 1).decode("ascii")
+    except (OSError, UnicodeError) as err:
+        return None, _text(getattr(err, "strerror", None) or err)
+    if len(text) > MAX_TRUST_ANCHORS_BYTES:
+        return None, f"it is larger than {MAX_TRUST_ANCHORS_BYTES // 1024 // 1024} MB"
+    if "-----BEGIN CERTIFICATE-----" not in text:
+        return None, "it holds no PEM certificate"
+    return text, None
+
+
+def _trust_problem(given: str | None, why: str) -> Finding:
+    what = ("the trust anchors given" if given is not None
+            else f"the C2PA trust list {_text(os.environ.get(TRUST_ANCHORS_ENV, ''))} that {TRUST_ANCHORS_ENV} names")
+    logger.warning("provenance: could not use %s (%s)", what, why)
+    return Finding("c2pa", "unreadable", Strength.ERROR,
+                   f"Could not use {what} ({why}): point {TRUST_ANCHORS_ENV} at a PEM file of trust anchor certificates, "
+                   "or unset it. Until then no signer is on a trust list, and no AI origin counts as strong",
+                   {"reason": why})
+
+
+def _c2pa(data: bytes, trust_anchors: str | None = None) -> list[Finding]:
     if b"c2pa" not in data and b"jumb" not in data:  # no JUMBF box, no manifest: skip the native library
         return []
     try:
         import c2pa
     except ImportError:
         return [_unreadable("c2pa", "c2pa-python is not installed")]
-    global _c2pa_context
-    if _c2pa_context is None:
-        _c2pa_context = c2pa.Context.from_dict(_C2PA_SETTINGS)
+    anchors, problem = _trust_anchors(trust_anchors)
     try:
-        reader = c2pa.Reader.try_create(_mime(data), io.BytesIO(data), None, _c2pa_context)
+        context = _c2pa_context(anchors)
+    except Exception as err:  # certificates the library refuses
+        problem, context = _text(err) or type(err).__name__, _c2pa_context(None)
+    try:
+        reader = c2pa.Reader.try_create(_mime(data), io.BytesIO(data), None, context)
         if reader is None:
             return []
         with reader:
@@ -245,7 +391,7 @@ def _c2pa(data: bytes) -> list[Finding]:
     except Exception as err:
         logger.info("provenance: C2PA manifest unreadable (%s)", type(err).__name__)
         return [_unreadable("c2pa", err)]
-    return _c2pa_findings(store)
+    return ([_trust_problem(trust_anchors, problem)] if problem else []) + _c2pa_findings(store)
 
 
 # What a failing validation code means for a reader (codes of the C2PA specification, as c2pa-rs reports them):
@@ -283,6 +429,25 @@ def _failures(statuses) -> list[dict]:
     return [s for s in statuses or [] if isinstance(s, dict) and s.get("code")]
 
 
+def _trusted(statuses) -> bool:
+    """Whether `validation_results` say the signing certificate chains to a trust anchor (signingCredential.trusted)."""
+    active = statuses.get("activeManifest") if isinstance(statuses, dict) else None
+    success = active.get("success") if isinstance(active, dict) else None
+    return any(isinstance(s, dict) and s.get("code") == "signingCredential.trusted" for s in success or [])
+
+
+def _verification(validity: str, trusted: bool) -> str:
+    """The VERIFICATION key of an AI origin declared in one manifest: "trusted signer" only when its credentials
+    validate and the signer is on the trust list."""
+    if validity in ("changed", "damaged"):
+        return "does not validate"
+    return "trusted signer" if validity == "valid" and trusted else "unknown signer"
+
+
+def _weakest(*verifications: str) -> str:
+    return max(verifications, key=lambda v: _rank(VERIFICATION[v][0]))
+
+
 def _validity(failures: list[dict]) -> tuple[str, str]:
     """(what the failures mean: "valid", "credential", "revoked", "changed" or "damaged"; the reasons, in words)."""
     kinds = {_code_kind(_text(s["code"])) for s in failures}
@@ -317,7 +482,7 @@ def _manifest_facts(manifest: dict) -> tuple[str, str, list[str], list[dict]]:
 
 def _ingredient_chain(store: dict, manifests: dict) -> list[tuple[str, dict, str, list[dict]]]:
     """The manifests the active one reaches through its ingredients, depth first: (how it is reached, in words;
-    the manifest; its relationship; the ingredient's validation failures). Each manifest once; at most MAX_CHAIN."""
+    the manifest; its relationship; the ingredient's validation results). Each manifest once; at most MAX_CHAIN."""
     chain, seen = [], {store.get("active_manifest")}
 
     def walk(manifest: dict, path: str) -> None:
@@ -332,33 +497,31 @@ def _ingredient_chain(store: dict, manifests: dict) -> list[tuple[str, dict, str
             title = _text(ingredient.get("title") or "")
             where = RELATIONSHIPS.get(relationship, f"an ingredient ({relationship})") + (f" {title!r}" if title else "")
             where = where if not path else f"{where} of {path}"
-            failures = _failures(ingredient.get("validation_results") or ingredient.get("validation_status"))
-            chain.append((where, manifests[label], relationship, failures))
+            results = ingredient.get("validation_results") or ingredient.get("validation_status")
+            chain.append((where, manifests[label], relationship, results))
             walk(manifests[label], where)
 
     walk(manifests[store["active_manifest"]], "")
     return chain
 
 
-def _declarations(manifest: dict, where: str, qualifier: str, weaker: bool) -> list[Finding]:
+def _declarations(manifest: dict, where: str, qualifier: str, verification: str) -> list[Finding]:
     """What one manifest declares about AI: digital source types in its actions, a known generator as its claim
-    generator. `where` names the manifest in the message; `weaker` turns strong into weak (an input ingredient)."""
+    generator, as strong as `verification` allows. `where` names the manifest in the message."""
     _, _, generators, actions = _manifest_facts(manifest)
     findings = []
     for action in actions:
         if action.get("digitalSourceType"):
             found = _source_type(str(action["digitalSourceType"]), "c2pa",
-                                 f"{where}: the action {_text(action.get('action', 'unnamed'))}{qualifier}")
+                                 f"{where}: the action {_text(action.get('action', 'unnamed'))}{qualifier}", verification)
             if found:
                 findings.append(found)
     for generator in generators:
         if known_generator(generator):
-            findings.append(Finding("c2pa", "generator", "strong",
-                                    f"{where} name the AI generator {known_generator(generator)} as the claim "
-                                    f"generator ({generator}){qualifier}", {"claim_generator": generator, "where": where}))
-    if weaker:
-        findings = [Finding(f.source, f.kind, "weak", f.message, f.details) if f.strength == "strong" else f
-                    for f in findings]
+            findings.append(_ai_finding("c2pa", "generator",
+                                        f"{where} name the AI generator {known_generator(generator)} as the claim "
+                                        f"generator ({generator}){qualifier}",
+                                        {"claim_generator": generator, "where": where}, verification))
     return findings
 
 
@@ -375,6 +538,10 @@ def _c2pa_findings(store: dict) -> list[Finding]:
     state = _text(store.get("validation_state") or "")
     failures = _failures(store.get("validation_results")) or [s for s in statuses if s.get("code")]
     validity, reasons = _validity(failures)
+    trusted = _trusted(store.get("validation_results"))
+    if validity == "valid" and not trusted:  # no failure, yet no trust list vouched for the signer
+        validity, reasons = "credential", "the signer is not on a trust list this checker knows"
+    verification = _verification(validity, trusted)
     chain = _ingredient_chain(store, manifests)
     signature = active.get("signature_info") if isinstance(active.get("signature_info"), dict) else {}
     details = {"signer": signer, "issuer": issuer, "claim_generator": generators, "validation_state": state,
@@ -387,36 +554,38 @@ def _c2pa_findings(store: dict) -> list[Finding]:
     if validity in ("changed", "damaged"):
         what = ("the file or its manifest was changed after signing" if validity == "changed"
                 else "the manifest is damaged or incomplete")
-        findings.append(Finding("c2pa", "tampered" if validity == "changed" else "damaged", "warning",
+        findings.append(Finding("c2pa", "tampered" if validity == "changed" else "damaged", Strength.WARNING,
                                 f"Content Credentials {by}{made}, but they do not validate: {what} ({reasons}). What "
                                 "they declare may no longer describe this picture", details))
         qualifier = " (in credentials that do not validate)"
     elif validity == "revoked":
-        findings.append(Finding("c2pa", "credential", "warning",
+        findings.append(Finding("c2pa", "credential", Strength.WARNING,
                                 f"Content Credentials {by}{made}. The file has not changed since it was signed, but "
                                 f"{reasons}: the signature vouches for nothing", details))
     elif validity == "credential":
-        findings.append(Finding("c2pa", "signed", "info",
+        findings.append(Finding("c2pa", "signed", Strength.INFO,
                                 f"Content Credentials {by}{made}. The signature matches the file (nothing changed since "
                                 f"signing), but {reasons}: who signed is not vouched for", details))
     else:
-        findings.append(Finding("c2pa", "signed", "info",
-                                f"Content Credentials {by}{made}; the signature is valid ({state or 'no state given'})",
-                                details))
-    findings += _declarations(active, "The Content Credentials", qualifier, weaker=False)
+        findings.append(Finding("c2pa", "signed", Strength.INFO,
+                                f"Content Credentials {by}{made}; the signature is valid and the signer is on the trust "
+                                f"list ({state or 'no state given'})", details))
+    findings += _declarations(active, "The Content Credentials", qualifier, verification)
     if chain:
         listed = "; ".join(f"{where} ({'signed by ' + _manifest_facts(manifest)[0]}"
                            + (f", made with {', '.join(_manifest_facts(manifest)[2])}" if _manifest_facts(manifest)[2] else "")
                            + ")" for where, manifest, _, _ in chain)
-        findings.append(Finding("c2pa", "ingredients", "info",
+        findings.append(Finding("c2pa", "ingredients", Strength.INFO,
                                 f"The Content Credentials hold {len(chain)} earlier manifest(s), of what the picture was "
                                 f"made from: {listed}", {"ingredients": [where for where, *_ in chain]}))
-    for where, manifest, relationship, ingredient_failures in chain:
-        ingredient_validity, _ = _validity(ingredient_failures)
+    for where, manifest, relationship, results in chain:
+        ingredient_validity, _ = _validity(_failures(results))
         inner = qualifier or (" (in the ingredient's credentials, which do not validate)"
                               if ingredient_validity in ("changed", "damaged") else "")
+        # as strong as the weakest of: the active credentials, the ingredient's own as recorded, an input only
+        own = _verification(ingredient_validity, _trusted(results))
         findings += _declarations(manifest, f"The Content Credentials of {where}", inner,
-                                  weaker=relationship == "inputTo")
+                                  _weakest(verification, own, *(["input ingredient"] if relationship == "inputTo" else [])))
     return findings
 
 
@@ -518,9 +687,9 @@ def _software(source: str, where: str, value) -> Finding:
     value = _text(value)
     generator = known_generator(value)
     if generator:
-        return Finding(source, "generator", "strong",
-                       f"The {where} names the AI generator {generator} (\"{value}\")", {"software": value})
-    return Finding(source, "software", "info",
+        return _ai_finding(source, "generator", f"The {where} names the AI generator {generator} (\"{value}\")",
+                           {"software": value})
+    return Finding(source, "software", Strength.INFO,
                    f"The {where} names the software \"{value}\": saved or edited with it, which says nothing about "
                    "AI either way", {"software": value})
 
@@ -553,13 +722,13 @@ def _exif(image: Image.Image) -> list[Finding]:
         findings.append(_software("exif", "EXIF Software tag", software))
     camera = " ".join(_text(v) for v in (make, model) if v not in (None, "", b""))
     if camera:
-        findings.append(Finding("exif", "camera", "info",
+        findings.append(Finding("exif", "camera", Strength.INFO,
                                 f"The EXIF names a camera ({camera}). Camera tags are easy to copy or write: they are "
                                 "not evidence that the picture is real", {"make": _text(make or ""), "model": _text(model or "")}))
     if comment is not None:
         text = _user_comment(comment)
         if "Steps:" in text and "Sampler:" in text:
-            findings.append(Finding("exif", "generator", "strong",
+            findings.append(_ai_finding("exif", "generator",
                                     "The EXIF UserComment holds Stable Diffusion web UI generation settings (prompt, "
                                     "steps, sampler): the picture was saved by an image generator",
                                     {"excerpt": _text(text)}))
@@ -587,7 +756,7 @@ def _png_text(image: Image.Image) -> list[Finding]:
     for key, value in chunks.items():
         tool = GENERATOR_TEXT_KEYS.get(str(key).lower())
         if tool:
-            findings.append(Finding("png-text", "generator", "strong",
+            findings.append(_ai_finding("png-text", "generator",
                                     f"The PNG holds a \"{_text(key)}\" text chunk, the generation settings {tool} "
                                     "writes when it makes a picture", {"key": _text(key), "tool": tool,
                                                                        "excerpt": _text(value)}))

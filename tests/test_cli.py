@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import html
 import io
 import json
 import os
@@ -198,13 +199,17 @@ def test_report_writes_one_html_file_per_image_with_its_provenance(inputs, model
         "copy.JPEG.report.html", "my_photo_1_.png.report.html", "real_pixabay_1.jpg.report.html"]
     mine = records["my photo <1>.png"]
     assert mine["report"] == str(reports / "my_photo_1_.png.report.html")
-    assert [f["strength"] for f in mine["provenance"]] == ["strong"] and mine["provenance"][0]["source"] == "png-text"
+    assert [f["strength"] for f in mine["provenance"]] == ["declared"] and mine["provenance"][0]["source"] == "png-text"
+    assert mine["provenance_level"] == "declared" and "not verified" in mine["provenance_summary"]  # unsigned text
     document = Path(mine["report"]).read_text(encoding="utf-8")
+    assert html.escape(mine["provenance_summary"]) in document  # the report says what the JSON says
     assert "my photo &lt;1&gt;.png" in document and "Stable Diffusion web UI" in document
     shown = re.search(r"probability that this face is fake: ([\d.]+)%", document)
     assert shown and abs(float(shown.group(1)) - mine["probabilities"]["fake"] * 100) < 0.5
     assert records["broken.jpg"]["report"] is None and records["broken.jpg"]["error"]
     assert records["real_pixabay_1.jpg"]["provenance"][0]["kind"] == "none"
+    assert records["real_pixabay_1.jpg"]["provenance_level"] is None
+    assert records["broken.jpg"]["provenance_level"] is None and records["broken.jpg"]["provenance_summary"] is None
 
 
 def test_report_folder_that_cannot_be_made_is_a_usage_error(inputs, model_dir, tmp_path):

@@ -42,10 +42,49 @@ def test_report_holds_everything_inline(detector, signed_face):
     assert f"probability that this face is fake: {percent(p_fake, decimals(p_fake, detector))}" in document
     for key in ('id="original"', 'id="activation-map"', 'id="overlay"', 'id="spectrum"', 'id="provenance"'):
         assert key in document
-    assert "trainedAlgorithmicMedia" in document and "strong evidence of AI origin" in document
+    assert "trainedAlgorithmicMedia" in document and "AI origin declared, not verified" in document  # a test CA
     assert "Known limits" in document and "@media print" in document
     pictures = images_in(document)
     assert len(pictures) >= 4 + len(evidence.analysis.faces) and all(p.size[0] > 0 for p in pictures)
+
+
+@pytest.mark.parametrize("case, level", [("manifest copied onto a real photo", "weak"),
+                                         ("signed by a signer on no trust list", "declared"),
+                                         ("signed by a signer on the trust list", "strong")])
+def test_the_page_the_json_and_the_report_weigh_credentials_alike(detector, face_paths, tmp_path, monkeypatch, case,
+                                                                   level):
+    """Strength follows validity, and has one home (detector.provenance): the page's reading and panel, the JSON
+    row and the report say the same level, and "strong evidence" only for valid credentials from a trusted signer.
+    A real photo carrying the manifest of a generated picture was reported as strong evidence that it is generated."""
+    import html
+
+    import app
+    from detector import provenance
+    from test_provenance import make_credentials, transplant
+
+    signer, ca = make_credentials()
+    photo = jpeg(Image.open(face_paths[0]).convert("RGB"))
+    data = transplant(sign(signer, jpeg(picture(4, (128, 96)))), photo) if level == "weak" else sign(signer, photo)
+    if level == "strong":
+        (tmp_path / "anchors.pem").write_text(ca)
+        monkeypatch.setenv(provenance.TRUST_ANCHORS_ENV, str(tmp_path / "anchors.pem"))
+    evidence = examine(detector, data, "face.jpg")
+    said = provenance.summary(evidence.findings)
+    strong = level == "strong"
+    assert ("strong evidence" in said) == strong and ("weak evidence at most" in said.lower()) == (level == "weak")
+    document = report_html(evidence, detector)
+    (shown_class, shown) = re.search(r'<p class="(\w+)" id="declared">(.*?)</p>', document, re.S).groups()
+    assert shown_class == level and html.escape(said) in shown
+    assert ("strong evidence" in shown) == strong
+    assert (f'<td class="strong">{provenance.STRENGTH_WORDS["strong"]}' in document) == strong
+    text = app.reading(evidence.analysis, detector, evidence.findings)
+    assert said in text and app.STRENGTH_ICONS[level] + " **What the file declares" in text
+    assert ("strong evidence" in text.lower()) == strong
+    panel = app.provenance_markdown(evidence.findings)
+    assert app.STRENGTH_MARKS[level] in panel and (app.STRENGTH_MARKS["strong"] in panel) == strong
+    row = provenance.fields(evidence.findings)  # what the command line's and the API's JSON rows hold
+    assert row["provenance_level"] == level and row["provenance_summary"] == said
+    assert {f["strength"] for f in row["provenance"]} >= {level}
 
 
 def test_report_lists_every_face_with_its_box(detector, face_paths):

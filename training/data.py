@@ -531,10 +531,7 @@ def eval_transform(config: dict) -> Preprocessor:
 
 
 def collate(examples: list[dict]) -> dict:
-    batch = {
+    return {
         "pixel_values": torch.stack([example["pixel_values"] for example in examples]),
         "target": torch.tensor([example["target"] for example in examples]),
     }
-    if "domain" in examples[0]:
-        batch["domain"] = torch.tensor([example["domain"] for example in examples])
-    return batch
