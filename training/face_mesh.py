@@ -428,18 +428,18 @@ class LandmarkCache:
         return cache
 
 
-def dataset_items(dataset, label: int | None = None, image_column: str = "image", label_column: str = "target",
-                  batch_size: int = 64):
-    """(key, open picture) for each row of a training dataset whose image cells are undecoded ({'bytes', 'path'}),
-    keyed by path, or by the bytes' hash when the cell has none; only the rows of class `label` when given."""
-    from .data import open_rgb
+def dataset_items(dataset, label: int | None = None, batch_size: int = 64):
+    """(key, open picture) for each row of a training dataset ('image' and 'target' columns), keyed as the face
+    cache keys it (`training.data.FaceCache.key`: the path, else a hash of the bytes); only class `label` when given."""
+    import datasets
 
-    for batch in dataset.select_columns([image_column, label_column]).iter(batch_size=batch_size):
-        for item, target in zip(batch[image_column], batch[label_column]):
-            if label is not None and target != label:
-                continue
-            key = item.get("path") or hashlib.blake2b(item["bytes"], digest_size=16).hexdigest()
-            yield key, (lambda item=item: open_rgb(item))
+    from .data import FaceCache, open_rgb
+
+    rows = dataset.select_columns(["image", "target"]).cast_column("image", datasets.Image(decode=False))
+    for batch in rows.iter(batch_size=batch_size):
+        for item, target in zip(batch["image"], batch["target"]):
+            if label is None or target == label:
+                yield FaceCache.key(item), (lambda item=item: open_rgb(item))
 
 
 if __name__ == "__main__":
