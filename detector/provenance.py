@@ -83,10 +83,10 @@ VERIFICATION = {
     "input ingredient": (Strength.WEAK, "Weak evidence at most: it is said of an ingredient used as an input, not of "
                                         "the picture itself."),
 }
-LEVELS_NOTE = ("An AI origin counts as strong evidence only in Content Credentials that validate and whose signer is on "
-               "the trust list. Unsigned metadata (IPTC, EXIF, generator settings) and credentials from a signer nobody "
-               "vouches for are declared, not verified: anyone can write or copy them. Credentials that no longer "
-               "validate are weak evidence at most.")
+LEVELS_NOTE = ("An AI origin counts as strong evidence only in Content Credentials that validate and whose signer is "
+               "on the trust list. Unsigned metadata (IPTC, EXIF, generator settings) and credentials from a signer "
+               "nobody vouches for are declared, not verified: anyone can write or copy them. Credentials that no "
+               "longer validate are weak evidence at most.")
 AI_KINDS = ("ai-declared", "generator")  # the finding kinds that declare an AI origin
 VERIFIED_LEVELS = (Strength.STRONG, Strength.DECLARED, Strength.WEAK)  # the strengths a declared AI origin can have
 TRUST_ANCHORS_ENV = "DETECTOR_C2PA_TRUST_ANCHORS"  # a PEM file of the C2PA trust anchors whose signers count as strong
@@ -120,7 +120,8 @@ KNOWN_GENERATORS = (
     (r"sdxl|sd xl", "Stable Diffusion (SDXL)"),
     (r"stable diffusion|stablediffusion", "Stable Diffusion"),
     (r"automatic1111", "Stable Diffusion web UI"), (r"comfyui", "ComfyUI"), (r"invokeai", "InvokeAI"),
-    (r"fooocus", "Fooocus"), (r"novelai", "NovelAI"), (r"leonardo ai|leonardoai", "Leonardo.Ai"), (r"ideogram", "Ideogram"),
+    (r"fooocus", "Fooocus"), (r"novelai", "NovelAI"), (r"leonardo ai|leonardoai", "Leonardo.Ai"),
+    (r"ideogram", "Ideogram"),
     (r"black forest labs|flux (?:1|2|pro|dev|schnell|kontext|ultra)", "FLUX"),
     (r"gemini", "Google Gemini"),
     # "imagen" is also Spanish for "image" and starts Imagenomic's name: only "Google Imagen" or "Imagen" + version
@@ -233,9 +234,11 @@ def summary(findings: list[Finding]) -> str:
     level = ai_level(findings)
     if level is not None:
         first = next(f for f in findings if f.kind in AI_KINDS and f.strength == level)
-        meaning = VERIFICATION.get(first.details.get("verification"), VERIFICATION["unsigned"])[1]
-        return (f"The file declares an AI origin ({first.message.rstrip('.')}). {meaning} The model's probabilities "
-                "are not changed by it.")
+        key = first.details.get("verification")
+        if key not in VERIFICATION or VERIFICATION[key][0] != level:  # never words stronger than the level
+            key = next(k for k, (strength, _) in VERIFICATION.items() if strength == level)
+        return (f"The file declares an AI origin ({first.message.rstrip('.')}). {VERIFICATION[key][1]} The model's "
+                "probabilities are not changed by it.")
     if any(f.strength == Strength.WEAK for f in findings):
         return ("The file declares synthetic or composite content, without saying AI made it. Missing or partial "
                 "metadata is not evidence that the picture is real.")
@@ -301,8 +304,8 @@ def _source_type(uri: str, source: str, where: str, verification: str = "unsigne
     details = {"digital_source_type": code, "where": where}
     if code in AI_SOURCE_TYPES:
         return _ai_finding(source, "ai-declared",
-                           f"{where} declares the picture {AI_SOURCE_TYPES[code]} (digital source type {code})", details,
-                           verification)
+                           f"{where} declares the picture {AI_SOURCE_TYPES[code]} (digital source type {code})",
+                           details, verification)
     if code in SYNTHETIC_SOURCE_TYPES:
         return Finding(source, "synthetic-declared", Strength.WEAK,
                        f"{where} declares the picture {SYNTHETIC_SOURCE_TYPES[code]} (digital source type {code})", details)
@@ -365,8 +368,8 @@ def _trust_problem(given: str | None, why: str) -> Finding:
             else f"the C2PA trust list {_text(os.environ.get(TRUST_ANCHORS_ENV, ''))} that {TRUST_ANCHORS_ENV} names")
     logger.warning("provenance: could not use %s (%s)", what, why)
     return Finding("c2pa", "unreadable", Strength.ERROR,
-                   f"Could not use {what} ({why}): point {TRUST_ANCHORS_ENV} at a PEM file of trust anchor certificates, "
-                   "or unset it. Until then no signer is on a trust list, and no AI origin counts as strong",
+                   f"Could not use {what} ({why}): point {TRUST_ANCHORS_ENV} at a PEM file of trust anchor "
+                   "certificates, or unset it. Until then no signer is on a trust list, and no AI origin counts as strong",
                    {"reason": why})
 
 
