@@ -282,6 +282,15 @@ def test_an_expired_certificate_is_not_tampering(tmp_path):
     assert ai_strengths(findings) == {"declared"}  # what the credentials declare counts, as declared, not verified
 
 
+def test_the_summary_never_words_a_finding_more_strongly_than_its_strength():
+    """The summary's words come from the finding's level: a weak finding that carries a stronger verification key
+    (made by hand, or by a later change) still reads as weak evidence, and one without a key as its level's first."""
+    mislabelled = provenance.Finding("c2pa", "ai-declared", "weak", "Made by X", {"verification": "trusted signer"})
+    assert "strong evidence" not in summary([mislabelled]).lower()
+    assert "weak evidence at most" in summary([mislabelled]).lower()
+    assert "not verified" in summary([provenance.Finding("xmp", "generator", "declared", "Made by Y")])
+
+
 @pytest.mark.parametrize("code, kind, strength, ai", [
     ("assertion.dataHash.mismatch", "tampered", "warning", "weak"),
     ("claimSignature.mismatch", "tampered", "warning", "weak"),
