@@ -42,6 +42,7 @@ from .errors import DetectorError
 from .verdicts import VERDICTS
 from .images import EXTENSIONS, images_in, load_image
 from .logs import configure_logging
+from .metrics import show
 from .model import PRECISIONS, hub_revision, weights_sha256
 
 logger = logging.getLogger("detector.score")  # the same name under `python -m`
@@ -581,8 +582,8 @@ def summary_text(summary: dict) -> str:
     lines += [f"  error ({count}): {reason}" for reason, count in summary["error_reasons"].items()]
     metrics = summary.get("metrics")
     if metrics:
-        lines.append("  metrics: " + ", ".join(f"{k} {metrics[k]:.4f}" for k in ("accuracy", "precision", "recall", "f1",
-                                                                                 "roc_auc", "fpr")))
+        lines.append("  metrics: " + ", ".join(f"{k} {show(metrics[k])}" for k in ("accuracy", "precision", "recall", "f1",
+                                                                                  "roc_auc", "fpr")))
     return "\n".join(lines)
 
 
@@ -594,7 +595,7 @@ def dataset_card(summary: dict, model: str, revision: str, source: str, when: st
     columns = "\n".join(f"| `{name}` | {COLUMNS[name]} |" for name in written if name in COLUMNS)
     metrics = summary.get("metrics")
     metric_text = ("\n## Agreement with the input's labels\n\n" + "\n".join(
-        f"- {key}: {metrics[key]:.4f}" for key in ("accuracy", "precision", "recall", "f1", "roc_auc", "fpr")) + "\n"
+        f"- {key}: {show(metrics[key])}" for key in ("accuracy", "precision", "recall", "f1", "roc_auc", "fpr")) + "\n"
         ) if metrics else ""
     return f"""---
 tags:
@@ -821,7 +822,7 @@ def finish(args, output: Path, detector, model: str, revision: str, description:
     stem = output.with_suffix("")
     histogram, summary_file = Path(f"{stem}_hist.png"), Path(f"{stem}_summary.json")
     plot_histogram([p for p in table.column("p_fake").to_pylist() if p is not None], histogram, detector.threshold)
-    write_text(summary_file, json.dumps(summary, indent=2, default=float))
+    write_text(summary_file, json.dumps(summary, indent=2, default=float, allow_nan=False))
     written += [histogram, summary_file]
     print(summary_text(summary))
     logger.info("wrote %s", ", ".join(str(path) for path in written))

@@ -59,3 +59,18 @@ def test_perturbation_rows_come_from_robustness_reports(tmp_path):
     only = compare.main([*paths, "--output", str(tmp_path / "o.md"), "--robustness-only"]).splitlines()
     assert only[2:4] == ["| images | 300 | 300 |", "| threshold (fitted in the run, else stored) | 0.700 | 0.900 |"]
     assert only[4] == "| clean: ROC-AUC | — | 0.850 |" and not any("london_studio`: reals called fake | 4" in line for line in only)
+
+
+def test_a_metric_one_class_cannot_give_says_undefined_and_a_missing_one_a_dash(tmp_path):
+    """A report on real photos alone: its ROC-AUC and fakes caught are null → "undefined"; the other report's
+    perturbation rows, which this one never measured, stay "—"."""
+    reals_only = {"metrics": {"n": 50, "roc_auc": None, "average_precision": None},
+                  "at_threshold": {"threshold": 0.7, "fpr": 0.04, "recall": None}, "per_source": {},
+                  "robustness": {"clean": None, "crop_0.7": None}}
+    (tmp_path / "a.json").write_text(json.dumps(report(0.04, 0.85)))
+    (tmp_path / "b.json").write_text(json.dumps(reals_only))
+    lines = compare.main(["--report", f"mixed={tmp_path / 'a.json'}", "--report", f"reals={tmp_path / 'b.json'}",
+                          "--output", str(tmp_path / "t.md")]).splitlines()
+    assert "| ROC-AUC | 0.850 | undefined |" in lines
+    assert "| fakes caught (recall) | 60.0% | undefined |" in lines
+    assert "| crop_0.7: ROC-AUC | — | undefined |" in lines

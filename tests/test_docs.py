@@ -35,3 +35,16 @@ def test_the_measured_tables_are_rendered_from_the_measured_files(name):
 
     text = (ROOT / name).read_text()
     assert write(text) == text, f"run: python -m training.summary --write {name}"
+
+
+def test_the_readme_tables_say_undefined_for_a_metric_that_does_not_exist():
+    from training import summary
+
+    assert summary.num(None) == "undefined" and summary.pct(None) == "undefined"
+    before = {"metrics": {"roc_auc": None}, "calibration": {"fpr_all_reals": 0.05, "fakes_caught": None, "ece_after": 0.02,
+                                                            "fakes_caught_by_source": {}}}
+    after = {"metrics": {"roc_auc": 0.9}, "calibration": {"fpr_all_reals": 0.05, "fakes_caught": 0.6, "ece_after": 0.02,
+                                                          "fakes_caught_by_source": {"gan_faces_site": 0.7}}}
+    rows = summary.calibration_rows(before, after)
+    assert rows[0].startswith("| validation ROC-AUC | undefined | 0.900 |")
+    assert "| — GAN faces caught | — | 70.0% | |" in rows  # not measured for the first model: a dash

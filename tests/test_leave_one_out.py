@@ -89,3 +89,16 @@ def test_every_fake_source_gets_a_row_and_a_rerun_keeps_finished_rows(manifest, 
     assert balanced["sdfd_diffusion"]["threshold"]["target_fpr_per_source"] is True
     assert "target_fpr_per_source" not in reports["sdfd_diffusion"]["threshold"]
     assert "mean over the sources of real images" in (tmp_path / "leave_one_out.md").read_text()
+
+
+def test_the_table_says_undefined_for_a_metric_one_class_cannot_give_and_dash_for_what_was_not_measured():
+    """A held-out source of real photos scored alone: no AUC (null in the JSON) → "undefined"; a row measured
+    before face search was added → "—"."""
+    row = {"in_domain_validation": {"roc_auc": 0.9},
+           "metrics": {"confusion_matrix": [[40, 10], [0, 0]], "roc_auc": None, "average_precision": None,
+                       "recall": None, "fpr": 0.2, "threshold": 0.6}}
+    searched = {"at_threshold": {"confusion_matrix": [[45, 5], [0, 0]], "roc_auc": None, "recall": None, "fpr": 0.1}}
+    lines = leave_one_out.table({"studio": row, "press": {**row, "face_search": searched}}, ["--epochs", "1"]).splitlines()
+    assert "| `studio` | 50 | 0 | 0.900 | undefined | undefined | 0.600 | undefined | 0.200 | — | — | — |" in lines
+    assert ("| `press` | 50 | 0 | 0.900 | undefined | undefined | 0.600 | undefined | 0.200 | undefined | undefined "
+            "| 0.100 |") in lines

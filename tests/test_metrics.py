@@ -1,12 +1,14 @@
 """Detection metrics, calibration and threshold choice, on synthetic scores with known answers."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
 from detector.calibration import Calibration
 from training.metrics import (binary_metrics, expected_calibration_error, fit_calibration, fit_temperature,
-                              fit_temperature_and_bias, fpr_per_source, threshold_for_fpr)
+                              fit_temperature_and_bias, fmt, fpr_per_source, threshold_for_fpr)
 
 
 def apply_temperature(p_fake, temperature, bias=0.0):
@@ -107,3 +109,37 @@ def test_beta_calibration_fits_scores_that_temperature_and_bias_cannot():
     assert fitted.fake_weight == pytest.approx(fitted.real_weight, rel=0.1) == pytest.approx(1 / 3, rel=0.1)
     assert Calibration.from_config({"temperature": 3.0, "bias": 0.5}) == Calibration(1 / 3, 1 / 3, 0.5)
     assert Calibration(0.5, 0.5, 0.2).to_config() == {"temperature": 2.0, "bias": 0.2}
+
+
+def strict_json(text: str):
+    """json.loads that refuses NaN and Infinity, which are not JSON."""
+    def refuse(name):
+        raise ValueError(f"{name} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_a_metric_one_class_cannot_give_is_null_not_zero_or_nan():
+    reals = binary_metrics(np.array([0, 0, 0]), np.array([0.1, 0.6, 0.3]))
+    assert reals["roc_auc"] is None and reals["average_precision"] is None and reals["recall"] is None
+    assert reals["fpr"] == pytest.approx(1 / 3) and reals["precision"] == 0.0  # one real called fake: none right
+    fakes = binary_metrics(np.array([1, 1]), np.array([0.7, 0.2]))
+    assert fakes["fpr"] is None and fakes["recall"] == 0.5 and fakes["roc_auc"] is None
+    assert binary_metrics(np.array([0, 0]), np.array([0.1, 0.2]))["precision"] is None  # nothing called fake
+    assert strict_json(json.dumps(reals))["roc_auc"] is None
+
+
+def test_tables_say_undefined_where_a_metric_is_undefined():
+    from training.metrics import pct
+
+    assert fmt(None) == "undefined" and pct(None) == "undefined"
+    assert fmt(0.81234, 3) == "0.812" and pct(0.05) == "5.0%"
+
+
+def test_the_cards_per_source_table_says_undefined_for_a_source_of_one_class():
+    """A source of real photos only, as training.evaluate reports it (null where its classes cannot give a metric)."""
+    from training.publish import source_rows
+
+    (row,) = source_rows({"utkface_adults": {"n": 3, "n_real": 3, "n_fake": 0, "accuracy": 1.0, "roc_auc": None,
+                                             "average_precision": None, "fpr": 0.0, "recall": None}})
+    assert row == ["`utkface_adults`", "3", "3", "0", "1.0000", "undefined", "undefined", "0.0000", "undefined"]

@@ -413,3 +413,24 @@ def test_the_job_records_the_precision_it_scored_in(tmp_path, collection, model_
                        "--workers", "0", "--keep-parts"]) == 0
     chosen = str(Detector.from_pretrained(model_dir).dtype).removeprefix("torch.")
     assert json.loads((Path(f"{output}.parts") / "meta.json").read_text())["precision"] == chosen
+
+
+def test_labels_of_one_class_give_null_metrics_and_tables_that_say_undefined(tmp_path, face_paths, model_dir):
+    """A collection of real photos only: ROC-AUC and the share of fakes caught do not exist; the summary is strict
+    JSON (no NaN) with null for them, and the printed summary and the dataset card say "undefined"."""
+    manifest = tmp_path / "reals.csv"
+    manifest.write_text("file,truth\n" + "".join(f"{path},real\n" for path in face_paths[:2]))
+    output = tmp_path / "scores.parquet"
+    assert run([str(manifest), "--image-column", "file", "--label-column", "truth", "--model", str(model_dir),
+                "--output", str(output), "--whole-image"]) == 0
+
+    def refuse(name):
+        raise ValueError(f"{name} is not JSON")
+
+    summary = json.loads(output.with_name("scores_summary.json").read_text(), parse_constant=refuse)
+    metrics = summary["metrics"]
+    assert metrics["roc_auc"] is None and metrics["average_precision"] is None and metrics["recall"] is None
+    assert 0.0 <= metrics["fpr"] <= 1.0
+    assert "roc_auc undefined" in score.summary_text(summary) and "recall undefined" in score.summary_text(summary)
+    card = score.dataset_card(summary, "m", "r", "a folder", "today", ["id", "p_fake"])
+    assert "- roc_auc: undefined" in card and f"- fpr: {metrics['fpr']:.4f}" in card

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from detector.errors import DetectorError, run_cli
 
-from .metrics import fmt
+from .metrics import NOT_MEASURED, fmt, pct
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -35,8 +35,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def pct(value) -> str:
-    return "—" if value is None else f"{100 * value:.1f}%"
+def held(cell: dict, key: str, render=pct) -> str:
+    """A number a report holds, rendered ("undefined" where it is null), or — where the report does not hold it."""
+    return render(cell[key]) if key in cell else NOT_MEASURED
 
 
 def markdown_row(label: str, values: list[str]) -> str:
@@ -70,11 +71,11 @@ def table(columns: dict[str, dict], per_source_under_perturbations: bool = False
     for source in sources:
         cells = [(report.get("per_source") or {}).get(source) for report in columns.values()]
         if any(cell and cell["n_real"] for cell in cells):
-            row(f"`{source}`: reals called fake", [pct(cell["fpr"]) if cell and cell["n_real"] else "—" for cell in cells])
+            row(f"`{source}`: reals called fake", [pct(cell["fpr"]) if cell else NOT_MEASURED for cell in cells])
         if any(cell and cell["n_fake"] for cell in cells):
-            row(f"`{source}`: fakes caught", [pct(cell["recall"]) if cell and cell["n_fake"] else "—" for cell in cells])
+            row(f"`{source}`: fakes caught", [pct(cell["recall"]) if cell else NOT_MEASURED for cell in cells])
         if any(cell and cell.get("roc_auc") is not None for cell in cells):
-            row(f"`{source}`: ROC-AUC", [fmt(cell.get("roc_auc"), 3) if cell else "—" for cell in cells])
+            row(f"`{source}`: ROC-AUC", [fmt(cell.get("roc_auc"), 3) if cell else NOT_MEASURED for cell in cells])
     return "\n".join(lines + perturbation_rows(columns, sources, per_source_under_perturbations)) + "\n"
 
 
@@ -85,17 +86,18 @@ def perturbation_rows(columns: dict[str, dict], sources: list[str], per_source: 
     # "clean" again here: its shares are at the threshold the robustness rows use (fitted in the run, else stored)
     perturbations = [name for report in columns.values() for name in (report.get("robustness") or {})]
     for name in dict.fromkeys(perturbations):  # in the reports' order, once each
-        row(f"{name}: ROC-AUC", [fmt((report.get("robustness") or {}).get(name), 3) for report in columns.values()])
+        row(f"{name}: ROC-AUC", [held(report.get("robustness") or {}, name, lambda value: fmt(value, 3))
+                                 for report in columns.values()])
         flagged = [(report.get("robustness_at_threshold") or {}).get(name) or {} for report in columns.values()]
         if any(flagged):
-            row(f"{name}: fakes caught", [pct(cell.get("fakes_caught")) for cell in flagged])
-            row(f"{name}: reals called fake", [pct(cell.get("reals_flagged")) for cell in flagged])
+            row(f"{name}: fakes caught", [held(cell, "fakes_caught") for cell in flagged])
+            row(f"{name}: reals called fake", [held(cell, "reals_flagged") for cell in flagged])
         if per_source:
             for source in sources:
                 cells = [(cell.get("per_source") or {}).get(source) or {} for cell in flagged]
                 for key, label in (("reals_flagged", "reals called fake"), ("fakes_caught", "fakes caught")):
                     if any(cell.get(key) is not None for cell in cells):
-                        row(f"{name}: `{source}`: {label}", [pct(cell.get(key)) for cell in cells])
+                        row(f"{name}: `{source}`: {label}", [held(cell, key) for cell in cells])
     return lines
 
 

@@ -34,6 +34,7 @@ from detector import Detector
 from detector.calibration import Calibration
 from detector.errors import run_cli
 from detector.logs import configure_logging
+from detector.metrics import show
 from detector.model import LABEL_NAMES, PRECISIONS
 
 from .data import (DataError, DataSpec, add_data_arguments, held_out_set, load_raw, load_splits, open_rgb, spec_from_args,
@@ -318,8 +319,8 @@ def main(argv=None) -> dict:
                **({"face_margin": detector.face_margin} if args.faces else {})}
     report = write_report(result, Path(args.output_dir), context)
     m = report["metrics"]
-    auc = "n/a (one class)" if m["roc_auc"] is None else f"{m['roc_auc']:.4f}"
-    logger.info("n=%d accuracy=%.4f ROC-AUC=%s F1=%.4f FPR=%.4f", m["n"], m["accuracy"], auc, m["f1"], m["fpr"])
+    logger.info("n=%d accuracy=%s ROC-AUC=%s F1=%s FPR=%s", m["n"],
+                *(show(m[key]) for key in ("accuracy", "roc_auc", "f1", "fpr")))
     logger.info("wrote %s/metrics.json, roc.png, confusion_matrix.png, predictions.csv", args.output_dir)
     return report
 

@@ -34,7 +34,7 @@ from detector.model import LABEL_NAMES
 from . import TRAINING_FILE, train
 from .data import held_out_set, load_splits, spec_from_args
 from .evaluate import calibrate, evaluate, json_safe, load_eval_set, write_report
-from .metrics import fmt
+from .metrics import NOT_MEASURED, UNDEFINED, fmt
 
 FAKE = LABEL_NAMES.index("fake")
 TARGET_FPR = 0.05
@@ -143,6 +143,9 @@ def table(reports: dict[str, dict], train_argv: list[str] | None) -> str:
         + ", ".join(sorted({f"{report.get('face_margin', DEFAULT_MARGIN):g}" for report in reports.values()}))
         + " of its side.",
         "",
+        f"{UNDEFINED}: a metric the test set's classes cannot give (ROC-AUC of real photos alone); {NOT_MEASURED}: not "
+        "measured for that row.",
+        "",
         "| held-out source | test real | test fake | in-domain val AUC | held-out AUC | held-out AP | threshold "
         "| fakes caught | reals called fake | with face search: AUC | fakes caught | reals called fake |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
@@ -155,8 +158,8 @@ def table(reports: dict[str, dict], train_argv: list[str] | None) -> str:
             f"| `{source}`", fmt(tn + fp), fmt(fn + tp), fmt(report["in_domain_validation"]["roc_auc"], 3),
             fmt(m["roc_auc"], 3), fmt(m["average_precision"], 3), fmt(m.get("threshold", 0.5), 3),
             fmt(m["recall"] if fn + tp else None, 3), fmt(m["fpr"] if tn + fp else None, 3),
-            fmt(searched.get("roc_auc"), 3), fmt(searched.get("recall") if fn + tp and searched else None, 3),
-            fmt(searched.get("fpr") if tn + fp and searched else None, 3),
+            *([fmt(searched.get("roc_auc"), 3), fmt(searched.get("recall") if fn + tp else None, 3),
+               fmt(searched.get("fpr") if tn + fp else None, 3)] if searched else [NOT_MEASURED] * 3),
         ]) + " |")
     return "\n".join(lines) + "\n"
 

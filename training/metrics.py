@@ -7,16 +7,24 @@ import numpy as np
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from detector.calibration import Calibration
-from detector.metrics import binary_metrics  # noqa: F401  (its home is detector/: serving reports it too)
+from detector.metrics import UNDEFINED, binary_metrics  # noqa: F401  (their home is detector/: serving reports them too)
+
+NOT_MEASURED = "—"  # how tables show a number a report does not hold (not the same as a metric that is undefined)
 
 
 def fmt(value, digits: int = 4) -> str:
-    """A number for a table; missing (not measurable) shows as a dash, never as a made-up zero."""
+    """A number for a table. None is a metric the images cannot give (ROC-AUC of one class), which reports store as
+    null: "undefined", never a made-up zero. A number a report does not hold at all is the caller's `NOT_MEASURED`."""
     if value is None:
-        return "—"
+        return UNDEFINED
     if isinstance(value, float):
         return f"{value:.{digits}f}"
     return str(value)
+
+
+def pct(value, digits: int = 1) -> str:
+    """A share as a percentage for a table; None: "undefined" (as `fmt`)."""
+    return UNDEFINED if value is None else f"{100 * value:.{digits}f}%"
 
 
 def _figure():

@@ -36,7 +36,7 @@ from .data import (ALIGNED_CENTRE_Y, ALIGNED_WIDTH, FACE_CROP_MARGIN, FRAMING_ZO
 from .imagenet import describe_weights
 from .leave_one_out import merged as merged_reports
 from .leave_one_out import table as leave_one_out_table
-from .metrics import fmt
+from .metrics import UNDEFINED, fmt
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "model_card.md"
 # metrics.json key → (model-index metric type, display name); fake is the positive class
@@ -299,6 +299,7 @@ def render_card(config: dict, evaluation: dict, training: dict | None, *, model_
         license_link=license_link,
         default_face_margin=DEFAULT_MARGIN,
         cam=cam_text(config.get("cam_stage"), faithfulness),
+        undefined=UNDEFINED,
     )
 
 

@@ -18,6 +18,8 @@ from pathlib import Path
 
 from detector.errors import run_cli
 
+from .metrics import NOT_MEASURED, UNDEFINED
+
 ROOT = Path(__file__).resolve().parent.parent
 SUMMARY = {
     "model": "models/deepfake-detector",
@@ -60,11 +62,12 @@ def read(key: str) -> dict | None:
 
 
 def pct(value) -> str:
-    return "—" if value is None else f"{value * 100:.1f}%"
+    """A share; None is a metric the images cannot give (null in the report): "undefined"."""
+    return UNDEFINED if value is None else f"{value * 100:.1f}%"
 
 
 def num(value, digits: int = 3) -> str:
-    return "—" if value is None else f"{value:.{digits}f}"
+    return UNDEFINED if value is None else f"{value:.{digits}f}"
 
 
 def met(value, target: float, higher: bool = True) -> str:
@@ -93,7 +96,8 @@ def calibration_rows(before: dict, after: dict) -> list[str]:
         f"| calibration error (ECE) after calibration | {num(b[3])} | {num(a[3])} | ≤ 0.05: {both(b[3], a[3], 0.05, False)} |",
     ]
     for source in sorted(set(b[4]) | set(a[4])):
-        rows.append(f"| — {KINDS.get(source, source)} caught | {pct(b[4].get(source))} | {pct(a[4].get(source))} | |")
+        held = lambda shares: pct(shares[source]) if source in shares else NOT_MEASURED  # noqa: E731
+        rows.append(f"| — {KINDS.get(source, source)} caught | {held(b[4])} | {held(a[4])} | |")
     return rows
 
 
@@ -101,7 +105,7 @@ def reals_rows(reals: dict) -> list[str]:
     rows = []
     for source in sorted(reals["after"]):
         before, after = reals["before"].get(source), reals["after"][source]
-        cell = lambda r: "—" if r is None else f"{r['called_fake']} of {r['n']} ({r['called_fake'] / r['n'] * 100:.1f}%)"
+        cell = lambda r: NOT_MEASURED if r is None else f"{r['called_fake']} of {r['n']} ({r['called_fake'] / r['n'] * 100:.1f}%)"
         rows.append(f"| {KINDS.get(source, source)}: all photos called fake (mostly training photos) "
                     f"| {cell(before)} | {cell(after)} | |")
     return rows
