@@ -26,7 +26,7 @@ from PIL import Image
 
 from . import provenance
 from .detector import Analysis, Detector
-from .verdicts import LIKELY_FAKE, LIKELY_REAL, UNCERTAIN
+from .verdicts import LIKELY_FAKE, LIKELY_REAL, UNCERTAIN, threshold_rule
 from .model import hub_revision, weights_sha256
 from .spectrum import analysed_region, spectrum
 
@@ -58,35 +58,14 @@ SPECTRUM_NOTE = (
 
 
 def decision_rule(detector: Detector, p_fake: float | None = None) -> str:
-    """What the thresholds mean, in photos a person can picture. Given the `p_fake` shown beside it, the thresholds
-    are written with as many decimals as that score (`decimals`), so that the comparison the sentence states stays
-    true when both are rounded (82% against "flags at 82%" for a score just under the threshold)."""
+    """What the thresholds mean: the rules stored with the model and what was measured beside them
+    (`verdicts.threshold_rule`, the sentences the README prints too), then what it does on good real photos unlike its
+    training data. Given the `p_fake` shown beside it, the thresholds are written with as many decimals as that score
+    (`decimals`), so that the comparison the sentence states stays true when both are rounded (82% against "flags at
+    82%" for a score just under the threshold)."""
     digits = decimals(p_fake, detector) if p_fake is not None else 0
-    if detector.threshold is None:
-        return "It flags an image when p(fake) is above 50% (this model has no calibrated threshold)."
-    threshold = f"{detector.threshold * 100:.{digits}f}%"
-    if detector.target_fpr is None:
-        rule = f"It flags an image when p(fake) ≥ {threshold} (the threshold stored with the model)."
-    elif detector.target_fpr_per_source:
-        overall = "" if detector.fpr_all_reals is None else f"; {detector.fpr_all_reals * 100:.0f} of 100 of all of them"
-        rule = (f"It flags an image when p(fake) ≥ {threshold}: at that threshold it flags about "
-                f"{detector.target_fpr * 100:.0f} of 100 real photos on average over the kinds of real photo it was "
-                f"validated on, each kind counting equally (held-out photos like its training data{overall}).")
-    else:
-        rule = (f"It flags an image when p(fake) ≥ {threshold}: at that threshold it flags about "
-                f"{detector.target_fpr * 100:.0f} of 100 real photos (measured on held-out photos like its training data).")
-    if detector.fakes_caught is not None:
-        rule += (f" On the same photos it caught {detector.fakes_caught * 100:.0f} of 100 fakes: a picture that is not "
-                 "flagged can still be fake.")
-    return rule + lower_rule(detector, digits) + good_photos(detector)
-
-
-def lower_rule(detector: Detector, digits: int = 0) -> str:
-    """What the lower threshold means: below it "likely real", between the two "uncertain"."""
-    lower = f"{detector.lower_threshold * 100:.{digits}f}%"
-    how = ("" if detector.target_fake_miss is None else
-           f": at most {detector.target_fake_miss * 100:.0f} of 100 validation fakes scored below it")
-    return f" Below {lower} it reads \"likely real\"{how}; between the two, \"uncertain\"."
+    rule = threshold_rule(detector.loaded.config.get("calibration"), digits)
+    return rule if detector.threshold is None else rule + good_photos(detector)
 
 
 def decimals(p_fake: float, detector: Detector) -> int:

@@ -139,7 +139,7 @@ def test_the_app_says_what_the_model_does_on_unseen_good_photos(model_dir, tmp_p
     config["unseen_reals_called_fake"] = {"studio portraits": 0.041, "press photos": 0.12}
     detector = Detector.from_pretrained(model_copy(model_dir, tmp_path / "model", json.dumps(config)))
     rule = app.decision_rule(detector)
-    assert "about 5 of 100 real photos" in rule
+    assert "at most 5 in 100 of the validation split's real photos are flagged" in rule
     assert ("models trained with the same recipe, each without one of these kinds, flagged 4 of 100 studio portraits "
             "and 12 of 100 press photos") in rule
     assert "each without" not in app.decision_rule(Detector.from_pretrained(model_dir))

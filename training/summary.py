@@ -3,10 +3,11 @@
     python -m training.summary               # print the blocks
     python -m training.summary --write README.md
 
-Reads `SUMMARY` (below): the bundled model's config.json, the before/after `training.evaluate` reports, the
-high-quality real photos scored with `detector.score`, the leave-one-source-out reports and the benchmark run, and
-writes each block between its `<!-- NAME:start ... -->` and `<!-- NAME:end -->` markers. A test renders the blocks
-again and compares them with the README, so a number changes only where it was measured.
+Reads `SUMMARY` (below): the bundled model's config.json (its verdict rule, as the page and the report say it), the
+before/after `training.evaluate` reports, the high-quality real photos scored with `detector.score`, the
+leave-one-source-out reports and the benchmark run, and writes each block between its `<!-- NAME:start ... -->` and
+`<!-- NAME:end -->` markers. A test renders the blocks again and compares them with the README, so a number changes
+only where it was measured.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import re
 from pathlib import Path
 
 from detector.errors import run_cli
+from detector.verdicts import threshold_rule
 
 from .metrics import NOT_MEASURED, UNDEFINED
 
@@ -246,7 +248,14 @@ def cam_block() -> str:
     return "\n".join(rows)
 
 
-BLOCKS = {"measured": measured_block, "speed": speed_block, "epochs": epochs_block, "cam": cam_block}
+def rule_block() -> str:
+    """The bundled model's verdict rule and what was measured beside it, the sentences the page and the report print
+    (`detector.verdicts.threshold_rule` of its config.json `calibration`)."""
+    config = json.loads((ROOT / SUMMARY["model"] / "config.json").read_text())
+    return threshold_rule(config.get("calibration"))
+
+
+BLOCKS = {"rule": rule_block, "measured": measured_block, "speed": speed_block, "epochs": epochs_block, "cam": cam_block}
 
 
 def write(text: str) -> str:
