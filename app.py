@@ -28,7 +28,7 @@ import anyio.from_thread
 import gradio as gr
 from gradio.utils import get_upload_folder, is_in_or_equal
 
-from detector import Analysis, Detector, DetectorError
+from detector import WHOLE_IMAGE, Analysis, Detector, DetectorError
 from detector.evidence_report import (Evidence, decimals, limits, data_uri, decision_rule, examine,  # noqa: F401 (re-exported)
                                       good_photos, percent, probability_sentence, report_filename, report_html, shown_probabilities,
                                       verdict_headline)
@@ -211,10 +211,10 @@ def reading(analysis: Analysis, detector: Detector, findings: list[Finding] | No
 
 def faces_line(analysis: Analysis) -> str:
     """What was analysed: the faces found (framed on the pictures), or the whole image and why."""
+    if analysis.note == WHOLE_IMAGE:
+        return f"⚠️ The whole image was analysed (face search off): {WHOLE_IMAGE.split('; ', 1)[1]}.\n\n"
     if analysis.note:
         return f"⚠️ **{analysis.note[0].upper() + analysis.note[1:]}.** Crop the face if there is one.\n\n"
-    if not analysis.faces:
-        return "The whole image was analysed (face search off).\n\n"
     if len(analysis.faces) == 1:
         return "One face was found and analysed; it is framed on the pictures.\n\n"
     return (f"**{len(analysis.faces)} faces** were found and analysed one by one; the verdict is the most "

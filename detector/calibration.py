@@ -20,6 +20,9 @@ import numpy as np
 import torch
 
 WEIGHTS_KEY = "log_prob_weights"  # {"fake": a, "real": b} in the config's calibration block
+# The calibration block's "scores": what the map was fitted on. "raw": the model's own p(fake), the only input the
+# detector ever gives the map (training.evaluate --calibrate scores with no stored map; training.publish checks it).
+RAW_SCORES = "raw"
 
 
 @dataclass(frozen=True)

@@ -168,14 +168,16 @@ class Detector:
 
     def __init__(self, loaded: LoadedModel, device: str | None = None, batch_size: int = 16,
                  face_finder: FaceFinder | None = None, face_margin: float | None = None, precision: str = "auto",
-                 copy_model: bool = True, cam_stage: int | None = None):
+                 copy_model: bool = True, cam_stage: int | None = None, calibrated: bool = True):
         """`face_margin`: the margin round each face found, as a fraction of its side (default: the one the stored
         threshold was fitted with, `calibration.face_margin`, else `faces.DEFAULT_MARGIN`).
         `cam_stage`: -1 explains the last feature map (stride 32: 7×7 at 224 px), -2 the stage before it (stride 16:
         14×14, finer); default: the model's `cam_stage` (training.publish --cam-faithfulness: the one measured more
         faithful for it), else -1.
         `copy_model=False` lets the detector fold, cast and move `loaded.model` itself instead of a copy
-        (`from_pretrained` does: nobody else holds that model); a model handed in is never changed."""
+        (`from_pretrained` does: nobody else holds that model); a model handed in is never changed.
+        `calibrated=False` scores with the model's own probabilities and no threshold (argmax), whatever its config
+        stores: what a calibration is fitted on (training.evaluate --calibrate)."""
         self.loaded = loaded
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         model = copy.deepcopy(loaded.model) if copy_model else loaded.model
@@ -188,6 +190,8 @@ class Detector:
         # weights once beats autocast, which re-casts all of them on every call (2× slower at batch 1).
         calibration = loaded.config.get("calibration") or {}  # fitted by training.evaluate --calibrate
         self.dtype = served_dtype(precision, calibration.get("precision"), self.device)
+        if not calibrated:  # the raw scores; face search keeps the margin the model is served with
+            calibration = {key: calibration[key] for key in ("face_margin",) if key in calibration}
         self.model.to(self.dtype).get_classifier().float()
         self.labels = loaded.label_names
         self.preprocess = Preprocessor(data_config(self.model))

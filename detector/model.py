@@ -349,6 +349,22 @@ def _check_data_config(config_path: Path, cfg: dict) -> None:
         raise DetectorError(f"{config_path}: pretrained_cfg.crop_pct must be a number in (0, 2], found {crop_pct!r}.")
 
 
+STORAGE_DTYPES = ("float32", "float16")  # how a model folder may store its floating weights (training.publish --fp16)
+
+
+def stored_dtype(folder: str | os.PathLike) -> str:
+    """The dtype a model folder's weights file stores its floating tensors in ("float16" or "float32")."""
+    from safetensors import safe_open
+
+    with safe_open(str(Path(folder) / WEIGHTS_FILE), framework="pt") as weights:
+        for name in weights.keys():
+            tensor = weights.get_slice(name)
+            dtype = tensor.get_dtype()
+            if dtype in ("F16", "BF16", "F32", "F64"):
+                return {"F16": "float16", "BF16": "bfloat16", "F32": "float32", "F64": "float64"}[dtype]
+    return "float32"
+
+
 def load_model(source: str | os.PathLike | None = None) -> LoadedModel:
     """Load a model folder or Hub id (default: `default_source()`), ready for inference."""
     source = str(source or default_source())

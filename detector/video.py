@@ -35,7 +35,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from .detector import Analysis, Detector
+from .detector import NO_FACE, Analysis, Detector
 from .errors import DetectorError
 from .images import read_limited
 
@@ -139,7 +139,7 @@ class VideoAnalysis:
 
     @property
     def frames_without_face(self) -> int:
-        return sum(1 for frame in self.frames if frame.note)
+        return sum(1 for frame in self.frames if frame.note == NO_FACE)
 
     def timeline(self, size: tuple[int, int] = (900, 300)) -> Image.Image:
         return timeline_plot(self, size)
@@ -295,7 +295,7 @@ def timeline_plot(video: VideoAnalysis, size: tuple[int, int] = (900, 300)) -> I
     for frame in video.frames:
         colour = tuple(c / 255 for c in VERDICT_COLOURS[frame.verdict])
         axes.scatter([frame.time], [frame.p_fake], s=28, zorder=2, edgecolors=[colour],
-                     facecolors="none" if frame.note else [colour])
+                     facecolors="none" if not frame.faces else [colour])
     axes.axhline(video.threshold, color="#444444", linestyle=":", linewidth=1.5,
                  label=f"image threshold: {video.summary.split(' at the')[0]}")
     axes.set_xlim(0, max(video.info.duration, max(times) + 1e-3))

@@ -6,6 +6,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+SHARED_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+# An FFHQ photograph that OpenCV's Haar cascades, the finder before YuNet, miss when it is turned by 60° or its lower
+# part is covered (benchmarks/face_recall.py measures the shared data turned and covered).
+TILTED_OR_COVERED = SHARED_DATA / "ffhq_photos" / "real" / "13952.jpg"
 CANVAS = (1000, 800)
 SLOTS = ((40, 30), (560, 50), (70, 420), (600, 400))  # top-left corners of the four faces
 FACE_WIDTH = 300
@@ -28,6 +32,20 @@ def four_faces(paths: list[Path]) -> tuple[Image.Image, list[tuple[int, int, int
         canvas.paste(face, (left, top))
         placed.append((left, top, left + face.width, top + face.height))
     return canvas, placed
+
+
+def tilted(image: Image.Image, angle: float = 60) -> Image.Image:
+    """Turned anticlockwise by `angle`°, the picture grown to hold it (black corners)."""
+    return image.rotate(angle, expand=True, resample=Image.Resampling.BICUBIC, fillcolor=(0, 0, 0))
+
+
+def lower_covered(image: Image.Image) -> Image.Image:
+    """A flat grey from 55% of the height down: mouth and chin covered, as by a mask or a hand."""
+    from PIL import ImageDraw
+
+    image = image.copy()
+    ImageDraw.Draw(image).rectangle((0, round(image.height * 0.55), image.width, image.height), fill=(128, 128, 128))
+    return image
 
 
 def centre_inside(box, region) -> bool:

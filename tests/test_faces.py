@@ -6,28 +6,15 @@ import json
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from conftest import SHARED_DATA
 from detector import NO_FACE, WHOLE_IMAGE, Detector, load_image
 from detector.verdicts import VERDICT_COLOURS
 from detector.faces import Face, FaceFinder, crop_box, face_square, find_faces
-from scenes import background, centre_inside, four_faces
+from scenes import TILTED_OR_COVERED, background, centre_inside, four_faces, lower_covered, tilted
 
 needs_shared = pytest.mark.skipif(not (SHARED_DATA / "manifest.csv").is_file(), reason="needs ../shared/data")
-# An FFHQ photograph that OpenCV's Haar cascades, the finder before, miss when it is turned by 60° or its lower part
-# is covered (benchmarks/face_recall.py measures all of them).
-TILTED_OR_COVERED = SHARED_DATA / "ffhq_photos" / "real" / "13952.jpg"
-
-
-def tilted(image: Image.Image, angle: float = 60) -> Image.Image:
-    return image.rotate(angle, expand=True, resample=Image.Resampling.BICUBIC, fillcolor=(0, 0, 0))
-
-
-def lower_covered(image: Image.Image) -> Image.Image:
-    image = image.copy()
-    ImageDraw.Draw(image).rectangle((0, round(image.height * 0.55), image.width, image.height), fill=(128, 128, 128))
-    return image
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from huggingface_hub import ModelCard
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from conftest import ROOT, SHARED_DATA, write_model_folder
 from detector import Detector, DetectorError
@@ -114,9 +114,11 @@ def test_evaluate_report(report_dir, faces_csv):
     report = json.loads((report_dir / "metrics.json").read_text())
     metrics = report["metrics"]
     assert metrics["n"] == sum(map(sum, PICK.values()))
-    for key in ("accuracy", "precision", "recall", "f1", "roc_auc", "fpr"):
+    for key in ("accuracy", "recall", "f1", "roc_auc", "fpr"):
         assert 0.0 <= metrics[key] <= 1.0
     assert np.array(metrics["confusion_matrix"]).sum() == metrics["n"]
+    called_fake = np.array(metrics["confusion_matrix"])[:, 1].sum()  # precision is undefined when none is called fake
+    assert (metrics["precision"] is None) == (called_fake == 0) and (metrics["precision"] is None or 0 <= metrics["precision"] <= 1)
     per_source = report["per_source"]
     assert {name: (m["n_real"], m["n_fake"]) for name, m in per_source.items()} == PICK
     assert per_source["lfw_faceswap"]["roc_auc"] is not None
@@ -134,7 +136,7 @@ def test_evaluate_scores_what_the_detector_serves(run_folder, faces_csv):
     assert len(dataset) == len(load_splits(spec)[1])  # the training run's hold-out split, rebuilt
     detector = Detector.from_pretrained(run_folder, device="cpu", batch_size=3)
     result = evaluate.evaluate(detector, dataset, "source", progress=False)
-    served = [a.p_fake for a in detector.analyze_batch(result["files"])]
+    served = [a.p_fake for a in detector.analyze_batch(result["files"], faces=False)]  # evaluate's path without --faces
     np.testing.assert_allclose(result["p_fake"], served, atol=1e-5)
     assert result["metrics"]["n"] == len(dataset) == sum(m["n"] for m in result["per_source"].values())
 
@@ -157,7 +159,7 @@ def test_published_folder_and_card(published, report_dir, run_folder):
     assert card.data.license == "other" and "non-commercial" in card.data.license_name
     assert card.data.license_link == "LICENSE.md" and "[LICENSE.md](LICENSE.md)" in card.text  # the Hub links it
     measured = {result.metric_type: result.metric_value for result in card.data.eval_results}
-    assert measured == {key: metrics[key] for key in publish.CARD_METRICS}  # exact, not rounded
+    assert measured == {key: metrics[key] for key in publish.CARD_METRICS if metrics[key] is not None}  # exact
     text = card.text
     args = json.loads((run_folder / "training.json").read_text())["args"]
     for expected in ("Faces from three public sources", f'from_pretrained("hf-hub:{OWNER_NAME}")',
@@ -216,8 +218,16 @@ def test_card_claims_the_training_split_only_when_rebuilt(change, same):
     assert publish.same_split(evaluation, {"args": args}) is same
 
 
-def test_fp16_folder_serves_the_same_model(tmp_path, run_folder, report_dir, published, face_paths):
-    half = publish.main([*LICENSE, "--model", str(run_folder), "--metrics", str(report_dir / "metrics.json"),
+def evaluate_into(folder: Path, faces_csv: Path, out: Path, *extra: str) -> dict:
+    """training.evaluate on every row of the test photos, whole images; its metrics.json."""
+    evaluate.main(["--model", str(folder), "--dataset", str(faces_csv), "--image-column", "file", "--source-column",
+                   "source", "--split", "all", "--output-dir", str(out), "--batch-size", "8", *extra])
+    return json.loads((out / "metrics.json").read_text())
+
+
+def test_fp16_folder_serves_the_same_model(tmp_path, run_folder, faces_csv, published, face_paths):
+    evaluate_into(run_folder, faces_csv, tmp_path / "eval16", "--calibrate", "--as-published", "float16")
+    half = publish.main([*LICENSE, "--model", str(run_folder), "--metrics", str(tmp_path / "eval16" / "metrics.json"),
                          "--output-dir", str(tmp_path / "half"), "--fp16"])
     tensors = load_file(str(half / "model.safetensors"))
     assert {t.dtype for t in tensors.values() if t.is_floating_point()} == {torch.float16}
@@ -347,8 +357,9 @@ def test_calibration_and_robustness_are_measured_and_published(report_dir, publi
     assert flagged["clean"]["fakes_caught"] == pytest.approx(fitted["metrics_at_threshold"]["recall"])
     assert (report_dir / "reliability.png").stat().st_size > 0 and (report_dir / "robustness.png").stat().st_size > 0
     config = json.loads((published / "config.json").read_text())
-    assert config["calibration"] == {key: fitted[key] for key in ("temperature", "bias", "threshold", "target_fpr", "fakes_caught",
-                                                                  "lower_threshold", "target_fake_miss", "precision")}
+    assert config["calibration"] == {**{key: fitted[key] for key in ("temperature", "bias", "threshold", "target_fpr", "fakes_caught",
+                                                                     "lower_threshold", "target_fake_miss", "precision", "scores")},
+                                     "storage_dtype": "float32"}
     assert config["calibration"]["lower_threshold"] <= config["calibration"]["threshold"]
     card = (published / "README.md").read_text()
     assert f"*likely real* below\n{fitted['lower_threshold']:.4f}" in card and "of the fakes" in card
@@ -523,7 +534,7 @@ def test_a_threshold_fitted_per_source_travels_to_the_card_and_the_reading(tmp_p
     assert fitted["target_fpr_per_source"] is True and sum(fitted["fpr_by_source"].values()) / len(fitted["fpr_by_source"]) <= 0.25
     assert fitted["fpr_all_reals"] == fitted["metrics_at_threshold"]["fpr"]
     with (out / "predictions.csv").open() as f:
-        assert next(csv.reader(f)) == ["file", "is_fake", "p_fake", "source"]
+        assert next(csv.reader(f)) == ["file", "is_fake", "p_fake", "source", "p_fake_calibrated"]
     folder = publish.main([*LICENSE, "--model", str(run_folder), "--metrics", str(out / "metrics.json"),
                            "--output-dir", str(tmp_path / "model")])
     stored = json.loads((folder / "config.json").read_text())["calibration"]
@@ -589,3 +600,57 @@ def test_timms_facts_about_its_own_weights_are_not_published_as_ours(tmp_path, r
     served = json.loads((out / "config.json").read_text())["pretrained_cfg"]
     assert not {"tag", "license", "origin_url"} & set(served)
     assert served["input_size"] == config["pretrained_cfg"]["input_size"]
+
+
+def test_publish_refuses_numbers_measured_on_other_weights_or_fitted_on_calibrated_scores(tmp_path, run_folder, report_dir):
+    """A threshold fitted on float32 weights must not ship with float16 ones; a calibration fitted on scores that
+    already went through a calibration map must not be applied to raw logits."""
+    with pytest.raises(DetectorError, match="--as-published float16"):
+        publish.main([*LICENSE, "--model", str(run_folder), "--metrics", str(report_dir / "metrics.json"),
+                      "--output-dir", str(tmp_path / "half"), "--fp16"])
+    report = json.loads((report_dir / "metrics.json").read_text())
+    assert report["storage_dtype"] == "float32" and report["calibration"]["scores"] == "raw"
+    del report["calibration"]["scores"]  # as evaluations before 2026-12-07 wrote it
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps(report))
+    with pytest.raises(DetectorError, match="run training.evaluate --calibrate again"):
+        publish.main([*LICENSE, "--model", str(run_folder), "--metrics", str(old), "--output-dir", str(tmp_path / "x")])
+    assert not (tmp_path / "x").exists() and not (tmp_path / "half").exists()
+
+
+@pytest.fixture(scope="module")
+def calibrated_folder(tmp_path_factory) -> Path:
+    """A model whose scores spread over (0, 1) (its head scaled up) and which already carries a calibration map."""
+    folder = write_model_folder(tmp_path_factory.mktemp("calibrated") / "model", seed=3)
+    weights = load_file(str(folder / "model.safetensors"))
+    head = [name for name in weights if name.startswith("fc.")]
+    save_file({name: (t * 80 if name in head else t).contiguous() for name, t in weights.items()},
+              str(folder / "model.safetensors"), metadata={"format": "pt"})
+    config = json.loads((folder / "config.json").read_text())
+    config["calibration"] = {"temperature": 0.25, "bias": 1.5, "threshold": 0.5}
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+@pytest.mark.parametrize("storage", ["float32", "float16"])
+def test_a_calibrated_model_recalibrated_and_published_reproduces_its_measured_numbers(tmp_path, calibrated_folder,
+                                                                                       faces_csv, storage):
+    """The model already carries a calibration. Evaluating it with --calibrate fits a new map on its raw scores;
+    published (in float16: scored as published), the folder re-evaluated gives back, image for image, the calibrated
+    scores and the confusion matrix the evaluation stored. (Fitted on scores through the old map, the new map applied
+    to raw logits moved p(fake) by up to 0.5 here and changed verdicts.)"""
+    fp32 = ["--precision", "fp32"]
+    fitted = evaluate_into(calibrated_folder, faces_csv, tmp_path / "fit", "--calibrate", "--target-fpr", "0.34",
+                           "--as-published", storage, *fp32)
+    again = publish.main([*LICENSE, "--model", str(calibrated_folder), "--metrics", str(tmp_path / "fit" / "metrics.json"),
+                          "--output-dir", str(tmp_path / "again"), *(["--fp16"] if storage == "float16" else [])])
+    assert json.loads((again / "config.json").read_text())["calibration"]["storage_dtype"] == storage
+    measured = evaluate_into(again, faces_csv, tmp_path / "measured", *fp32)
+    with (tmp_path / "fit" / "predictions.csv").open() as f:
+        expected = [float(row["p_fake_calibrated"]) for row in csv.DictReader(f)]
+    with (tmp_path / "measured" / "predictions.csv").open() as f:
+        served = [float(row["p_fake"]) for row in csv.DictReader(f)]
+    assert max(expected) - min(expected) > 0.5  # scores that spread: a wrong map shows
+    np.testing.assert_allclose(served, expected, atol=1e-5)
+    assert measured["at_threshold"]["confusion_matrix"] == fitted["calibration"]["metrics_at_threshold"]["confusion_matrix"]
+    assert measured["at_threshold"]["confusion_matrix"] == fitted["at_threshold"]["confusion_matrix"]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from detector import DetectorError
+from detector import WHOLE_IMAGE, DetectorError
 from detector import video as video_module
 from detector.video import VideoInfo, analyze_video, rule_text, sample_indices
 from scenes import write_video
@@ -130,7 +130,8 @@ def test_whole_frames_when_asked_or_when_no_face_is_found(detector, tmp_path, fa
     assert result.frames_without_face == 4 and all(frame.note and not frame.faces for frame in result.frames)
     clip = write_video(tmp_path / "faces.mp4", face_paths, seconds=1, fps=4)
     whole = analyze_video(detector, clip, frames=2, faces=False)
-    assert all(frame.faces == [] and frame.note is None for frame in whole.frames)
+    assert all(frame.faces == [] and frame.note == WHOLE_IMAGE for frame in whole.frames)
+    assert whole.frames_without_face == 0  # no face was looked for
 
 
 def _video_bytes(tmp_path, size, frames, fps=4.0) -> bytes:

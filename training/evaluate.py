@@ -27,15 +27,16 @@ from pathlib import Path
 
 import datasets
 import numpy as np
+import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
 from detector import Detector
-from detector.calibration import Calibration
+from detector.calibration import RAW_SCORES, Calibration
 from detector.errors import run_cli
 from detector.logs import configure_logging
 from detector.metrics import show
-from detector.model import LABEL_NAMES, PRECISIONS
+from detector.model import LABEL_NAMES, PRECISIONS, STORAGE_DTYPES, load_model, stored_dtype
 
 from .data import (DataError, DataSpec, add_data_arguments, held_out_set, load_raw, load_splits, open_rgb, spec_from_args,
                    with_targets)
@@ -80,6 +81,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     run.add_argument("--precision", choices=PRECISIONS, default="auto",
                      help="the backbone's dtype (auto: bf16 where native); --calibrate records it, and a detector "
                           "on \"auto\" scores in it wherever it can")
+    run.add_argument("--as-published", choices=STORAGE_DTYPES, default=None,
+                     help="score the weights as training.publish stores them: float16 (publish --fp16) casts them to "
+                          "float16 and back first, so the numbers fitted and measured are the shipped file's (default: "
+                          "as the folder stores them); recorded as storage_dtype in metrics.json")
     run.add_argument("--batch-size", type=int, default=16)
     run.add_argument("--device", help="cuda or cpu (default: cuda when available)")
     return parser.parse_args(argv)
@@ -215,6 +220,35 @@ def calibrate(result: dict, target_fpr: float, face_margin: float | None = None,
     }
 
 
+def at_fitted_threshold(result: dict) -> None:
+    """After --calibrate, the rates a user meets are those of the calibrated scores at the fitted threshold: the
+    overall and per-source rates are measured again there (the scores themselves stay the raw ones fitted on)."""
+    fitted = result["calibration"]
+    calibrated = np.array(fitted["p_fake_calibrated"])
+    is_fake = np.array(result["is_fake"], dtype=bool)
+    result["at_threshold"] = binary_metrics(is_fake, calibrated, fitted["threshold"])
+    if result.get("sources"):
+        sources = np.array(result["sources"])
+        result["per_source"] = {name: source_metrics(is_fake[sources == name], calibrated[sources == name], fitted["threshold"])
+                                for name in sorted(set(sources))}
+
+
+def as_published(loaded, dtype: str | None) -> str:
+    """Cast `loaded`'s weights as publish will store them (float16: to float16 and back, in place, before the detector
+    folds its batch norms, as loading the published file does); returns the dtype of the weights then scored."""
+    stored = stored_dtype(loaded.folder)
+    if dtype is None or dtype == stored:
+        return stored
+    if dtype == "float32":
+        raise SystemExit(f"{loaded.folder} stores {stored} weights: they cannot be scored as float32 ones (publish "
+                         "copies them as they are)")
+    with torch.no_grad():
+        for tensor in [*loaded.model.parameters(), *loaded.model.buffers()]:
+            if tensor.is_floating_point():
+                tensor.copy_(tensor.to(torch.float16).to(tensor.dtype))
+    return dtype
+
+
 def caught_per_source(is_fake, p_fake, sources, threshold: float) -> dict[str, float]:
     """Share of each source's fake images at or above `threshold` (sources without fakes left out)."""
     is_fake, p_fake, sources = np.asarray(is_fake, dtype=bool), np.asarray(p_fake, dtype=float), np.asarray(sources).astype(str)
@@ -281,6 +315,8 @@ def write_report(result: dict, output: Path, context: dict) -> dict:
     with (output / "predictions.csv").open("w", newline="") as f:
         writer = csv.writer(f)
         extra = {name: result[key] for name, key in (("source", "sources"), ("group", "groups")) if result.get(key)}
+        if result.get("calibration"):  # p_fake: the raw score fitted on; this: what the published model says
+            extra["p_fake_calibrated"] = [f"{p:.6f}" for p in result["calibration"]["p_fake_calibrated"]]
         writer.writerow(["file", "is_fake", "p_fake", *extra])
         for name, truth, prob, *more in zip(result["files"], result["is_fake"], result["p_fake"], *extra.values()):
             writer.writerow([name, int(truth), f"{prob:.6f}", *more])
@@ -302,20 +338,27 @@ def main(argv=None) -> dict:
         raise SystemExit("--face-margin sets the crop round each face found: add --faces (face search)")
     spec = spec_from_args(args)
     dataset = load_eval_set(spec, args.split)
-    detector = Detector.from_pretrained(args.model, device=args.device, batch_size=args.batch_size,
-                                        face_margin=args.face_margin, precision=args.precision)
-    logger.info("%s: scoring %d images (%s, %s)", detector.name, len(dataset), args.split,
-                f"face search, margin {detector.face_margin:g}" if args.faces else "whole images")
+    loaded = load_model(args.model)
+    storage_dtype = as_published(loaded, args.as_published)
+    # A calibration is fitted on the model's own scores, never on scores through a map the model already carries:
+    # publish applies the new map to raw logits.
+    detector = Detector(loaded, device=args.device, batch_size=args.batch_size, face_margin=args.face_margin,
+                        precision=args.precision, copy_model=False, calibrated=not args.calibrate)
+    logger.info("%s: scoring %d images (%s, %s, %s weights%s)", detector.name, len(dataset), args.split,
+                f"face search, margin {detector.face_margin:g}" if args.faces else "whole images", storage_dtype,
+                ", raw scores to calibrate" if args.calibrate else "")
     result = evaluate(detector, dataset, args.source_column, faces=args.faces, group_column=args.group_column)
     if args.calibrate:
         result["calibration"] = calibrate(result, args.target_fpr, detector.face_margin if args.faces else None,
                                           per_source=args.fpr_per_source, target_fake_miss=args.target_fake_miss)
         result["calibration"]["precision"] = detector.precision  # the dtype the fitted scores were computed in
+        result["calibration"]["scores"] = RAW_SCORES  # fitted on the model's own p(fake); publish checks it
+        at_fitted_threshold(result)
     if args.robustness is not None:  # --robustness alone: every perturbation
         result["robustness"], result["robustness_at_threshold"] = robustness(detector, dataset, result, faces=args.faces,
                                                                              names=args.robustness)
     context = {"model": args.model, "dataset": args.dataset, "split": args.split, "data": asdict(spec),
-               "precision": detector.precision,
+               "precision": detector.precision, "storage_dtype": storage_dtype,
                **({"face_margin": detector.face_margin} if args.faces else {})}
     report = write_report(result, Path(args.output_dir), context)
     m = report["metrics"]

@@ -158,22 +158,38 @@ def threshold_for_fpr(is_fake: np.ndarray, p_fake: np.ndarray, target_fpr: float
         allowed = int(np.floor(target_fpr * len(real)))  # real images that may score at or above the threshold
         if allowed >= len(real):
             return 0.0
-        return float(np.nextafter(real[len(real) - allowed - 1], 1.0))
+        return float(just_above(real[len(real) - allowed - 1], p))
     names = np.asarray(sources).astype(str)[is_real]
     groups = [np.sort(p[is_real][names == name]) for name in sorted(set(names))]
     # Candidates: 0 and just above each real score; the mean share flagged only falls as the threshold rises.
-    candidates = np.concatenate([[0.0], np.nextafter(np.unique(p[is_real]), 1.0)])
+    candidates = np.concatenate([[0.0], just_above(np.unique(p[is_real]), p)])
     flagged = np.mean([1 - np.searchsorted(g, candidates, side="left") / len(g) for g in groups], axis=0)
     return float(candidates[np.argmax(flagged <= target_fpr + 1e-12)])
 
 
+def just_above(values, scores: np.ndarray):
+    """A threshold just above each of `values` that keeps every score on the side it was: midway to the next higher
+    of `scores` (one step above when none is higher). Midway, not one step: a threshold a rounding error above a
+    validation score would move that image across whenever the served model computes it a little differently (float16
+    weights, another machine); the images on each side of it are the same either way."""
+    ordered = np.unique(np.asarray(scores, dtype=float))
+    values = np.asarray(values, dtype=float)
+    after = np.searchsorted(ordered, values, side="right")
+    higher = ordered[np.minimum(after, len(ordered) - 1)]
+    return np.where(after < len(ordered), (values + higher) / 2, np.nextafter(values, 1.0))
+
+
 def threshold_for_miss(is_fake: np.ndarray, p_fake: np.ndarray, max_missed: float) -> float:
     """The highest threshold on p_fake below which at most `max_missed` of the fake images fall: the lower threshold
-    of the three-level verdict (below it, "likely real")."""
-    fakes = np.sort(np.asarray(p_fake, dtype=float)[np.asarray(is_fake, dtype=bool)])
+    of the three-level verdict (below it, "likely real"), midway between the highest fake allowed below it and the
+    score under that one (see `just_above`)."""
+    p = np.asarray(p_fake, dtype=float)
+    fakes = np.sort(p[np.asarray(is_fake, dtype=bool)])
     if not len(fakes):
         raise ValueError("a lower threshold needs fake images to fit on")
-    return float(fakes[min(len(fakes) - 1, int(np.floor(max_missed * len(fakes))))])
+    fake = fakes[min(len(fakes) - 1, int(np.floor(max_missed * len(fakes))))]
+    lower = np.unique(p[p < fake])
+    return float((fake + lower[-1]) / 2) if len(lower) else float(fake)
 
 
 def fpr_per_source(is_fake: np.ndarray, p_fake: np.ndarray, sources, threshold: float) -> dict[str, float]:

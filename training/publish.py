@@ -22,13 +22,13 @@ from pathlib import Path
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from safetensors.torch import load_file, save_file
 
-from detector.calibration import WEIGHTS_KEY
+from detector.calibration import RAW_SCORES, WEIGHTS_KEY
 from detector.errors import DetectorError, run_cli
 from detector.explain import CAM_STAGES
 from detector.faces import DEFAULT_MARGIN
 from detector.logs import configure_logging
 from detector.model import (HUB_FILES, LICENSE_FILE, NOT_OUR_WEIGHTS, WEIGHTS_FILE, feature_stride, is_hub_id,
-                            load_model, pool_size, read_config, staged_folder)
+                            load_model, pool_size, read_config, staged_folder, stored_dtype)
 
 from . import TRAINING_FILE
 from .data import (ALIGNED_CENTRE_Y, ALIGNED_WIDTH, FACE_CROP_MARGIN, FRAMING_ZOOM_IN, FRAMING_ZOOM_OUT, EqualiseQuality,
@@ -116,8 +116,8 @@ def recipe_rows(training: dict) -> list[tuple[str, str]]:
         ("optimizer", f"{args['optimizer']}, learning rate {args['lr']}, weight decay {args['weight_decay']}"),
         ("schedule", schedule),
         ("batch size", str(args["batch_size"])),
-        ("epochs", f"{args['epochs']} planned; these weights are from epoch {training['epoch']} (best validation ROC-AUC)"),
-        *averaging_rows(training),
+        ("epochs", f"{args['epochs']} planned; " + ("that run's" if training.get("averaged") else "these")
+         + f" weights are from epoch {training['epoch']} (best validation ROC-AUC)"),
         ("loss", f"cross-entropy, label smoothing {args['label_smoothing']}"),
         ("augmentation", f"{augment}; strength {args['aug_strength']} (0 = crop and flip only, 1 = full)"
          + ("; the JPEG and blur/downscale steps replaced by quality equalising (below)" if args.get("equalise_quality") else "")),
@@ -138,16 +138,24 @@ def initialisation(training: dict) -> str:
     return "timm ImageNet weights (fine-tuned)" if args["pretrained"] else "from scratch (random initialisation)"
 
 
-def averaging_rows(training: dict) -> list[tuple[str, str]]:
-    """The weight averaging `training.average` recorded, if these weights are an average of several models."""
-    averaged = training.get("averaged")
+def averaged_text(training: dict | None) -> str | None:
+    """What the card says of weights `training.average` made: which models were averaged, with which weights, and how
+    the batch-norm statistics were obtained; None for the weights of one training run."""
+    averaged = (training or {}).get("averaged")
     if not averaged:
-        return []
+        return None
     hashes = averaged.get("sha256") or [None] * len(averaged["models"])
     parts = " + ".join(f"{weight:.2g} × `{model}`" + (f" (weights sha256 {digest[:12]}…)" if digest else "")
                        for model, weight, digest in zip(averaged["models"], averaged["weights"], hashes))
-    return [("weight averaging", f"the published weights are {parts} (the last one being the run this table "
-             "describes), averaged tensor by tensor (training.average), then calibrated again")]
+    bn = averaged.get("batch_norm") or {}
+    statistics = (f"Their batch-norm statistics were then measured again on {bn['photos']} training photos "
+                  f"({bn['batches']} batches of {bn['batch_size']}, seed {bn['seed']}, preprocessed as the detector "
+                  "serves them; `torch.optim.swa_utils.update_bn`), not averaged" if bn.get("recomputed") else
+                  "Their batch-norm statistics are the models' statistics averaged like the weights (not measured "
+                  "again on photos)")
+    return (f"These weights are not one training run's: they are the average of {len(averaged['models'])} models, "
+            f"tensor by tensor (`training.average`): {parts}. {statistics}; the average was then calibrated again. "
+            f"The recipe below is that of the last of them, `{averaged['models'][-1]}`.")
 
 
 def generalisation_rows(args: dict) -> list[tuple[str, str]]:
@@ -281,6 +289,7 @@ def render_card(config: dict, evaluation: dict, training: dict | None, *, model_
         split_text=split_text(training["args"]) if training else None,
         count_rows=count_rows(training["data"]) if training and training.get("data") else None,
         recipe_rows=recipe_rows(training) if training else None,
+        averaged=averaged_text(training),
         evaluation=evaluation,
         same_split=same_split(evaluation, training),
         same_data=bool(training) and evaluation.get("dataset") == training["args"]["dataset"],
@@ -370,8 +379,26 @@ def with_calibration(config: dict, evaluation: dict) -> dict:
     if not fitted:
         return config
     keys = ("temperature", WEIGHTS_KEY, "bias", "threshold", "target_fpr", "lower_threshold", "target_fake_miss", "face_margin",
-            "target_fpr_per_source", "fpr_all_reals", "fakes_caught", "precision")
-    return {**config, "calibration": {key: fitted[key] for key in keys if key in fitted}}
+            "target_fpr_per_source", "fpr_all_reals", "fakes_caught", "precision", "scores")
+    return {**config, "calibration": {**{key: fitted[key] for key in keys if key in fitted},
+                                      "storage_dtype": evaluation["storage_dtype"]}}
+
+
+def check_evaluation(evaluation: dict, metrics: Path, storage_dtype: str) -> None:
+    """Refuse an evaluation whose numbers are not those of the folder being written: a calibration fitted on scores
+    already through a calibration map (publish applies the map to raw logits), or weights scored in another dtype
+    than the one stored (a threshold fitted on float32 weights, float16 ones shipped)."""
+    fitted = evaluation.get("calibration")
+    if fitted and fitted.get("scores") != RAW_SCORES:
+        raise DetectorError(f"{metrics}: its calibration does not record that it was fitted on the model's raw scores "
+                            "(an evaluation before 2026-12-07 fitted it on scores already calibrated): run "
+                            "training.evaluate --calibrate again.")
+    scored = evaluation.get("storage_dtype")
+    if scored != storage_dtype:
+        flag = " --as-published float16" if storage_dtype == "float16" else ""
+        raise DetectorError(f"{metrics} measured {scored or 'unrecorded'} weights, and this folder will store "
+                            f"{storage_dtype} ones: run training.evaluate{flag} on the weights as published, so the "
+                            "card's and the config's numbers are the shipped file's.")
 
 
 def build_folder(model: Path, metrics: Path, output: Path, *, fp16: bool = False, data_description: Path | None = None,
@@ -389,6 +416,7 @@ def build_folder(model: Path, metrics: Path, output: Path, *, fp16: bool = False
     evaluation = read_json(metrics)
     if evaluation is None:
         raise DetectorError(f"{metrics} not found: run training.evaluate first; the card quotes its numbers.")
+    check_evaluation(evaluation, Path(metrics), "float16" if fp16 else stored_dtype(model))
     training = read_json(model / TRAINING_FILE)
     description = Path(data_description).read_text() if data_description else None
     notes_text = Path(notes).read_text() if notes else None
