@@ -163,3 +163,17 @@ def test_cache_is_used_on_the_second_call(tmp_path, monkeypatch):
     np.testing.assert_array_equal(second.get(photo), first.get_key(str(PHOTOS[1])))
     assert second.get(ImageOps.mirror(photo)) is False  # another picture: not in the cache
     assert fingerprint(photo) != fingerprint(ImageOps.mirror(photo))
+
+
+@needs_file
+@needs_photos
+def test_the_port_check_reports_what_the_docs_cite():
+    """training.face_mesh --check (docs/pseudo-fakes/face_mesh_check.json): every photo's face found and in order,
+    mirror errors small, and the interpreter's numbers where one is installed."""
+    report = face_mesh.check(PHOTOS[:2])
+    assert report["photos"] == 2 and report["geometry"]["face_found"] == 2
+    assert report["geometry"]["eyes_nose_mouth_in_order"] == 2 and report["geometry"]["eyes_nose_mouth_inside_oval_hull"] == 2
+    assert report["geometry"]["mirror_error_over_eye_distance"]["max"] < 0.1
+    assert 0 < report["ms_network_per_crop"] < 1000 and report["ms_cache_per_photo"] > report["ms_fingerprint_per_photo"]
+    if "interpreter" in report:
+        assert report["interpreter"]["landmarks_max_abs_diff_px"] < 1e-3

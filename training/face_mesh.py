@@ -442,16 +442,113 @@ def dataset_items(dataset, label: int | None = None, batch_size: int = 64):
                 yield FaceCache.key(item), (lambda item=item: open_rgb(item))
 
 
-if __name__ == "__main__":
-    import argparse
-
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    parser = argparse.ArgumentParser(description="Face Mesh landmarks of face photos into a landmark cache.")
-    parser.add_argument("images", nargs="+", help="face photos")
-    parser.add_argument("--cache", required=True, help=".npz landmark cache to complete")
-    parser.add_argument("--face-mesh", default=str(DEFAULT_PATH), help="MediaPipe's face_landmark.tflite")
-    args = parser.parse_args()
+def check(paths: list, mesh_path: str | Path = DEFAULT_PATH) -> dict:
+    """The port measured on face photos: against a TFLite interpreter on the same crops where one is installed
+    (ai-edge-litert: a check, not a dependency), the landmarks' layout (the subject's right eye, nose, left eye from
+    left to right; eyes above the nose above the mouth; all inside the face oval's hull), mirror consistency (the
+    mirrored photo's eyes and nose, mirrored back, against the photo's, over the eye distance) and times."""
     from detector.images import open_file_rgb
 
-    LandmarkCache.build(args.cache, ((str(Path(p).resolve()), lambda p=p: open_file_rgb(p)) for p in args.images),
-                        args.face_mesh)
+    mesh = FaceMesh.from_tflite(mesh_path)
+    pictures = [open_file_rgb(p) for p in paths]
+    report: dict = {"photos": len(paths), "torch_threads": torch.get_num_threads()}
+    crops = []
+    for picture in pictures:
+        faces = find_faces(picture)
+        left, top, right, bottom = face_box(faces[0]) if faces else (0, 0, picture.width, picture.height)
+        matrix = crop_matrix(((left + right) / 2, (top + bottom) / 2), max(right - left, bottom - top) * CROP_SCALE)
+        crops.append(cv2.warpAffine(np.asarray(picture), matrix, (INPUT_SIDE, INPUT_SIDE), flags=cv2.INTER_LINEAR,
+                                    borderMode=cv2.BORDER_REPLICATE).astype(np.float32) / 255.0)
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        logger.info("no TFLite interpreter installed (pip install ai-edge-litert): the port is checked by geometry only")
+    else:
+        interpreter = Interpreter(model_path=str(mesh_path))
+        interpreter.allocate_tensors()
+        point_diffs, flag_diffs = [], []
+        for crop in crops:
+            interpreter.set_tensor(interpreter.get_input_details()[0]["index"], crop[None])
+            interpreter.invoke()
+            outputs = [interpreter.get_tensor(o["index"]) for o in interpreter.get_output_details()]
+            expected = next(v for v in outputs if v.size == 1404).reshape(468, 3)
+            expected_flag = next(v for v in outputs if v.size == 1).item()
+            with torch.no_grad():
+                points, flag = mesh(torch.from_numpy(crop).permute(2, 0, 1)[None])
+            point_diffs.append(float(np.abs(points[0].numpy() - expected).max()))
+            flag_diffs.append(abs(float(flag) - expected_flag))
+        report["interpreter"] = {"crops": len(crops), "landmarks_max_abs_diff_px": max(point_diffs),
+                                 "landmarks_mean_of_crop_max_px": float(np.mean(point_diffs)),
+                                 "face_logit_max_abs_diff": max(flag_diffs)}
+    found_count = in_order = inside = 0
+    mirror_errors = []
+    for picture in pictures:
+        found = face_landmarks(mesh, picture)
+        if found is None:
+            continue
+        found_count += 1
+        points = found.points[:, :2]
+        right_eye, left_eye = points[list(RIGHT_EYE)].mean(axis=0), points[list(LEFT_EYE)].mean(axis=0)
+        nose, mouth = points[NOSE_TIP], points[list(MOUTH)].mean(axis=0)
+        in_order += bool(right_eye[0] < nose[0] < left_eye[0] and max(right_eye[1], left_eye[1]) < nose[1] < mouth[1])
+        hull = cv2.convexHull(points[list(FACE_OVAL)].astype(np.float32))
+        inside += all(cv2.pointPolygonTest(hull, (float(q[0]), float(q[1])), False) > 0
+                      for q in (right_eye, left_eye, nose, mouth))
+        mirrored = face_landmarks(mesh, picture.transpose(Image.Transpose.FLIP_LEFT_RIGHT))
+        if mirrored is not None:
+            back = mirrored.points[:, :2].copy()
+            back[:, 0] = picture.width - back[:, 0]
+            pairs = [(back[list(LEFT_EYE)].mean(axis=0), right_eye), (back[list(RIGHT_EYE)].mean(axis=0), left_eye),
+                     (back[NOSE_TIP], nose)]
+            mirror_errors.append(max(float(np.linalg.norm(a - b)) for a, b in pairs)
+                                 / max(float(np.linalg.norm(left_eye - right_eye)), 1e-6))
+    report["geometry"] = {"face_found": found_count, "eyes_nose_mouth_in_order": in_order,
+                          "eyes_nose_mouth_inside_oval_hull": inside, "mirrored": len(mirror_errors),
+                          "mirror_error_over_eye_distance": {
+                              "median": float(np.median(mirror_errors)), "p90": float(np.percentile(mirror_errors, 90)),
+                              "max": float(np.max(mirror_errors))} if mirror_errors else None}
+    batch = torch.from_numpy(crops[0]).permute(2, 0, 1)[None]
+    with torch.no_grad():
+        for _ in range(5):
+            mesh(batch)
+        start = time.perf_counter()
+        for _ in range(50):
+            mesh(batch)
+    report["ms_network_per_crop"] = 1000 * (time.perf_counter() - start) / 50
+    start = time.perf_counter()
+    for picture in pictures:
+        find_faces(picture)
+    report["ms_face_finder_per_photo"] = 1000 * (time.perf_counter() - start) / len(pictures)
+    start = time.perf_counter()
+    LandmarkCache.build(None, ((str(p), lambda picture=picture: picture) for p, picture in zip(paths, pictures)), mesh)
+    report["ms_cache_per_photo"] = 1000 * (time.perf_counter() - start) / len(pictures)
+    start = time.perf_counter()
+    for picture in pictures:
+        fingerprint(picture)
+    report["ms_fingerprint_per_photo"] = 1000 * (time.perf_counter() - start) / len(pictures)
+    return report
+
+
+if __name__ == "__main__":
+    import argparse
+    import json
+
+    from detector.images import open_file_rgb
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    parser = argparse.ArgumentParser(description="Face Mesh landmarks of face photos into a landmark cache, or (--check) "
+                                                 "the port measured on them.")
+    parser.add_argument("images", nargs="+", help="face photos")
+    parser.add_argument("--cache", help=".npz landmark cache to complete")
+    parser.add_argument("--check", metavar="JSON", help="measure the port on the photos (see check()) into this file")
+    parser.add_argument("--face-mesh", default=str(DEFAULT_PATH), help="MediaPipe's face_landmark.tflite")
+    args = parser.parse_args()
+    if not args.cache and not args.check:
+        parser.error("pass --cache FILE, --check FILE or both")
+    if args.cache:
+        LandmarkCache.build(args.cache, ((str(Path(p).resolve()), lambda p=p: open_file_rgb(p)) for p in args.images),
+                            args.face_mesh)
+    if args.check:
+        result = check(args.images, args.face_mesh)
+        Path(args.check).write_text(json.dumps(result, indent=2) + "\n")
+        logger.info("%s", json.dumps(result, indent=2))

@@ -22,7 +22,7 @@ Two masks (`MASKS`, train.py's --pseudo-fake-mask):
   81-point landmarks reach it; one time in four only up to the brows, as the paper's 68 points do), then an elastic
   deformation, a random erosion or dilation, a Gaussian blur of random width and a random blend ratio. The altered
   copy also gets, one time in three, a down-and-up scale (the paper's frequency transform). The landmarks come
-  from a `LandmarkCache` computed once per training set (`hull_blend`); a picture not in it (a face-crop view)
+  from a `LandmarkCache` computed once per training set (`pseudo_fake_blend`); a picture not in it (a face-crop view)
   gets Face Mesh at once, and one without a face found the ellipse.
 
 The paper alters either the source or the target; here always the source (the altered copy), so that outside
