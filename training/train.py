@@ -195,7 +195,13 @@ def real_photo_batches(dataset, model, count: int, seed: int, batch_size: int = 
     """Up to `count` real photos of `dataset` (a seeded draw), preprocessed for `model`, in batches: what an imported
     network's batch-norm statistics are measured on."""
     real = dataset.filter(lambda target: target == LABEL_NAMES.index("real"), input_columns="target")
-    chosen = real.shuffle(seed=seed).select(range(min(count, len(real))))
+    yield from photo_batches(real, model, count, seed, batch_size)
+
+
+def photo_batches(dataset, model, count: int, seed: int, batch_size: int = 32):
+    """Up to `count` photos of `dataset` (a seeded draw), preprocessed for `model` as validation photos are (as the
+    detector serves them), in batches: what batch-norm statistics are measured on (training.average's too)."""
+    chosen = dataset.shuffle(seed=seed).select(range(min(count, len(dataset))))
     preprocess = eval_transform(data_config(model))
     for start in range(0, len(chosen), batch_size):
         yield torch.stack([preprocess(open_rgb(item)) for item in chosen[start:start + batch_size]["image"]])
