@@ -362,3 +362,36 @@ def test_pseudo_fake_mask_option(tmp_path):
     assert args.pseudo_fake_mask == "hull"
     with pytest.raises(FaceMeshError, match="--pseudo-fake-mask ellipse"):
         pseudo_fake_blend("hull", None, None, tmp_path / "missing.tflite")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (SHARED_DATA / "manifest.csv").is_file(), reason="needs ../shared/data")
+def test_training_with_hull_masks_computes_the_landmarks_once(tmp_path, monkeypatch):
+    """train --pseudo-fake-mask hull: the real training photos' landmarks go into the cache before the first step, every
+    pseudo-fake is found in it, and a second run on the same cache runs no Face Mesh."""
+    import shutil
+
+    from conftest import TEST_IMG_SIZE, photos
+    from training import face_mesh, train
+    from training.face_mesh import DEFAULT_PATH, LandmarkCache
+
+    if not DEFAULT_PATH.is_file():
+        pytest.skip(f"no Face Mesh file at {DEFAULT_PATH} (../shared)")
+    for name, paths in {"real": photos("utkface_adults", "real"), "fake": photos("sdfd_diffusion", "fake")}.items():
+        (tmp_path / "data" / name).mkdir(parents=True)
+        for path in paths:
+            shutil.copy(path, tmp_path / "data" / name / path.name)
+    runs, blends = [], []
+    real_landmarks, real_blend = face_mesh.face_landmarks, SelfBlend.__call__
+    monkeypatch.setattr(face_mesh, "face_landmarks", lambda *a, **k: runs.append(1) or real_landmarks(*a, **k))
+    monkeypatch.setattr(SelfBlend, "__call__", lambda self, *a, **k: blends.append(self) or real_blend(self, *a, **k))
+    cache = tmp_path / "landmarks.npz"
+    common = ["--dataset", str(tmp_path / "data"), "--img-size", str(TEST_IMG_SIZE), "--workers", "0", "--batch-size", "4",
+              "--max-steps-per-epoch", "2", "--mixed-precision", "no", "--epochs", "1", "--pseudo-fakes", "1.0",
+              "--pseudo-fake-mask", "hull", "--landmark-cache", str(cache)]
+    train.main([*common, "--output-dir", str(tmp_path / "first")])
+    reals_in_training = len(runs)
+    assert 3 <= reals_in_training <= 6 and len(LandmarkCache.load(cache)) == reals_in_training
+    assert blends and all(b.landmarks.misses == 0 and b.landmarks.hits > 0 for b in blends)
+    train.main([*common, "--output-dir", str(tmp_path / "second")])
+    assert len(runs) == reals_in_training, "the second run reads the cache"
