@@ -24,6 +24,7 @@ import json
 import logging
 import random
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -148,6 +149,7 @@ def load_finder(path: Path | None) -> tuple[Finder, str]:
         return find_faces, "detector.faces (YuNet)"
     spec = importlib.util.spec_from_file_location("other_faces", path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module.find_faces, str(path)
 

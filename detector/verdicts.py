@@ -45,9 +45,13 @@ def threshold_rule(calibration: dict | None, digits: int = 0) -> str:
     if target is None:
         text += " The threshold is stored with the model without the rule that set it."
     elif calibration.get("target_fpr_per_source"):
+        smallest = calibration.get("min_source_reals") or 0
+        cap = calibration.get("pooled_fpr_cap")
         text += (f" The rule that set it: the lowest threshold at which at most {_per100(target)} in 100 real photos "
-                 "are flagged on average over the kinds of real photo in the validation split, each kind counting "
-                 "equally.")
+                 "are flagged on average over the kinds of real photo in the validation split"
+                 + (f" with at least {smallest} photos" if smallest > 1 else "") + ", each kind counting equally"
+                 + (f", and at most {_per100(cap)} in 100 of all its real photos together" if cap is not None else "")
+                 + ".")
     else:
         text += (f" The rule that set it: the lowest threshold at which at most {_per100(target)} in 100 of the "
                  "validation split's real photos are flagged.")

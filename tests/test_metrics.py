@@ -143,3 +143,24 @@ def test_the_cards_per_source_table_says_undefined_for_a_source_of_one_class():
     (row,) = source_rows({"utkface_adults": {"n": 3, "n_real": 3, "n_fake": 0, "accuracy": 1.0, "roc_auc": None,
                                              "average_precision": None, "fpr": 0.0, "recall": None}})
     assert row == ["`utkface_adults`", "3", "3", "0", "1.0000", "undefined", "undefined", "0.0000", "undefined"]
+
+
+def test_a_small_source_cannot_hold_the_threshold_hostage_and_the_pooled_cap_holds():
+    """Two kinds of real photo of 100 and a small one of 10 that scores high: counted in the mean, each of its photos is
+    10 points of its rate and drags the threshold up; below `min_source_reals` only the pooled cap sees it."""
+    rng = np.random.default_rng(0)
+    big_a, big_b, small = rng.uniform(0, 0.5, 100), rng.uniform(0, 0.5, 100), rng.uniform(0.6, 0.9, 10)
+    fakes = rng.uniform(0.3, 1.0, 100)
+    p = np.concatenate([big_a, big_b, small, fakes])
+    is_fake = np.r_[np.zeros(210), np.ones(100)].astype(bool)
+    sources = ["a"] * 100 + ["b"] * 100 + ["small"] * 10 + ["fake"] * 100
+    hostage = threshold_for_fpr(is_fake, p, 0.05, sources)
+    assert hostage > small.min()  # the small source, flagged at most 15% of its 10, needed the threshold above most of it
+    fair = threshold_for_fpr(is_fake, p, 0.05, sources, min_source_reals=50)
+    assert fair < hostage and np.mean(fakes >= fair) > np.mean(fakes >= hostage)
+    reals = p[~is_fake]
+    assert (np.mean(big_a >= fair) + np.mean(big_b >= fair)) / 2 <= 0.05
+    capped = threshold_for_fpr(is_fake, p, 0.05, sources, min_source_reals=50, pooled_cap=0.03)
+    assert np.mean(reals >= capped) <= 0.03 < np.mean(reals >= fair)  # the cap binds: more than 3% were flagged before
+    with pytest.raises(ValueError, match="no source has 500 real images"):
+        threshold_for_fpr(is_fake, p, 0.05, sources, min_source_reals=500)

@@ -529,7 +529,7 @@ def test_a_threshold_fitted_per_source_travels_to_the_card_and_the_reading(tmp_p
     out = tmp_path / "eval"
     report = evaluate.main(["--model", str(run_folder), "--dataset", str(faces_csv), "--image-column", "file",
                             "--source-column", "source", "--split", "all", "--output-dir", str(out), "--batch-size", "8",
-                            "--calibrate", "--target-fpr", "0.25", "--fpr-per-source"])
+                            "--calibrate", "--target-fpr", "0.25", "--fpr-per-source", "--min-source-reals", "1"])
     fitted = report["calibration"]
     assert fitted["target_fpr_per_source"] is True and sum(fitted["fpr_by_source"].values()) / len(fitted["fpr_by_source"]) <= 0.25
     assert fitted["fpr_all_reals"] == fitted["metrics_at_threshold"]["fpr"]
@@ -549,7 +549,7 @@ def test_a_threshold_fitted_per_source_travels_to_the_card_and_the_reading(tmp_p
     assert "of its fakes caught (a picture that is not flagged can still be fake)" in rule
     with pytest.raises(SystemExit, match="needs the images' sources"):
         evaluate.main(["--model", str(run_folder), "--dataset", str(faces_csv), "--image-column", "file", "--split", "all",
-                       "--output-dir", str(tmp_path / "e2"), "--calibrate", "--fpr-per-source"])
+                       "--output-dir", str(tmp_path / "e2"), "--calibrate", "--fpr-per-source", "--min-source-reals", "1"])
 
 
 def test_the_heat_map_stage_measured_for_the_weights_travels_to_the_detector_the_app_and_the_card(tmp_path, run_folder,

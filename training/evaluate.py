@@ -68,6 +68,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     extra.add_argument("--fpr-per-source", action="store_true",
                        help="--target-fpr is the mean over the sources of real images, each counting equally, so that many "
                             "easy reals cannot hide a rare hard kind (needs --source-column); stored with the threshold")
+    extra.add_argument("--min-source-reals", type=int, default=50,
+                       help="with --fpr-per-source: only kinds of real photo with at least this many images in the set "
+                            "count in the mean (a kind of 20 photos moves by 5 points a photo); default: %(default)s")
+    extra.add_argument("--pooled-fpr-cap", type=float, default=0.05,
+                       help="with --fpr-per-source: at most this share of all real images together is flagged too "
+                            "(default: %(default)s)")
     extra.add_argument("--robustness", nargs="*", choices=list(PERTURBATIONS), metavar="PERTURBATION",
                        help="ROC-AUC under JPEG, resizing, blur, screenshot and reframing perturbations (default: all "
                             f"of them; or name some: {', '.join(PERTURBATIONS)})")
@@ -178,7 +184,7 @@ def evaluate(detector: Detector, dataset: datasets.Dataset, source_column: str |
 
 
 def calibrate(result: dict, target_fpr: float, face_margin: float | None = None, per_source: bool = False,
-              target_fake_miss: float = 0.05) -> dict:
+              target_fake_miss: float = 0.05, min_source_reals: int = 0, pooled_cap: float | None = None) -> dict:
     """The calibration map (beta calibration: detector/calibration.py; temperature and bias when its two weights are
     equal) and decision threshold fitted on these predictions, with the metrics they give. (The threshold keeps the
     same images on each side whatever the map: it is monotonic.)
@@ -194,7 +200,11 @@ def calibrate(result: dict, target_fpr: float, face_margin: float | None = None,
         raise SystemExit("a threshold per source needs the images' sources: give --source-column")
     fitted = fit_calibration(is_fake, p_fake)
     calibrated = fitted.p_fake(p_fake)
-    threshold = threshold_for_fpr(is_fake, calibrated, target_fpr, sources)
+    try:
+        threshold = threshold_for_fpr(is_fake, calibrated, target_fpr, sources, min_source_reals if per_source else 0,
+                                      pooled_cap if per_source else None)
+    except ValueError as err:
+        raise SystemExit(f"{err}: lower --min-source-reals") from err
     at_threshold = binary_metrics(is_fake, calibrated, threshold)
     lower = min(threshold_for_miss(is_fake, calibrated, target_fake_miss), threshold)
     levels = {name: {"reals": float(np.mean(inside[~is_fake.astype(bool)])), "fakes": float(np.mean(inside[is_fake.astype(bool)]))}
@@ -209,7 +219,9 @@ def calibrate(result: dict, target_fpr: float, face_margin: float | None = None,
         "verdict_shares": levels,
         **({} if face_margin is None else {"face_margin": face_margin}),
         "fakes_caught": at_threshold["recall"],
-        **({} if sources is None else {"target_fpr_per_source": True, "fpr_all_reals": at_threshold["fpr"],
+        **({} if sources is None else {"target_fpr_per_source": True, "min_source_reals": min_source_reals,
+                                       **({} if pooled_cap is None else {"pooled_fpr_cap": pooled_cap}),
+                                       "fpr_all_reals": at_threshold["fpr"],
                                        "fpr_by_source": fpr_per_source(is_fake, calibrated, sources, threshold)}),
         **({} if result.get("sources") is None else {"fakes_caught_by_source": caught_per_source(
             is_fake, calibrated, result["sources"], threshold)}),
@@ -350,7 +362,8 @@ def main(argv=None) -> dict:
     result = evaluate(detector, dataset, args.source_column, faces=args.faces, group_column=args.group_column)
     if args.calibrate:
         result["calibration"] = calibrate(result, args.target_fpr, detector.face_margin if args.faces else None,
-                                          per_source=args.fpr_per_source, target_fake_miss=args.target_fake_miss)
+                                          per_source=args.fpr_per_source, target_fake_miss=args.target_fake_miss,
+                                          min_source_reals=args.min_source_reals, pooled_cap=args.pooled_fpr_cap)
         result["calibration"]["precision"] = detector.precision  # the dtype the fitted scores were computed in
         result["calibration"]["scores"] = RAW_SCORES  # fitted on the model's own p(fake); publish checks it
         at_fitted_threshold(result)

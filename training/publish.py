@@ -379,7 +379,8 @@ def with_calibration(config: dict, evaluation: dict) -> dict:
     if not fitted:
         return config
     keys = ("temperature", WEIGHTS_KEY, "bias", "threshold", "target_fpr", "lower_threshold", "target_fake_miss", "face_margin",
-            "target_fpr_per_source", "fpr_all_reals", "fakes_caught", "precision", "scores")
+            "target_fpr_per_source", "min_source_reals", "pooled_fpr_cap", "fpr_all_reals", "fpr_by_source",
+            "fakes_caught", "precision", "scores")
     return {**config, "calibration": {**{key: fitted[key] for key in keys if key in fitted},
                                       "storage_dtype": evaluation["storage_dtype"]}}
 
