@@ -40,13 +40,13 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from detector import faces as _faces
 from detector.images import open_file_rgb
 
-from detector import faces as _faces
+logger = logging.getLogger(__name__)
 
 # The finder tuned for training pictures, where detector.faces has one (a face fills a good part of the frame).
 LARGE_FACE_FINDER = getattr(_faces, "LARGE_FACE_FINDER", _faces.DEFAULT_FINDER)
-logger = logging.getLogger(__name__)
 
 MASKS = ("ellipse", "hull")
 BLEND_RATIOS = (0.25, 0.5, 0.75, 1.0, 1.0, 1.0)  # as in the SBI paper: often a full blend, sometimes a faint one
