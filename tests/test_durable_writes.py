@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -103,3 +104,16 @@ def test_stream_state_reaches_the_disk_and_a_failed_write_leaves_the_old_file(tm
     with pytest.raises(TypeError):
         parts.save_stream_state(0, {"shards": object()})  # not JSON: fails while writing
     assert parts.stream_state(0) == {"shards": 1} and [p.name for p in parts.folder.iterdir()] == [path.name]
+
+
+def test_the_landmark_cache_reaches_the_disk_before_its_name_appears(tmp_path, journal):
+    from training.face_mesh import LandmarkCache
+
+    path = tmp_path / "landmarks.npz"
+    points = np.arange(2 * 468 * 2, dtype=np.float32).reshape(2, 468, 2)
+    LandmarkCache(["a.jpg", "b.jpg"], ["fa", "fb"], points, path).save()
+    index = published(journal, path)
+    assert journal[index][1] in synced(journal, stop=index) and str(tmp_path) in synced(journal, start=index)
+    loaded = LandmarkCache.load(path)
+    assert loaded.keys == ["a.jpg", "b.jpg"] and (loaded.points == points).all()
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]

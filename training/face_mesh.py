@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from detector.atomic import atomic_path
 from detector.errors import DetectorError
 from detector.faces import find_faces
 
@@ -375,10 +376,9 @@ class LandmarkCache:
     def save(self, path: str | Path | None = None) -> None:
         path = Path(path or self.path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(path.name + ".tmp.npz")
-        np.savez(temporary, keys=np.array(self.keys, dtype=str), fingerprints=np.array(self.fingerprints, dtype=str),
-                 points=self.points.astype(np.float32))
-        temporary.replace(path)
+        with atomic_path(path) as temporary, temporary.open("wb") as f:  # a file object: savez adds no suffix
+            np.savez(f, keys=np.array(self.keys, dtype=str), fingerprints=np.array(self.fingerprints, dtype=str),
+                     points=self.points.astype(np.float32))
 
     def get(self, image: Image.Image) -> np.ndarray | None | bool:
         """The cached landmarks of this picture (468×2), None when it has no face, False when it is not cached."""
