@@ -12,7 +12,7 @@ from PIL import Image, ImageOps
 from conftest import EXAMPLES, SHARED_DATA
 from detector.images import open_file_rgb
 from detector.model import LABEL_NAMES
-from detector.faces import find_faces, square_box
+from detector.faces import Face, find_faces, square_box
 from training.data import (ALIGNED_CENTRE_X, ALIGNED_CENTRE_Y, ALIGNED_WIDTH, EqualiseQuality, FaceCropView, PseudoFakes,
                            RandomFraming, aligned_box, attach_transform, balanced_weights, collate, crop_mirrored,
                            train_transform)
@@ -146,7 +146,10 @@ def test_random_framing_moves_and_sizes_the_face_anew(photo):
 
 
 def test_aligned_box_puts_the_face_where_asked():
-    left, top, right, bottom = aligned_box((100, 50, 200, 150), width=0.5, centre_x=0.5, centre_y=0.6)
+    """The face's square (here eyes 40 apart, mouth 40 below: side 1.29 × 80 = 103.2, centre (150, 100)) is `width` of
+    the frame, its centre where asked."""
+    face = Face((0, 0, 1, 1), ((130, 87.2), (170, 87.2), (150, 107.2), (135, 127.2), (165, 127.2)), 0.9)
+    left, top, right, bottom = aligned_box(face, width=103.2 / 200, centre_x=0.5, centre_y=0.6)
     assert (right - left, bottom - top) == (200, 200)
     assert (left + 0.5 * 200, top + 0.6 * 200) == (150, 100)  # the face's centre
 

@@ -46,6 +46,9 @@ class DataSpec:
     source_column: str | None = None  # kept for per-source metrics, and used to stratify the split
     val_fraction: float = 0.2
     seed: int = 42
+    # > 0: three ways, each source split on its own (train / validation for every choice / test for the published
+    # numbers, `split_three`); 0: the two-way split the models before 2026-12-07 were trained and fitted on
+    test_fraction: float = 0.0
     hold_out_source: str | None = None  # leave-one-source-out: kept out of training and validation
 
 
@@ -59,6 +62,10 @@ def add_data_arguments(parser: argparse.ArgumentParser, title: str = "data") -> 
     data.add_argument("--group-column", help="split by this column (e.g. original video) so no group is on both sides")
     data.add_argument("--source-column", help="report metrics per source, and stratify the split by it")
     data.add_argument("--val-fraction", type=float, default=0.2)
+    data.add_argument("--test-fraction", type=float, default=0.0,
+                      help="hold out this fraction of every source as a test split nobody tunes on (split three ways, "
+                           "each source on its own, by group; e.g. --val-fraction 0.1 --test-fraction 0.1); default 0: "
+                           "the two-way split of earlier runs")
     data.add_argument("--hold-out-source", metavar="SOURCE",
                       help="leave this source out of training and validation, to test on it afterwards")
     return data
@@ -69,6 +76,7 @@ def spec_from_args(args: argparse.Namespace) -> DataSpec:
         source=args.dataset, image_column=args.image_column, label_column=args.label_column,
         label_map=parse_label_map(args.label_map), group_column=args.group_column,
         source_column=args.source_column, val_fraction=args.val_fraction, seed=args.seed,
+        test_fraction=getattr(args, "test_fraction", 0.0),
         hold_out_source=args.hold_out_source,
     )
 
@@ -160,6 +168,36 @@ def split(dataset: datasets.Dataset, spec: DataSpec) -> tuple[datasets.Dataset, 
     return dataset.select(np.sort(train_idx)), dataset.select(np.sort(val_idx))
 
 
+def split_three(dataset: datasets.Dataset, spec: DataSpec) -> tuple[datasets.Dataset, datasets.Dataset, datasets.Dataset]:
+    """(train, validation, test), each source split on its own into folds of 1/n (n = 1 / the smaller fraction), by
+    group (rows without a group are their own) and stratified by label, with a fixed seed; the first folds go to
+    validation, the next to test. Each source on its own: adding a source (or rows of a new source) to the data leaves
+    every other source's split as it was."""
+    n = round(1 / min(spec.val_fraction, spec.test_fraction))
+    val_folds, test_folds = round(spec.val_fraction * n), round(spec.test_fraction * n)
+    if val_folds + test_folds >= n or abs(val_folds / n - spec.val_fraction) > 1e-6 or abs(test_folds / n - spec.test_fraction) > 1e-6:
+        raise DataError(f"--val-fraction {spec.val_fraction:g} and --test-fraction {spec.test_fraction:g} must be whole "
+                        f"multiples of 1/{n} leaving some training data (e.g. 0.1 and 0.1)")
+    targets = np.array(dataset["target"]).astype(str)
+    sources = np.array(dataset[spec.source_column]).astype(str) if spec.source_column else np.zeros(len(dataset)).astype(str)
+    groups = np.array(dataset[spec.group_column]).astype(str) if spec.group_column else np.arange(len(dataset)).astype(str)
+    if spec.group_column:
+        missing = np.isin(groups, ["", "None", "nan"])
+        groups[missing] = np.char.add("row", np.arange(len(dataset))[missing].astype(str))
+    fold = np.empty(len(dataset), dtype=int)
+    for source in sorted(set(sources)):
+        rows = np.flatnonzero(sources == source)
+        smallest = int(np.unique(targets[rows], return_counts=True)[1].min())
+        if smallest < n or len(set(groups[rows])) < n:
+            raise DataError(f"source {source!r} has {smallest} images of one class ({len(set(groups[rows]))} groups): "
+                            f"a split into folds of 1/{n} needs {n} of each; add images or raise the fractions")
+        folds = StratifiedGroupKFold(n_splits=n, shuffle=True, random_state=spec.seed)
+        for index, (_, held) in enumerate(folds.split(np.zeros(len(rows)), targets[rows], groups[rows])):
+            fold[rows[held]] = index
+    parts = (fold >= val_folds + test_folds, fold < val_folds, (fold >= val_folds) & (fold < val_folds + test_folds))
+    return tuple(dataset.select(np.flatnonzero(part)) for part in parts)
+
+
 def describe(dataset: datasets.Dataset, source_column: str | None = None) -> dict:
     """Counts per class (and per source), recorded next to a checkpoint so a model card can quote them."""
     targets = np.array(dataset["target"])
@@ -207,7 +245,21 @@ def _full_splits(spec: DataSpec, check: bool) -> tuple[datasets.Dataset, dataset
         if check:
             check_images(val)
         return train, val
+    if spec.test_fraction > 0:
+        return split_three(train, spec)[:2]
     return split(train, spec)
+
+
+def load_test(spec: DataSpec) -> datasets.Dataset:
+    """The test split of the three-way split (`--test-fraction`): touched once per adopted model, for the numbers
+    the card and the README publish."""
+    if spec.test_fraction <= 0:
+        raise DataError("a test split needs --test-fraction (the three-way split), e.g. --val-fraction 0.1 --test-fraction 0.1")
+    raw = load_raw(spec)
+    if any(name in raw for name in VALIDATION_SPLITS) or "test" in raw:
+        raise DataError("this dataset has splits of its own: evaluate its own test split with --split all on it")
+    test = split_three(with_targets(raw["train"], spec), spec)[2]
+    return without_source(test, spec) if spec.hold_out_source else test
 
 
 def _check_hold_out(dataset: datasets.Dataset, spec: DataSpec) -> None:

@@ -39,7 +39,7 @@ from detector.metrics import show
 from detector.model import LABEL_NAMES, PRECISIONS, STORAGE_DTYPES, load_model, stored_dtype
 
 from .data import (DataError, DataSpec, add_data_arguments, held_out_set, load_raw, load_splits, open_rgb, spec_from_args,
-                   with_targets)
+                   load_test, with_targets)
 from .metrics import (binary_metrics, expected_calibration_error, fit_calibration, plot_confusion,
                       fpr_per_source, plot_reliability, plot_robustness, plot_roc, threshold_for_fpr, threshold_for_miss)
 from .robustness import PERTURBATIONS
@@ -54,8 +54,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--output-dir", required=True)
     data = add_data_arguments(parser, "data (use the training run's values to get its validation split back)")
     data.add_argument("--seed", type=int, default=42)
-    data.add_argument("--split", choices=["validation", "all", "held-out"], default="validation",
-                      help="validation: the training hold-out split; all: every row of every split; held-out: the "
+    data.add_argument("--split", choices=["validation", "test", "all", "held-out"], default="validation",
+                      help="validation: the training hold-out split; test: the three-way split's test split (with "
+                           "--test-fraction; once per adopted model); all: every row of every split; held-out: the "
                            "--hold-out-source's images (with the other class's validation images if it has one class)")
     extra = parser.add_argument_group("calibration and robustness")
     extra.add_argument("--calibrate", action="store_true",
@@ -100,6 +101,8 @@ def load_eval_set(spec: DataSpec, split: str) -> datasets.Dataset:
     """The rows to score: the training hold-out split, a held-out source, or all rows (whatever splits the source has)."""
     if split == "validation":
         return load_splits(spec, check=False)[1]
+    if split == "test":
+        return load_test(spec)
     if split == "held-out":
         if not spec.hold_out_source:
             raise DataError("--split held-out needs --hold-out-source")

@@ -40,13 +40,11 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from detector import faces as _faces
+from detector.faces import DEFAULT_FINDER, square_box
 from detector.images import open_file_rgb
 
 logger = logging.getLogger(__name__)
 
-# The finder tuned for training pictures, where detector.faces has one (a face fills a good part of the frame).
-LARGE_FACE_FINDER = getattr(_faces, "LARGE_FACE_FINDER", _faces.DEFAULT_FINDER)
 
 MASKS = ("ellipse", "hull")
 BLEND_RATIOS = (0.25, 0.5, 0.75, 1.0, 1.0, 1.0)  # as in the SBI paper: often a full blend, sometimes a faint one
@@ -62,7 +60,7 @@ class SelfBlend:
     training sees 128-288 px faces, and the blend costs a few milliseconds there."""
 
     work_side: int = 320
-    finder: Callable[[Image.Image], list] = LARGE_FACE_FINDER
+    finder: Callable[[Image.Image], list] = DEFAULT_FINDER
     max_shift: float = 0.03  # of the face box's side
     max_scale: float = 0.05  # ±, of the altered copy's size
     deform: float = 0.08  # displacement field amplitude, of the face box's side
@@ -92,8 +90,8 @@ class SelfBlend:
 
     def face_box(self, image: Image.Image) -> tuple[float, float, float, float]:
         faces = self.finder(image)
-        if faces:
-            return tuple(float(v) for v in getattr(faces[0], "box", faces[0]))
+        if faces:  # the face's square: the box the ellipse was shaped for (eyebrows to mouth)
+            return square_box(faces[0])
         w, h = image.size
         return (FALLBACK_BOX[0] * w, FALLBACK_BOX[1] * h, FALLBACK_BOX[2] * w, FALLBACK_BOX[3] * h)
 
