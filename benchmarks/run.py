@@ -10,6 +10,7 @@ benchmarks/results/latest.json.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import io
 import json
 import os
@@ -26,7 +27,8 @@ import torch
 from PIL import Image
 
 from benchmarks import print_results
-from detector import Detector, explain, load_image
+from detector import Analysis, Detector, FaceResult, explain, load_image
+from detector.faces import Face
 from detector.model import create_model, load_model
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -68,7 +70,7 @@ def bench_forward(detector: Detector, plain: torch.nn.Module, jpeg: bytes, repea
     paths = {
         "forward_ms": forward,
         # bytes → validated image → probabilities + CAM → the three rendered pictures
-        "analyze_ms": lambda: detector.analyze(jpeg).render(),
+        "analyze_ms": lambda: detector.analyze(jpeg, faces=False).render(),
     }
     if faces:
         paths["analyze_faces_ms"] = lambda: detector.analyze(jpeg, faces=True).render()
@@ -79,14 +81,50 @@ def bench_baseline(detector: Detector, baseline: Detector, jpeg: bytes, repeats:
     """analyze (whole image, and with face search) of this model and of `baseline`, in alternating blocks of one
     `medians_ms` call so that both see the same machine: the before/after ratio of a model change."""
     timings = medians_ms({
-        "baseline_analyze_ms": lambda: baseline.analyze(jpeg).render(),
-        "paired_analyze_ms": lambda: detector.analyze(jpeg).render(),
+        "baseline_analyze_ms": lambda: baseline.analyze(jpeg, faces=False).render(),
+        "paired_analyze_ms": lambda: detector.analyze(jpeg, faces=False).render(),
         "baseline_analyze_faces_ms": lambda: baseline.analyze(jpeg, faces=True).render(),
         "paired_analyze_faces_ms": lambda: detector.analyze(jpeg, faces=True).render(),
     }, repeats)
     return {**timings, "baseline_input_size": list(baseline.preprocess.config["input_size"]),
             "analyze_over_baseline": timings["paired_analyze_ms"] / timings["baseline_analyze_ms"],
             "analyze_faces_over_baseline": timings["paired_analyze_faces_ms"] / timings["baseline_analyze_faces_ms"]}
+
+
+def load_finder_module(path: Path):
+    """A Python file with find_faces(image) → boxes and crop_box(box, size, margin): an earlier face finder (e.g. the
+    Haar cascades: git show ff30132:detector/faces.py > old_faces.py)."""
+    spec = importlib.util.spec_from_file_location("baseline_faces", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def bench_baseline_finder(detector: Detector, module, jpeg: bytes, repeats: int) -> dict:
+    """analyze with face search through this finder and through an earlier one, same model, alternating blocks: the
+    earlier path finds its boxes, crops each as it did (its crop_box, the model's margin), judges the crops in one
+    batch and renders the picture, as the detector did with it."""
+    def earlier():
+        image = load_image(jpeg)
+        boxes = module.find_faces(image)
+        crops = [module.crop_box(box, image.size, detector.face_margin) for box in boxes]
+        analyses = detector.analyze_batch([image.crop(crop) for crop in crops] or [image], faces=False)
+        if boxes:
+            found = [FaceResult(Face(tuple(box), ((0.0, 0.0),) * 5, 1.0), crop, analysis)
+                     for box, crop, analysis in zip(boxes, crops, analyses)]
+            return Analysis.of_faces(image, found).render()
+        return analyses[0].render()
+
+    image = load_image(jpeg)
+    timings = medians_ms({
+        "baseline_finder_analyze_faces_ms": earlier,
+        "finder_paired_analyze_faces_ms": lambda: detector.analyze(jpeg, faces=True).render(),
+        "baseline_finder_ms": lambda: module.find_faces(image),
+        "finder_ms": lambda: detector.find_faces(image),
+    }, repeats)
+    return {**timings, "analyze_faces_over_baseline_finder":
+            timings["finder_paired_analyze_faces_ms"] / timings["baseline_finder_analyze_faces_ms"]}
 
 
 def bench_at_224(detector: Detector, jpeg: bytes, repeats: int) -> dict:
@@ -217,6 +255,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--baseline", metavar="MODEL",
                         help="another model folder or Hub id whose forward and analyze paths are timed in the same run "
                              "(keys baseline_*), e.g. the previous bundled model")
+    parser.add_argument("--baseline-finder", type=Path, metavar="FILE",
+                        help="an earlier face finder (a Python file with find_faces and crop_box) whose analyze with "
+                             "face search is timed beside this one's, same model, same run (keys baseline_finder_*)")
     args = parser.parse_args(argv)
     repeats = 5 if args.quick else 30
     detector = Detector.from_pretrained(args.model)
@@ -229,6 +270,10 @@ def main(argv=None) -> dict:
     if args.baseline:
         results.update(bench_baseline(detector, Detector.from_pretrained(args.baseline), jpeg, repeats))
         results["baseline_model"] = args.baseline
+    if args.baseline_finder:
+        results.update(bench_baseline_finder(detector, load_finder_module(args.baseline_finder), jpeg, repeats))
+        results["baseline_finder"] = str(args.baseline_finder)
+    results["analyze_faces_over_analyze"] = results["analyze_faces_ms"] / results["analyze_ms"]
     results.update(bench_at_224(detector, jpeg, repeats))
     results["textbook_gradcam_ms"] = bench_textbook_gradcam(detector, plain, jpeg, repeats)
     results.update(bench_api(detector, jpeg, repeats))

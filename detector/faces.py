@@ -109,35 +109,49 @@ class FaceFinder:
     max_faces: int = 20
 
     def __call__(self, image: Image.Image) -> list[Face]:
-        rgb = np.asarray(image.convert("RGB"))
+        image = image.convert("RGB")
+        width, height = image.size
+        # Scaled down first (by PIL, before any copy at full size), padded after, in `_search`.
+        scale = min(1.0, self.work_side / (max(width, height) * (1 + 2 * self.pad)))
+        if scale < 1.0:
+            image = image.resize((max(1, round(width * scale)), max(1, round(height * scale))),
+                                 Image.Resampling.BILINEAR, reducing_gap=2.0)
+        rgb = np.asarray(image)
         faces = self._search(rgb)
         if self.quarter_turns and max((face.score for face in faces), default=0.0) < self.turn_below:
             for turns in (1, 3):  # a quarter anticlockwise, then clockwise (np.rot90's sense)
                 turned = [_turn_back(face, turns, rgb.shape) for face in self._search(np.rot90(rgb, turns))]
                 faces = _best_of(faces + turned)
+        to_x, to_y = width / rgb.shape[1], height / rgb.shape[0]
+        faces = [_scaled(face, to_x, to_y, (width, height)) for face in faces]
         return sorted(faces, key=lambda face: _area(face.box), reverse=True)[: self.max_faces]
 
     def _search(self, rgb: np.ndarray) -> list[Face]:
+        """The faces in an RGB array already at search size, in its pixels."""
         height, width = rgb.shape[:2]
         pad = round(self.pad * max(width, height))
         bgr = np.ascontiguousarray(rgb[:, :, ::-1])
         if pad:
             bgr = cv2.copyMakeBorder(bgr, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
-        scale = min(1.0, self.work_side / max(bgr.shape[:2]))
-        if scale < 1.0:
-            bgr = cv2.resize(bgr, (max(1, round(bgr.shape[1] * scale)), max(1, round(bgr.shape[0] * scale))),
-                             interpolation=cv2.INTER_AREA)
-        scores, boxes, points = _detect(np.ascontiguousarray(bgr), self.min_score)
+        scores, boxes, points = _detect(bgr, self.min_score)
         faces = []
         for score, (x, y, w, h), marks in zip(scores, boxes, points):
-            left, top = max(0, round(x / scale - pad)), max(0, round(y / scale - pad))
-            right, bottom = min(width, round((x + w) / scale - pad)), min(height, round((y + h) / scale - pad))
-            if right - left < 2 or bottom - top < 2:  # a box in the padding only is no face
+            left, top = max(0, int(x) - pad), max(0, int(y) - pad)
+            right, bottom = min(width, int(x + w) - pad), min(height, int(y + h) - pad)
+            if right - left < 1 or bottom - top < 1:  # a box in the padding only is no face
                 continue
-            landmarks = tuple((float(px) / scale - pad, float(py) / scale - pad)
+            landmarks = tuple((float(px) - pad, float(py) - pad)
                               for px, py in np.asarray(marks, dtype=np.float64).reshape(5, 2))
             faces.append(Face((left, top, right, bottom), landmarks, float(score) / 100.0))
         return faces
+
+
+def _scaled(face: Face, to_x: float, to_y: float, size: tuple[int, int]) -> Face:
+    """A face found in a scaled copy, in the pixels of the picture of `size`."""
+    left, top, right, bottom = face.box
+    box = (max(0, round(left * to_x)), max(0, round(top * to_y)), min(size[0], round(right * to_x)),
+           min(size[1], round(bottom * to_y)))
+    return Face(box, tuple((x * to_x, y * to_y) for x, y in face.landmarks), face.score)
 
 
 @functools.cache
@@ -172,7 +186,7 @@ def _detect(bgr: np.ndarray, min_score: float) -> tuple[np.ndarray, np.ndarray, 
             result = search(bgr)
         finally:
             openmp.omp_set_num_threads(threads)
-    result = result[result[:, 0] >= min_score * 100]
+    result = result[result[:, 0] >= min_score * 100].astype(np.int64)  # int16 from the wheel: no overflow in sums
     return result[:, 0], result[:, 1:5], result[:, 5:15]
 
 
