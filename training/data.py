@@ -26,6 +26,7 @@ from torchvision import transforms as T
 from detector.labels import DataError, parse_label_map, resolve_label_map  # noqa: F401  (their home is detector/)
 from detector.model import LABEL_NAMES
 from detector.faces import DEFAULT_FINDER, Face, FaceFinder, crop_box as face_crop_box, square_box
+from detector.atomic import write_text
 from detector.images import open_file_rgb, reencode_jpeg
 from detector.preprocess import Preprocessor
 
@@ -514,7 +515,7 @@ class FaceCache:
                 logger.info("face cache: %d of %d searched", done, len(missing))
         if missing and self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.path.write_text(json.dumps({"version": self.VERSION, "finder": repr(self.finder), "faces": {
+            write_text(self.path, json.dumps({"version": self.VERSION, "finder": repr(self.finder), "faces": {
                 key: [face.to_dict() for face in found] for key, found in self.faces.items()}}))
         return self
 

@@ -298,6 +298,7 @@ def render_card(config: dict, evaluation: dict, training: dict | None, *, model_
         confusion=metrics["confusion_matrix"],
         source_rows=source_rows(evaluation["per_source"]) if evaluation.get("per_source") else None,
         calibration=evaluation.get("calibration"),
+        storage_dtype=evaluation.get("storage_dtype"),
         calibrated_rows=[(name, fmt(evaluation["calibration"]["metrics_at_threshold"].get(key)))
                          for key, (_, name) in CARD_METRICS.items()] if evaluation.get("calibration") else None,
         robustness=evaluation.get("robustness"),
