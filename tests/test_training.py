@@ -413,3 +413,18 @@ def test_a_training_seed_retrains_a_recipe_on_the_same_validation_split(tmp_path
     assert len(validation_files) == 1
     assert all(torch.equal(weights["default"][k], weights["same"][k]) for k in weights["default"])
     assert not all(torch.equal(weights["default"][k], weights["other"][k]) for k in weights["default"])
+
+
+def test_a_shared_face_cache_is_filled_once_and_named_in_the_run_record(tmp_path, reals, fakes, monkeypatch):
+    """--face-cache FILE (one file for several runs): the first run fills it and records it in args.json (a path that
+    stopped the run before its first step when it was not a string); the second run searches no picture."""
+    data = image_folder(tmp_path / "data", {"real": reals, "fake": fakes})
+    cache = tmp_path / "shared" / "faces.json"
+    run(data, tmp_path / "first", "--face-crops", "0.5", "--face-cache", str(cache))
+    assert json.loads((tmp_path / "first" / "args.json").read_text())["face_cache"] == str(cache)
+    assert len(json.loads(cache.read_text())["faces"]) > 0
+    from detector.faces import FaceFinder
+
+    monkeypatch.setattr(FaceFinder, "__call__", lambda self, image: pytest.fail("a cached picture was searched again"))
+    run(data, tmp_path / "second", "--face-crops", "0.5", "--face-cache", str(cache))
+    assert (tmp_path / "second" / "best").is_dir()

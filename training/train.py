@@ -124,7 +124,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "kept between runs (default: landmarks.npz in --output-dir)")
     recipe.add_argument("--face-crops", type=float, default=0.0, metavar="P",
                         help="with probability P, train on the face crop the app analyses (face found, square with a margin)")
-    recipe.add_argument("--face-cache", type=Path, metavar="FILE",
+    recipe.add_argument("--face-cache", metavar="FILE",
                         help="where the faces found in the training pictures are kept for the face-crop and aligned "
                              "views, found once (default: OUTPUT_DIR/%s; share one file between runs on the same data)"
                              % FACE_CACHE_NAME)
