@@ -13,6 +13,8 @@ textbook Grad-CAM on that stage's last block (also checked).
 """
 from __future__ import annotations
 
+import functools
+
 from typing import Callable
 
 import cv2
@@ -129,15 +131,23 @@ def combined_activation_map(cams: list[tuple[np.ndarray, tuple[float, float, flo
     return canvas
 
 
+@functools.lru_cache(maxsize=16)
+def _label_font(size: int):
+    """PIL's default font at `size` px, loaded once per size (loading it took milliseconds per picture)."""
+    from PIL import ImageFont
+
+    return ImageFont.load_default(size=size)
+
+
 def draw_faces(image: Image.Image, faces: list[tuple[tuple[float, float, float, float], str, float]]) -> Image.Image:
     """A copy of `image` with each (box, verdict, p_fake) drawn: a box coloured by the verdict (red likely fake, amber
     uncertain, green likely real), 'verdict, p(fake) 0.70' above it (a bare "real 0.70" read as 70% real)."""
-    from PIL import ImageDraw, ImageFont
+    from PIL import ImageDraw
 
-    drawn = image.convert("RGB").copy()
+    drawn = image.convert("RGB")  # a new image (a copy, for an RGB one): `image` is never drawn on
     draw = ImageDraw.Draw(drawn)
     width = max(2, round(max(image.size) / 250))
-    font = ImageFont.load_default(size=max(12, round(max(image.size) / 40)))
+    font = _label_font(max(12, round(max(image.size) / 40)))
     for box, label, p_fake in faces:
         colour = VERDICT_COLOURS.get(label, (107, 114, 128))
         left, top, right, bottom = (round(v) for v in box)
