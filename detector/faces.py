@@ -7,9 +7,9 @@ CPython 3.11, the Python the README and the Space name.
 
 How a picture is searched (`FaceFinder`, defaults measured by benchmarks/face_recall.py):
 
-- a replicated border of `pad` of the longer side is added round the picture, so that a tight crop whose face fills
-  the frame still has the context a detector needs, and the padded picture is scaled down to at most `work_side`
-  pixels a side (YuNet degrades on pictures much larger than 640 px);
+- the picture is scaled down (PIL, before any copy at full size) so that, with a replicated border of `pad` of its
+  longer side added round it, it is at most `work_side` pixels a side (YuNet degrades on pictures much larger than
+  640 px); the border gives a tight crop whose face fills the frame the context a detector needs;
 - faces with a score of at least `min_score` are kept, at most `max_faces`, the largest first;
 - when no face scores at least `turn_below`, the picture turned a quarter each way is searched too
   (`quarter_turns`): a face lying on its side, which an upright detector misses or finds with landmarks forced into
