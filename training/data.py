@@ -147,15 +147,22 @@ def check_images(dataset: datasets.Dataset) -> None:
             raise DataError(f"Unreadable image {name}: {err}") from err
 
 
+def split_groups(dataset: datasets.Dataset, spec: DataSpec) -> np.ndarray:
+    """Each row's group for the splits: the group column's value, or the row's own where it has none (or there is no
+    group column)."""
+    groups = np.array(dataset[spec.group_column]).astype(str) if spec.group_column else np.arange(len(dataset)).astype(str)
+    if spec.group_column:  # rows without a group are their own group
+        missing = np.isin(groups, ["", "None", "nan"])
+        groups[missing] = np.char.add("row", np.arange(len(dataset))[missing].astype(str))
+    return groups
+
+
 def split(dataset: datasets.Dataset, spec: DataSpec) -> tuple[datasets.Dataset, datasets.Dataset]:
     """A stratified ~80/20 split with a fixed seed; by group when there is a group column."""
     strata = np.array(dataset["target"]).astype(str)
     if spec.source_column:
         strata = np.char.add(np.char.add(strata, ":"), np.array(dataset[spec.source_column]).astype(str))
-    groups = np.array(dataset[spec.group_column]).astype(str) if spec.group_column else np.arange(len(dataset)).astype(str)
-    if spec.group_column:  # rows without a group are their own group
-        missing = np.isin(groups, ["", "None", "nan"])
-        groups[missing] = np.char.add("row", np.arange(len(dataset))[missing].astype(str))
+    groups = split_groups(dataset, spec)
     n_splits = max(2, round(1 / spec.val_fraction))
     largest = int(np.unique(strata, return_counts=True)[1].max())
     if largest < n_splits:  # sklearn would raise a ValueError that does not say what to do
@@ -181,10 +188,7 @@ def split_three(dataset: datasets.Dataset, spec: DataSpec) -> tuple[datasets.Dat
                         f"multiples of 1/{n} leaving some training data (e.g. 0.1 and 0.1)")
     targets = np.array(dataset["target"]).astype(str)
     sources = np.array(dataset[spec.source_column]).astype(str) if spec.source_column else np.zeros(len(dataset)).astype(str)
-    groups = np.array(dataset[spec.group_column]).astype(str) if spec.group_column else np.arange(len(dataset)).astype(str)
-    if spec.group_column:
-        missing = np.isin(groups, ["", "None", "nan"])
-        groups[missing] = np.char.add("row", np.arange(len(dataset))[missing].astype(str))
+    groups = split_groups(dataset, spec)
     fold = np.empty(len(dataset), dtype=int)
     for source in sorted(set(sources)):
         rows = np.flatnonzero(sources == source)
