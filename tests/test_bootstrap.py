@@ -138,3 +138,26 @@ def test_evaluate_writes_each_images_group_beside_its_score(tmp_path, model_dir)
                bootstrap.read_predictions(tmp_path / "eval" / "predictions.csv").items()}
     assert written == {Path(row["file"]).name: (row["group"], row["source"]) for row in rows}
     assert {group for group, _ in written.values()} == {rows[0]["group"], ""}  # a person's photos, and none
+
+
+def test_excluded_images_leave_the_comparison_and_a_list_leaving_one_class_is_refused(tmp_path, images, monkeypatch):
+    labels, scores = images
+    monkeypatch.chdir(tmp_path)  # evaluate names files from the working folder; the list names them absolutely
+    a = predictions(tmp_path / "a.csv", scores, labels)
+    gan = sorted(name for name in scores if name.startswith("gan/"))
+    with (tmp_path / "trained.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["file", "label"])
+        writer.writerows([str(tmp_path / name), "fake"] for name in gan)
+    result = bootstrap.main([str(a), str(a), "--exclude", str(tmp_path / "trained.csv"), "--replicates", "20"])
+    assert result["images"] == len(scores) - len(gan) and result["excluded"] == str(tmp_path / "trained.csv")
+    kept = {name: labels[name] for name in scores if name not in gan}
+    files = sorted(kept)
+    fitted = evaluate.calibrate({"is_fake": [kept[f][0] for f in files], "p_fake": [scores[f] for f in files],
+                                 "sources": [kept[f][1] for f in files]}, 0.05, per_source=False)
+    assert result["fakes_caught"]["first"]["stored_images"] == pytest.approx(fitted["fakes_caught"], abs=1e-6)
+    fakes = [name for name in scores if labels[name][0]]
+    with (tmp_path / "all_fakes.csv").open("w", newline="") as f:
+        csv.writer(f).writerows([["file"], *([name] for name in fakes)])  # relative: from the list's folder
+    with pytest.raises(SystemExit, match="both real and fake"):
+        bootstrap.main([str(a), str(a), "--exclude", str(tmp_path / "all_fakes.csv")])

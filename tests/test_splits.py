@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -81,3 +82,20 @@ def test_the_stability_check_fits_on_one_half_of_the_groups_and_measures_on_the_
     assert after["measured"]["mean_over_sources"][1] <= 0.07 and after["measured"]["all_reals"][1] <= 0.07
     assert before["measured"]["mean_over_sources"][1] <= 0.07
     assert "| docs/thresholds.md | other half |" in (tmp_path / "s.md").read_text()
+
+
+@needs_shared
+def test_the_listed_split_is_the_split_training_used_and_its_paths_match_evaluates(tmp_path):
+    from training import splits
+    path = manifest(tmp_path / "m.csv", {"lfw_faceswap": (30, 30)}, group_size=3)
+    options = ["--dataset", str(path), "--image-column", "file", "--group-column", "group", "--source-column", "source",
+               "--val-fraction", "0.1", "--test-fraction", "0.1"]
+    rows = splits.main([*options, "--split", "test", "--output", str(tmp_path / "test.csv")])
+    expected = load_test(spec(path, val_fraction=0.1, test_fraction=0.1))
+    assert [row["file"] for row in rows] == [str(Path(item["path"]).resolve()) for item in expected["image"]]
+    assert {row["label"] for row in rows} == {"real", "fake"} and {row["source"] for row in rows} == {"lfw_faceswap"}
+    with (tmp_path / "test.csv").open(newline="") as f:
+        assert list(csv.DictReader(f)) == rows
+    train = splits.main([*options, "--split", "train", "--output", str(tmp_path / "train.csv")])
+    assert not {row["file"] for row in train} & {row["file"] for row in rows}
+    assert {row["group"] for row in train}.isdisjoint(row["group"] for row in rows)

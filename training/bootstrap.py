@@ -14,6 +14,9 @@ grouped data would count a group's twenty photos as twenty pieces of evidence an
 Thresholds are fitted on the stored scores: calibration maps them monotonically, so the same images fall on
 each side. Writes each model's share on the stored images and its 95% interval over the draws, and the same for the
 second model minus the first, with the share of draws in which the second catches at least as many.
+
+`--exclude CSV` leaves out the images a CSV lists (its `file` column; `training.splits` writes one), e.g. the photos
+one of the two models was trained on, so that both are compared on photos neither has seen.
 """
 from __future__ import annotations
 
@@ -50,6 +53,23 @@ def read_predictions(path: Path) -> dict[str, tuple[int, float, str, str]]:
                        "where photos come in groups; evaluate with --group-column group", path)
     return {row["file"]: (int(row["is_fake"]), float(row["p_fake"]), row["source"], row.get("group") or "")
             for row in rows}
+
+
+def read_excluded(path: Path) -> set[str]:
+    """The resolved paths in a CSV's `file` column (relative ones from the CSV's folder, as manifests name them)."""
+    try:
+        with path.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+    except OSError as err:
+        raise SystemExit(f"cannot read {path}: {err.strerror or err}") from err
+    if rows and "file" not in rows[0]:
+        raise SystemExit(f"{path} has no file column: write it with `python -m training.splits`")
+    return {str((path.parent / row["file"]).resolve()) for row in rows}
+
+
+def without(table: dict, excluded: set[str]) -> dict:
+    """The predictions whose image (resolved from the working folder, as evaluate wrote it) is not excluded."""
+    return {file: row for file, row in table.items() if str(Path(file).resolve()) not in excluded}
 
 
 def fakes_caught(is_fake: np.ndarray, p_fake: np.ndarray, sources: np.ndarray | None, target_fpr: float) -> float:
@@ -117,6 +137,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--per-source", action="store_true", help="the target is the mean over the sources of reals")
     parser.add_argument("--replicates", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--exclude", type=Path, metavar="CSV",
+                        help="leave out the images this CSV's file column lists (e.g. a model's training photos, "
+                             "from python -m training.splits)")
     parser.add_argument("--output", type=Path, help="write the result as JSON here")
     return parser.parse_args(argv)
 
@@ -125,6 +148,13 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     configure_logging()
     first, second = (read_predictions(path) for path in args.predictions)
+    if args.exclude:
+        excluded = read_excluded(args.exclude)
+        first, second = (without(table, excluded) for table in (first, second))
+        logger.info("%d images left after leaving out those %s lists", len(first), args.exclude)
+        if not first or not any(row[0] for row in first.values()) or all(row[0] for row in first.values()):
+            raise SystemExit(f"after leaving out the images {args.exclude} lists, {len(first)} are left, which do not "
+                             "hold both real and fake photos: nothing to compare")
     if set(first) != set(second):
         only = sorted(set(first) ^ set(second))
         raise SystemExit(f"the two files score different images ({len(only)} in one only, e.g. {only[0]}): evaluate "
@@ -148,6 +178,7 @@ def main(argv=None) -> dict:
         "images": len(files), "groups": len(np.unique(resampling_units(groups or [None] * len(files)))),
         "target_fpr": args.target_fpr, "per_source": args.per_source,
         "replicates": args.replicates, "seed": args.seed,
+        "excluded": str(args.exclude) if args.exclude else None,
         "fakes_caught": {name: summary(point, draws[:, m]) for m, (name, point) in enumerate(zip(args.names, points))},
         "difference": {**summary(points[1] - points[0], difference),
                        "share_of_draws_second_at_least_first": float(np.mean(difference >= 0))},
