@@ -1,7 +1,7 @@
 """Which images a split holds, as a CSV: e.g. the photos a model was trained on, to leave them out of a comparison.
 
     python -m training.splits --dataset runs/refit/manifest_before_ffhq_photos.csv --image-column file \\
-        --group-column group --source-column source --val-fraction 0.1 --split train --output runs/bundled_train.csv
+        --group-column group --source-column source --val-fraction 0.2 --split train --output runs/bundled_train.csv
 
 The same data options as `training.train` and `training.evaluate` give the same split (`training.data`). Writes one
 row per image: `file` (its absolute path, so that files named from different folders still match), `label` (real or
