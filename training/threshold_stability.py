@@ -13,30 +13,27 @@ rule of docs/thresholds.md (sources of at least --min-source-reals photos, a poo
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import logging
 from pathlib import Path
 
 import numpy as np
 
+from detector.errors import run_cli
 from detector.logs import configure_logging
 
+from . import bootstrap
 from .metrics import threshold_for_fpr
 
 logger = logging.getLogger(__name__)
 
 
 def read_predictions(path: Path) -> dict[str, np.ndarray]:
-    with Path(path).open() as f:
-        rows = list(csv.DictReader(f))
-    missing = {"is_fake", "p_fake", "source"} - set(rows[0] if rows else {})
-    if missing:
-        raise SystemExit(f"{path} has no {', '.join(sorted(missing))} column: use the predictions.csv of "
-                         "training.evaluate run with --source-column (and --group-column)")
-    groups = [row.get("group") or f"file:{row.get('file') or index}" for index, row in enumerate(rows)]
-    return {"is_fake": np.array([row["is_fake"] == "1" for row in rows]), "p_fake": np.array([float(row["p_fake"]) for row in rows]),
-            "source": np.array([row["source"] for row in rows]), "group": np.array(groups)}
+    """The columns of a predictions.csv (`training.bootstrap.read_predictions`) as arrays; `group` is each row's unit
+    of resampling (`training.bootstrap.resampling_units`: its group, or itself where it has none)."""
+    rows = list(bootstrap.read_predictions(Path(path)).values())
+    return {"is_fake": np.array([row[0] for row in rows], dtype=bool), "p_fake": np.array([row[1] for row in rows]),
+            "source": np.array([row[2] for row in rows]), "group": bootstrap.resampling_units([row[3] for row in rows])}
 
 
 def halves(data: dict[str, np.ndarray], rng: np.random.Generator) -> np.ndarray:
@@ -121,4 +118,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)
