@@ -654,3 +654,41 @@ def test_a_calibrated_model_recalibrated_and_published_reproduces_its_measured_n
     np.testing.assert_allclose(served, expected, atol=1e-5)
     assert measured["at_threshold"]["confusion_matrix"] == fitted["calibration"]["metrics_at_threshold"]["confusion_matrix"]
     assert measured["at_threshold"]["confusion_matrix"] == fitted["at_threshold"]["confusion_matrix"]
+
+
+def test_the_test_split_of_the_folder_as_published_goes_into_the_card_and_no_other_report_does(tmp_path, run_folder,
+                                                                                              report_dir, published):
+    """The card's test section quotes `evaluate --split test` on the published folder; a report of another split, or
+    one scored at thresholds the folder does not store, is refused by name."""
+    with (SHARED_DATA / "manifest.csv").open() as f:
+        manifest = [row for row in csv.DictReader(f) if row["source"] == "lfw_faceswap"]
+    rows = [row for row in manifest if row["label"] == "real"][:8] + [row for row in manifest if row["label"] == "fake"][:8]
+    data = tmp_path / "split.csv"
+    with data.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["file", "label", "source"])
+        writer.writeheader()
+        writer.writerows({"file": str(SHARED_DATA / row["file"]), "label": row["label"], "source": row["source"]}
+                         for row in rows)
+    split = ["--dataset", str(data), "--image-column", "file", "--source-column", "source", "--val-fraction", "0.25",
+             "--test-fraction", "0.25", "--batch-size", "8"]
+    evaluate.main(["--model", str(published), *split, "--split", "test", "--output-dir", str(tmp_path / "test")])
+    test = json.loads((tmp_path / "test" / "metrics.json").read_text())
+    stored = json.loads((published / "config.json").read_text())["calibration"]
+    assert test["served"]["threshold"] == stored["threshold"] and test["served"]["lower_threshold"] == stored["lower_threshold"]
+    assert test["at_threshold"]["n"] == 4 and set(test["served"]["verdict_shares"]) == {"likely real", "uncertain", "likely fake"}
+    folder = publish.main([*LICENSE, "--model", str(run_folder), "--metrics", str(report_dir / "metrics.json"),
+                           "--test-metrics", str(tmp_path / "test" / "metrics.json"), "--output-dir", str(tmp_path / "out")])
+    card = (folder / "README.md").read_text()
+    section = card[card.index("### Test split"):card.index("### Calibration")]
+    assert f"({test['at_threshold']['n']} images)" in section and f"{stored['threshold']:.4f}" in section
+    assert "| `lfw_faceswap` | 4 | 2 | 2 |" in section and "--test-fraction 0.25" in section
+    assert "### Test split" not in (published / "README.md").read_text()  # only where a report was given
+    evaluate.main(["--model", str(published), *split, "--split", "validation", "--output-dir", str(tmp_path / "val")])
+    with pytest.raises(DetectorError, match="scored the 'validation' split"):
+        publish.main([*LICENSE, "--model", str(run_folder), "--metrics", str(report_dir / "metrics.json"),
+                      "--test-metrics", str(tmp_path / "val" / "metrics.json"), "--output-dir", str(tmp_path / "x")])
+    evaluate.main(["--model", str(run_folder), *split, "--split", "test", "--output-dir", str(tmp_path / "raw")])
+    with pytest.raises(DetectorError, match="publish without --test-metrics, evaluate that folder"):
+        publish.main([*LICENSE, "--model", str(run_folder), "--metrics", str(report_dir / "metrics.json"),
+                      "--test-metrics", str(tmp_path / "raw" / "metrics.json"), "--output-dir", str(tmp_path / "x")])
+    assert not (tmp_path / "x").exists()

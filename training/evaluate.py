@@ -186,6 +186,27 @@ def evaluate(detector: Detector, dataset: datasets.Dataset, source_column: str |
     return result
 
 
+def verdict_shares(is_fake, p_fake, lower: float, threshold: float) -> dict:
+    """The share of the reals and of the fakes each level of the three-level verdict holds (None: no image of that
+    class)."""
+    is_fake, p_fake = np.asarray(is_fake, dtype=bool), np.asarray(p_fake)
+    share = lambda inside: float(np.mean(inside)) if len(inside) else None
+    return {name: {"reals": share(inside[~is_fake]), "fakes": share(inside[is_fake])}
+            for name, inside in (("likely real", p_fake < lower), ("uncertain", (p_fake >= lower) & (p_fake < threshold)),
+                                 ("likely fake", p_fake >= threshold))}
+
+
+def as_served(result: dict, detector: Detector) -> dict | None:
+    """What a user of the folder as published meets on these images: its stored thresholds, the share of reals and
+    fakes each verdict holds, and the calibration error of the probabilities it shows (None: no stored calibration)."""
+    if detector.threshold is None:
+        return None
+    is_fake, p_fake = np.array(result["is_fake"], dtype=bool), np.array(result["p_fake"])
+    return {"threshold": detector.threshold, "lower_threshold": detector.lower_threshold,
+            "ece": expected_calibration_error(is_fake, p_fake) if len(set(is_fake.tolist())) == 2 else None,
+            "verdict_shares": verdict_shares(is_fake, p_fake, detector.lower_threshold, detector.threshold)}
+
+
 def calibrate(result: dict, target_fpr: float, face_margin: float | None = None, per_source: bool = False,
               target_fake_miss: float = 0.05, min_source_reals: int = 0, pooled_cap: float | None = None) -> dict:
     """The calibration map (beta calibration: detector/calibration.py; temperature and bias when its two weights are
@@ -210,9 +231,7 @@ def calibrate(result: dict, target_fpr: float, face_margin: float | None = None,
         raise SystemExit(f"{err}: lower --min-source-reals") from err
     at_threshold = binary_metrics(is_fake, calibrated, threshold)
     lower = min(threshold_for_miss(is_fake, calibrated, target_fake_miss), threshold)
-    levels = {name: {"reals": float(np.mean(inside[~is_fake.astype(bool)])), "fakes": float(np.mean(inside[is_fake.astype(bool)]))}
-              for name, inside in (("likely real", calibrated < lower), ("uncertain", (calibrated >= lower) & (calibrated < threshold)),
-                                   ("likely fake", calibrated >= threshold))}
+    levels = verdict_shares(is_fake, calibrated, lower, threshold)
     return {
         **fitted.to_config(),  # {"temperature", "bias"}, or the weights of beta calibration and the bias
         "threshold": threshold,
@@ -321,7 +340,7 @@ def json_safe(value):
 def write_report(result: dict, output: Path, context: dict) -> dict:
     """metrics.json (context + metrics), predictions.csv, roc.png, confusion_matrix.png; returns what went to JSON."""
     output.mkdir(parents=True, exist_ok=True)
-    extras = {key: result[key] for key in ("calibration", "robustness", "robustness_at_threshold") if result.get(key)}
+    extras = {key: result[key] for key in ("calibration", "served", "robustness", "robustness_at_threshold") if result.get(key)}
     if "calibration" in extras:
         extras["calibration"] = {k: v for k, v in extras["calibration"].items() if k != "p_fake_calibrated"}
     report = json_safe({**context, "faces": result.get("faces", False), "metrics": result["metrics"],
@@ -370,6 +389,8 @@ def main(argv=None) -> dict:
         result["calibration"]["precision"] = detector.precision  # the dtype the fitted scores were computed in
         result["calibration"]["scores"] = RAW_SCORES  # fitted on the model's own p(fake); publish checks it
         at_fitted_threshold(result)
+    else:
+        result["served"] = as_served(result, detector)
     if args.robustness is not None:  # --robustness alone: every perturbation
         result["robustness"], result["robustness_at_threshold"] = robustness(detector, dataset, result, faces=args.faces,
                                                                              names=args.robustness)

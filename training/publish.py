@@ -64,6 +64,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--leave-one-out", metavar="JSON", action="append",
                         help="leave_one_out.json written by training.leave_one_out: its table goes into the card; give it "
                              "once per report to put the rows of several runs in one table")
+    parser.add_argument("--test-metrics", metavar="JSON",
+                        help="metrics.json of training.evaluate --split test on this model as published (its stored "
+                             "calibration: publish once without it, evaluate that folder, publish again): the card's "
+                             "test-split section, the numbers nothing was tuned on")
     parser.add_argument("--generalisation", metavar="MD",
                         help="before/after tables written by training.compare (from measured reports), inserted into the card")
     parser.add_argument("--cam-faithfulness", metavar="JSON",
@@ -257,7 +261,7 @@ def render_card(config: dict, evaluation: dict, training: dict | None, *, model_
                 license_link: str | None = None,
                 dataset_name: str | None = None, leave_one_out: dict | None = None, template: Path = TEMPLATE,
                 local_ref: str | None = None, generalisation: str | None = None,
-                faithfulness: dict | None = None) -> ModelCard:
+                faithfulness: dict | None = None, test: dict | None = None) -> ModelCard:
     """README.md: front matter (library, task, licence, model-index) + the template filled from the files."""
     dataset = evaluation.get("dataset", "unknown")
     args = (training or {}).get("args") or {}
@@ -309,6 +313,9 @@ def render_card(config: dict, evaluation: dict, training: dict | None, *, model_
         license_link=license_link,
         default_face_margin=DEFAULT_MARGIN,
         cam=cam_text(config.get("cam_stage"), faithfulness),
+        test=test,
+        test_rows=[(name, fmt(test["at_threshold"].get(key))) for key, (_, name) in CARD_METRICS.items()] if test else None,
+        test_source_rows=source_rows(test["per_source"]) if test and test.get("per_source") else None,
         undefined=UNDEFINED,
     )
 
@@ -403,12 +410,33 @@ def check_evaluation(evaluation: dict, metrics: Path, storage_dtype: str) -> Non
                             "card's and the config's numbers are the shipped file's.")
 
 
+def check_test_evaluation(test: dict, path: Path, evaluation: dict, storage_dtype: str) -> None:
+    """The test-split report must be of these weights as published: the test split, scored with the calibration and
+    thresholds this folder stores, in its storage dtype, the way its validation numbers were scored."""
+    if test.get("split") != "test":
+        raise DetectorError(f"{path} scored the {test.get('split')!r} split: give the report of "
+                            "`python -m training.evaluate --split test` on the published folder")
+    calibration, served = evaluation.get("calibration") or {}, test.get("served") or {}
+    for key in ("threshold", "lower_threshold"):
+        if key in calibration and (served.get(key) is None or abs(served[key] - calibration[key]) > 1e-9):
+            raise DetectorError(f"{path} was scored at a {key.replace('_', ' ')} of {served.get(key)}, but this folder "
+                                f"stores {calibration[key]}: publish without --test-metrics, evaluate that folder "
+                                "on the test split, then publish again with its report")
+    if test.get("storage_dtype") != storage_dtype:
+        raise DetectorError(f"{path} measured {test.get('storage_dtype') or 'unrecorded'} weights, and this folder "
+                            f"will store {storage_dtype}: evaluate the published folder")
+    if bool(test.get("faces")) != bool(evaluation.get("faces")) or test.get("face_margin") != evaluation.get("face_margin"):
+        raise DetectorError(f"{path} scored {'with' if test.get('faces') else 'without'} face search (margin "
+                            f"{test.get('face_margin')}), the calibration was fitted {'with' if evaluation.get('faces') else 'without'} "
+                            f"it (margin {evaluation.get('face_margin')}): score both the same way")
+
+
 def build_folder(model: Path, metrics: Path, output: Path, *, fp16: bool = False, data_description: Path | None = None,
                  notes: Path | None = None, leave_one_out: list[Path] | None = None, generalisation: Path | None = None,
                  model_name: str | None = None, dataset_name: str | None = None, repo_id: str | None = None,
                  license: str = "other", license_name: str = "research-only-non-commercial",
                  license_file: Path | None = None, template: Path = TEMPLATE,
-                 cam_faithfulness: Path | None = None) -> Path:
+                 cam_faithfulness: Path | None = None, test_metrics: Path | None = None) -> Path:
     """Write config.json, model.safetensors and README.md (and LICENSE.md) to `output`, atomically; check the result
     loads. A licence of "other" needs `license_file`: the Hub shows license_name with a link to its text."""
     model, output = Path(model), Path(output)
@@ -418,7 +446,13 @@ def build_folder(model: Path, metrics: Path, output: Path, *, fp16: bool = False
     evaluation = read_json(metrics)
     if evaluation is None:
         raise DetectorError(f"{metrics} not found: run training.evaluate first; the card quotes its numbers.")
-    check_evaluation(evaluation, Path(metrics), "float16" if fp16 else stored_dtype(model))
+    storage_dtype = "float16" if fp16 else stored_dtype(model)
+    check_evaluation(evaluation, Path(metrics), storage_dtype)
+    test = read_json(test_metrics) if test_metrics else None
+    if test_metrics and test is None:
+        raise DetectorError(f"{test_metrics} not found: run training.evaluate --split test on the published folder.")
+    if test is not None:
+        check_test_evaluation(test, Path(test_metrics), evaluation, storage_dtype)
     training = read_json(model / TRAINING_FILE)
     description = Path(data_description).read_text() if data_description else None
     notes_text = Path(notes).read_text() if notes else None
@@ -454,7 +488,7 @@ def build_folder(model: Path, metrics: Path, output: Path, *, fp16: bool = False
                            license_link=LICENSE_FILE if license == "other" else None, notes=notes_text, leave_one_out=cross_source,
                            dataset_name=dataset_name, template=Path(template), local_ref=str(output),
                            generalisation=Path(generalisation).read_text() if generalisation else None,
-                           faithfulness=faithfulness)
+                           faithfulness=faithfulness, test=test)
         card.save(staging / "README.md")
         load_model(staging)  # what we publish must load in the detector as it is
     return output
@@ -496,6 +530,7 @@ def main(argv=None) -> Path:
         license=args.license, license_name=args.license_name,
         license_file=Path(args.license_file) if args.license_file else None, template=Path(args.template),
         cam_faithfulness=Path(args.cam_faithfulness) if args.cam_faithfulness else None,
+        test_metrics=Path(args.test_metrics) if args.test_metrics else None,
     )
     logger.info("wrote %s: %s", folder, ", ".join(sorted(path.name for path in folder.iterdir())))
     if args.push:
