@@ -161,3 +161,33 @@ def test_excluded_images_leave_the_comparison_and_a_list_leaving_one_class_is_re
         csv.writer(f).writerows([["file"], *([name] for name in fakes)])  # relative: from the list's folder
     with pytest.raises(SystemExit, match="both real and fake"):
         bootstrap.main([str(a), str(a), "--exclude", str(tmp_path / "all_fakes.csv")])
+
+
+def test_intervals_of_a_report_at_its_stored_threshold(tmp_path, images):
+    """training.intervals: the stored photos' numbers at the served threshold, each inside its 95% interval; a report
+    scored without a stored threshold is refused by what to do."""
+    from training import intervals
+    labels, scores = images
+    report = tmp_path / "test"
+    report.mkdir()
+    predictions(report / "predictions.csv", scores, labels)
+    (report / "metrics.json").write_text('{"split": "test", "served": {"threshold": 0.7}}')
+    result = intervals.main([str(report), "--replicates", "200", "--output", str(tmp_path / "i.json")])
+    files = sorted(scores)
+    fake = np.array([labels[f][0] for f in files], dtype=bool)
+    p = np.array([round(scores[f], 6) for f in files])
+    numbers = result["numbers"]
+    assert numbers["fakes_caught"]["stored_images"] == pytest.approx(np.mean(p[fake] >= 0.7))
+    assert numbers["reals_flagged"]["stored_images"] == pytest.approx(np.mean(p[~fake] >= 0.7))
+    hard = np.array([labels[f][1] == "hard_reals" for f in files])
+    assert numbers["hard_reals: reals flagged"]["stored_images"] == pytest.approx(np.mean(p[hard] >= 0.7))
+    assert "hard_reals: fakes caught" not in numbers and "gan: reals flagged" not in numbers
+    for key in ("roc_auc", "fakes_caught", "reals_flagged", "hard_reals: reals flagged"):
+        low, high = numbers[key]["interval_95"]
+        assert low < numbers[key]["stored_images"] < high
+    # the small source's interval is wider than the pooled one
+    width = lambda key: np.diff(numbers[key]["interval_95"])[0]
+    assert width("hard_reals: reals flagged") > 2 * width("reals_flagged")
+    (report / "metrics.json").write_text('{"split": "test"}')
+    with pytest.raises(SystemExit, match="evaluate a published folder"):
+        intervals.main([str(report)])
