@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -191,3 +192,41 @@ def test_intervals_of_a_report_at_its_stored_threshold(tmp_path, images):
     (report / "metrics.json").write_text('{"split": "test"}')
     with pytest.raises(SystemExit, match="evaluate a published folder"):
         intervals.main([str(report)])
+
+
+def test_the_logit_mean_of_two_reports_is_calibrated_by_evaluates_rule_and_counts_the_fakes_both_miss(tmp_path, images):
+    from training import logit_mean
+    labels, scores = images
+    rng = np.random.default_rng(1)
+    other = {name: float(np.clip(p + rng.normal(0, 0.1), 0.001, 0.999)) for name, p in scores.items()}
+    folders = []
+    for name, table, threshold in (("a", scores, 0.6), ("b", other, 0.65)):
+        folder = tmp_path / name
+        folder.mkdir()
+        with (folder / "predictions.csv").open("w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["file", "is_fake", "p_fake", "source", "group", "p_fake_calibrated"])
+            for file, p in table.items():
+                writer.writerow([file, labels[file][0], f"{p:.6f}", labels[file][1], "", f"{p:.6f}"])
+        (folder / "metrics.json").write_text(json.dumps({"model": name, "split": "validation", "faces": True, "face_margin": 0.6,
+                                                         "calibration": {"threshold": threshold}}))
+        folders.append(folder)
+    report = logit_mean.main([*map(str, folders), "--output-dir", str(tmp_path / "mean"), "--fpr-per-source",
+                              "--min-source-reals", "50"])
+    files = list(scores)
+    logit = lambda p: np.log(np.clip(p, 1e-6, 1 - 1e-6) / (1 - np.clip(p, 1e-6, 1 - 1e-6)))
+    mean = 1 / (1 + np.exp(-(logit(np.array([round(scores[f], 6) for f in files])) +
+                             logit(np.array([round(other[f], 6) for f in files]))) / 2))
+    fitted = evaluate.calibrate({"is_fake": [labels[f][0] for f in files], "p_fake": mean.tolist(),
+                                 "sources": [labels[f][1] for f in files]}, 0.05, 0.6, per_source=True, min_source_reals=50,
+                                 pooled_cap=0.05)
+    assert report["calibration"]["threshold"] == pytest.approx(fitted["threshold"])
+    assert report["calibration"]["fakes_caught"] == pytest.approx(fitted["fakes_caught"])
+    fake = [f for f in files if labels[f][0]]
+    both = sum(round(scores[f], 6) < 0.6 and round(other[f], 6) < 0.65 for f in fake)
+    assert report["fakes_missed"] == {"first": sum(round(scores[f], 6) < 0.6 for f in fake),
+                                      "second": sum(round(other[f], 6) < 0.65 for f in fake), "both": both}
+    assert (tmp_path / "mean" / "predictions.csv").is_file()
+    (folders[1] / "predictions.csv").write_text("file,is_fake,p_fake,source\nx.jpg,1,0.5,gan\n")
+    with pytest.raises(SystemExit, match="different images"):
+        logit_mean.main([*map(str, folders), "--output-dir", str(tmp_path / "x")])
