@@ -164,7 +164,7 @@ def test_excluded_images_leave_the_comparison_and_a_list_leaving_one_class_is_re
         bootstrap.main([str(a), str(a), "--exclude", str(tmp_path / "all_fakes.csv")])
 
 
-def test_intervals_of_a_report_at_its_stored_threshold(tmp_path, images):
+def test_intervals_of_a_report_at_its_stored_threshold(tmp_path, images, monkeypatch):
     """training.intervals: the stored photos' numbers at the served threshold, each inside its 95% interval; a report
     scored without a stored threshold is refused by what to do."""
     from training import intervals
@@ -189,6 +189,13 @@ def test_intervals_of_a_report_at_its_stored_threshold(tmp_path, images):
     # the small source's interval is wider than the pooled one
     width = lambda key: np.diff(numbers[key]["interval_95"])[0]
     assert width("hard_reals: reals flagged") > 2 * width("reals_flagged")
+    gan = [name for name in files if labels[name][1] == "gan"]
+    (tmp_path / "seen.csv").write_text("file\n" + "".join(f"{report / name}\n" for name in gan))  # evaluate ran in report/
+    monkeypatch.chdir(report)
+    kept = intervals.main([str(report), "--replicates", "20", "--exclude", str(tmp_path / "seen.csv")])
+    rest = np.array([labels[f][1] != "gan" for f in files])
+    assert kept["images"] == len(files) - len(gan) and "gan: fakes caught" not in kept["numbers"]
+    assert kept["numbers"]["fakes_caught"]["stored_images"] == pytest.approx(np.mean(p[fake & rest] >= 0.7))
     (report / "metrics.json").write_text('{"split": "test"}')
     with pytest.raises(SystemExit, match="evaluate a published folder"):
         intervals.main([str(report)])

@@ -7,7 +7,8 @@ REPORT is the folder `training.evaluate` wrote (metrics.json and predictions.csv
 (`served.threshold`), so the numbers are those a user meets. Each draw takes whole groups with replacement within
 each stratum (`training.bootstrap.GroupDraw`: a person's photos, a video's frames and its fakes go together), and
 measures ROC-AUC, the share of fakes caught and of reals flagged at that threshold, and each source's share. Writes,
-for each number, its value on the stored photos and the 2.5th and 97.5th percentiles over the draws.
+for each number, its value on the stored photos and the 2.5th and 97.5th percentiles over the draws. `--exclude CSV`
+leaves out the photos a CSV lists (`training.splits`), e.g. those the model was trained on.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from detector.atomic import write_text
 from detector.errors import run_cli
 from detector.logs import configure_logging
 
-from .bootstrap import GroupDraw, read_predictions, summary
+from .bootstrap import GroupDraw, read_excluded, read_predictions, summary, without
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +64,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("report", type=Path, help="a folder training.evaluate wrote (metrics.json, predictions.csv)")
     parser.add_argument("--replicates", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--exclude", type=Path, metavar="CSV",
+                        help="leave out the images this CSV's file column lists (python -m training.splits)")
     parser.add_argument("--output", type=Path, help="write the intervals as JSON here")
     return parser.parse_args(argv)
 
@@ -79,12 +82,17 @@ def main(argv=None) -> dict:
         raise SystemExit(f"{args.report} was not scored at a stored threshold (no `served` in metrics.json): evaluate a "
                          "published folder, without --calibrate")
     table = read_predictions(args.report / "predictions.csv")
+    if args.exclude:
+        table = without(table, read_excluded(args.exclude))
+        if not table:
+            raise SystemExit(f"{args.exclude} lists every image of {args.report}: nothing is left to measure")
     rows = list(table.values())
     is_fake = np.array([row[0] for row in rows], dtype=bool)
     p_fake = np.array([row[1] for row in rows])
     sources = np.array([row[2] for row in rows])
     groups = [row[3] for row in rows]
     result = {"report": str(args.report), "split": report.get("split"), "threshold": threshold, "images": len(rows),
+              "excluded": str(args.exclude) if args.exclude else None,
               "replicates": args.replicates, "seed": args.seed,
               "numbers": intervals(is_fake, p_fake, sources, groups, threshold, args.replicates, args.seed)}
     for key in ("roc_auc", "fakes_caught", "reals_flagged"):
