@@ -75,6 +75,7 @@ def test_the_test_block_holds_each_number_with_its_interval_and_judges_it_agains
     assert "| fakes called *likely fake* | 40.0% (32.0–48.0%) | 50.0% (40.0–60.0%) | ≥ 45%: missed / met |" in block
     assert "| — the real source flagged most (utkface_adults) | 12.0% (9.6–14.4%) | — | ≤ 10%: missed / not measured |" in block
     assert "| — deepfake video frames (DFDC) caught | 10.0% (8.0–12.0%) | — | ≥ 15%: missed / not measured |" in block
-    assert "| — FFHQ photographs called *likely fake* | 5.0% (4.0–6.0%) | — | ≤ 3%: missed / not measured |" in block
+    assert ("| — the high-quality real source flagged most (FFHQ photographs; of FFHQ photographs) | 5.0% (4.0–6.0%) | — "
+            "| ≤ 3%: missed / not measured |") in block
     assert "| calibration error (ECE) of the probabilities shown | 0.040 | | ≤ 0.05: met |" in block
     assert "of 100 fakes it calls about 40 *likely fake*, 50 *uncertain* and 10 *likely real*" in block
